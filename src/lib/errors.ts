@@ -8,7 +8,7 @@ export const ERROR_TABLE = {
   // request shape
   ERR_BAD_REQUEST: [400, 'The request is malformed.'],
   ERR_BAD_JSON: [400, 'The request body is not valid JSON.'],
-  ERR_BODY_TOO_LARGE: [413, 'The request body is too large.'],
+  ERR_BODY_TOO_LARGE: [400, 'The request body is too large.'],
   ERR_UNSUPPORTED_MEDIA_TYPE: [415, 'The request body must be application/json.'],
   ERR_BAD_BASE64: [400, 'A binary field is not valid base64.'],
   ERR_BAD_DIGEST_LENGTH: [400, 'The digest length does not match the key hash.'],

@@ -1,0 +1,73 @@
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
+import type { Clock } from '../lib/clock.js';
+import { CustosError } from '../lib/errors.js';
+import type { ApiTokenRecord, Role } from '../store/records.js';
+import type { Store } from '../store/store.js';
+import { ROLES } from './roles.js';
+
+export interface Principal {
+  /** Stable, loggable identity: `token:<id>` or `cert:<subject>`; never a secret. */
+  actor: string;
+  role: Role;
+  tokenId?: string;
+}
+
+const TOKEN_PREFIX = 'custos_';
+const TOKEN_PATTERN = /^custos_[A-Za-z0-9_-]{43}$/;
+
+export function hashApiToken(token: string): string {
+  return createHash('sha256').update(token, 'utf8').digest('hex');
+}
+
+/**
+ * API bearer tokens: 256 random bits, shown once at creation, stored only as SHA-256 (a
+ * high-entropy secret needs no slow hash). Expiry and revocation are checked on every request.
+ */
+export class TokenService {
+  constructor(private readonly store: Store, private readonly clock: Clock) {}
+
+  async create(actor: string, input: { name: string; role: Role; ttlSeconds?: number }): Promise<{ id: string; token: string; record: ApiTokenRecord }> {
+    if (!ROLES.includes(input.role)) throw new CustosError('ERR_BAD_REQUEST', `role must be one of ${ROLES.join(', ')}`, { details: { field: 'role' } });
+    const token = TOKEN_PREFIX + randomBytes(32).toString('base64url');
+    const now = this.clock.now();
+    const record: ApiTokenRecord = {
+      id: randomUUID(),
+      name: input.name,
+      role: input.role,
+      tokenHash: hashApiToken(token),
+      createdAt: now.toISOString(),
+      createdBy: actor,
+      expiresAt: input.ttlSeconds === undefined ? null : new Date(now.getTime() + input.ttlSeconds * 1000).toISOString(),
+      revokedAt: null,
+    };
+    await this.store.tx(async (t) => {
+      await t.insertApiToken(record);
+      await t.appendAudit(
+        { actor, action: 'token.create', subject: record.id, outcome: 'success', details: { name: record.name, role: record.role, expiresAt: record.expiresAt } },
+        now.toISOString(),
+      );
+    });
+    return { id: record.id, token, record };
+  }
+
+  async list(): Promise<Omit<ApiTokenRecord, 'tokenHash'>[]> {
+    return (await this.store.listApiTokens()).map(({ tokenHash: _h, ...rest }) => rest);
+  }
+
+  async revoke(actor: string, id: string): Promise<void> {
+    await this.store.tx(async (t) => {
+      const now = this.clock.now().toISOString();
+      if (!(await t.revokeApiToken(id, now))) throw new CustosError('ERR_NOT_FOUND', 'no such live token');
+      await t.appendAudit({ actor, action: 'token.revoke', subject: id, outcome: 'success', details: {} }, now);
+    });
+  }
+
+  /** Resolves a bearer token to its principal, or null when unknown, expired or revoked. */
+  async authenticate(token: string): Promise<Principal | null> {
+    if (!TOKEN_PATTERN.test(token)) return null;
+    const rec = await this.store.findApiTokenByHash(hashApiToken(token));
+    if (!rec || rec.revokedAt !== null) return null;
+    if (rec.expiresAt !== null && rec.expiresAt <= this.clock.now().toISOString()) return null;
+    return { actor: `token:${rec.id}`, role: rec.role, tokenId: rec.id };
+  }
+}

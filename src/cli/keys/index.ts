@@ -1,0 +1,71 @@
+import { Command, Option } from 'commander';
+import { readFileSync } from 'node:fs';
+import { apiClient, output, type ClientOptions } from '../client.js';
+
+interface VersionOut { version: number; state: string; kid: string; createdAt: string; activatedAt?: string; deactivatedAt?: string; destroyAt?: string; pkcs11Uri: string }
+interface KeyOut { name: string; type: string; purpose: string; rotationPolicy: string | null; createdAt: string; versions: VersionOut[] }
+
+function renderKey(k: KeyOut): string {
+  const lines = [`${k.name}  ${k.type}  ${k.purpose}  policy=${k.rotationPolicy ?? 'manual'}  created ${k.createdAt}`];
+  for (const v of k.versions) {
+    lines.push(`  v${v.version}  ${v.state.padEnd(17)} kid=${v.kid}  ${v.activatedAt ? `activated ${v.activatedAt}` : ''}${v.destroyAt ? `  destroy at ${v.destroyAt}` : ''}`);
+    lines.push(`       ${v.pkcs11Uri}`);
+  }
+  return lines.join('\n');
+}
+
+/** `custos keys create|list|show|rotate|sign` over the HTTP API. */
+export function keysCommand(globals: () => ClientOptions): Command {
+  const keys = new Command('keys').description('named HSM keys and their versions');
+
+  keys.command('create <name>')
+    .description('create a key; version 1 is generated in the HSM and becomes active')
+    .addOption(new Option('--type <type>', 'key type').choices(['ec-p256', 'ec-p384', 'rsa-2048', 'rsa-3072', 'aes-256']).makeOptionMandatory())
+    .addOption(new Option('--purpose <purpose>', 'what the key is for').choices(['sign', 'encrypt']).makeOptionMandatory())
+    .option('--rotation-policy <id>', 'id of the governing rotation policy')
+    .action(async (name: string, o: { type: string; purpose: string; rotationPolicy?: string }) => {
+      const g = globals();
+      const k = await apiClient(g).call<KeyOut>('POST', '/v1/keys', { name, type: o.type, purpose: o.purpose, ...(o.rotationPolicy ? { rotationPolicy: o.rotationPolicy } : {}) });
+      output(g.json, k, () => `created ${renderKey(k)}`);
+    });
+
+  keys.command('list').description('list keys').action(async () => {
+    const g = globals();
+    const r = await apiClient(g).call<{ keys: KeyOut[] }>('GET', '/v1/keys');
+    output(g.json, r, () => (r.keys.length === 0 ? 'no keys' : r.keys.map(renderKey).join('\n')));
+  });
+
+  keys.command('show <name>').description('show a key and its versions').action(async (name: string) => {
+    const g = globals();
+    const k = await apiClient(g).call<KeyOut>('GET', `/v1/keys/${encodeURIComponent(name)}`);
+    output(g.json, k, () => renderKey(k));
+  });
+
+  keys.command('rotate <name>')
+    .description('rotate now: a new version becomes active, the previous one verify/decrypt only')
+    .option('--reason <text>', 'reason recorded in the audit log')
+    .action(async (name: string, o: { reason?: string }) => {
+      const g = globals();
+      const v = await apiClient(g).call<VersionOut>('POST', `/v1/keys/${encodeURIComponent(name)}/rotate`, o.reason ? { reason: o.reason } : {});
+      output(g.json, v, () => `${name}: v${v.version} is now ${v.state} (kid ${v.kid})`);
+    });
+
+  keys.command('sign <name>')
+    .description('sign data (or a digest) with the active version')
+    .option('--data <text>', 'UTF-8 text to sign')
+    .option('--data-file <file>', 'file whose bytes to sign')
+    .option('--digest-hex <hex>', 'pre-computed digest, hex')
+    .option('--algorithm <alg>', 'RS256, PS256, … for RSA keys')
+    .action(async (name: string, o: { data?: string; dataFile?: string; digestHex?: string; algorithm?: string }) => {
+      const g = globals();
+      const given = [o.data, o.dataFile, o.digestHex].filter((x) => x !== undefined).length;
+      if (given !== 1) throw new Error('give exactly one of --data, --data-file, --digest-hex');
+      const body: Record<string, unknown> = o.digestHex !== undefined
+        ? { digest: Buffer.from(o.digestHex, 'hex').toString('base64') }
+        : { data: (o.dataFile !== undefined ? readFileSync(o.dataFile) : Buffer.from(o.data!, 'utf8')).toString('base64') };
+      if (o.algorithm) body.algorithm = o.algorithm;
+      const r = await apiClient(g).call<{ signature: string; version: number; kid: string; algorithm: string }>('POST', `/v1/keys/${encodeURIComponent(name)}/sign`, body);
+      output(g.json, r, () => `${r.algorithm} signature by ${r.kid}:\n${r.signature}`);
+    });
+  return keys;
+}

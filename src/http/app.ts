@@ -1,0 +1,98 @@
+import express, { type NextFunction, type Request, type Response } from 'express';
+import { randomUUID } from 'node:crypto';
+import type { TokenService } from '../auth/token-service.js';
+import type { ClientRoleRule } from '../config/config.js';
+import type { KeyStore } from '../hsm/key-store.js';
+import type { KeyService } from '../keys/key-service.js';
+import type { Clock } from '../lib/clock.js';
+import { CustosError, ERROR_TABLE } from '../lib/errors.js';
+import type { Logger } from '../lib/logger.js';
+import type { Store } from '../store/store.js';
+import type { Metrics } from './metrics.js';
+import { keyRoutes } from './routes/keys.js';
+import { serviceRoutes } from './routes/service.js';
+import { tokenRoutes } from './routes/tokens.js';
+
+export interface AppDeps {
+  log: Logger;
+  metrics: Metrics;
+  clock: Clock;
+  store: Store;
+  hsm: KeyStore;
+  tokens: TokenService;
+  keys: KeyService;
+  clientRoles: readonly ClientRoleRule[];
+  bodyLimitBytes: number;
+  /** Feature routers mounted after the core ones (hosts, sessions, audit, rotation, …). */
+  extraRoutes?: ((deps: AppDeps) => express.Router)[];
+}
+
+const REQUEST_ID = /^[A-Za-z0-9._-]{1,64}$/;
+
+/** Builds the express application: one error envelope, strict JSON, auth per route, metrics. */
+export function createApp(deps: AppDeps): express.Express {
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('etag', false);
+  app.set('trust proxy', false);
+
+  app.use((req: Request, res: Response, next: NextFunction) => {
+    const given = req.headers['x-request-id'];
+    res.locals.requestId = typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID();
+    res.setHeader('x-request-id', res.locals.requestId as string);
+    res.setHeader('cache-control', 'no-store');
+    const start = process.hrtime.bigint();
+    res.on('finish', () => {
+      const route = (res.locals.route as string | undefined) ?? 'unmatched';
+      const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+      deps.metrics.httpRequests.inc({ method: req.method, route, status: String(res.statusCode) });
+      deps.metrics.httpDuration.observe({ method: req.method, route }, seconds);
+      if (res.statusCode >= 500) deps.log.warn({ requestId: res.locals.requestId, method: req.method, route, status: res.statusCode, ms: seconds * 1000 }, 'request failed');
+      else deps.log.debug({ requestId: res.locals.requestId, method: req.method, route, status: res.statusCode, ms: seconds * 1000 }, 'request');
+    });
+    next();
+  });
+
+  // Bodies: JSON only, bounded, strict (objects/arrays at top level).
+  app.use((req: Request, _res: Response, next: NextFunction) => {
+    const hasBody = req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0' || req.headers['transfer-encoding'] !== undefined;
+    if (hasBody && !req.is('application/json')) return next(new CustosError('ERR_UNSUPPORTED_MEDIA_TYPE'));
+    next();
+  });
+  app.use(express.json({ limit: deps.bodyLimitBytes, strict: true, type: 'application/json' }));
+
+  app.use(serviceRoutes(deps));
+  app.use(tokenRoutes(deps));
+  app.use(keyRoutes(deps));
+  for (const r of deps.extraRoutes ?? []) app.use(r(deps));
+
+  app.use((_req: Request, res: Response, next: NextFunction) => {
+    res.locals.route = 'unmatched';
+    next(new CustosError('ERR_NOT_FOUND'));
+  });
+
+  app.use((err: unknown, req: Request, res: Response, _next: NextFunction) => {
+    const e = toCustosError(err);
+    if (e.status >= 500 && e.code !== 'ERR_HSM_UNAVAILABLE' && e.code !== 'ERR_HSM_AUTH') {
+      deps.log.error({ requestId: res.locals.requestId, method: req.method, path: req.path, code: e.code, err: e.cause ?? e }, 'internal error');
+    } else if (e.status >= 500) {
+      deps.log.warn({ requestId: res.locals.requestId, code: e.code, err: e.cause ?? e }, 'dependency unavailable');
+    }
+    const message = e.status >= 500 ? ERROR_TABLE[e.code][1] : e.message;
+    const body: Record<string, unknown> = { code: e.code, message, requestId: res.locals.requestId };
+    if (e.details && e.status < 500) body.details = e.details;
+    if (e.status === 503) res.setHeader('retry-after', '5');
+    res.status(e.status).json({ error: body });
+  });
+  return app;
+}
+
+function toCustosError(err: unknown): CustosError {
+  if (err instanceof CustosError) return err;
+  const e = err as { type?: string; status?: number };
+  if (e.type === 'entity.too.large') return new CustosError('ERR_BODY_TOO_LARGE');
+  if (e.type === 'entity.parse.failed') return new CustosError('ERR_BAD_JSON');
+  if (e.type === 'encoding.unsupported' || e.type === 'charset.unsupported') return new CustosError('ERR_UNSUPPORTED_MEDIA_TYPE');
+  if (typeof e.status === 'number' && e.status >= 400 && e.status < 500) return new CustosError('ERR_BAD_REQUEST', undefined, { cause: err });
+  return new CustosError('ERR_INTERNAL', undefined, { cause: err });
+}

@@ -1,0 +1,41 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+/** Prometheus metrics of one process, on a registry of its own (no global state). */
+export class Metrics {
+  readonly registry = new Registry();
+  readonly httpRequests = new Counter({ name: 'custos_http_requests_total', help: 'HTTP requests', labelNames: ['method', 'route', 'status'], registers: [this.registry] });
+  readonly httpDuration = new Histogram({
+    name: 'custos_http_request_duration_seconds', help: 'HTTP request latency', labelNames: ['method', 'route'],
+    buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5], registers: [this.registry],
+  });
+  readonly hsmOps = new Counter({ name: 'custos_hsm_operations_total', help: 'HSM operations', labelNames: ['op', 'outcome'], registers: [this.registry] });
+  readonly hsmDuration = new Histogram({
+    name: 'custos_hsm_operation_duration_seconds', help: 'HSM operation latency', labelNames: ['op'],
+    buckets: [0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.1, 0.5, 1], registers: [this.registry],
+  });
+  readonly hsmPool = new Gauge({ name: 'custos_hsm_pool_sessions', help: 'HSM session pool', labelNames: ['state'], registers: [this.registry] });
+  readonly auditEvents = new Counter({ name: 'custos_audit_events_total', help: 'Audit events appended', labelNames: ['action', 'outcome'], registers: [this.registry] });
+  readonly rotationFailures = new Counter({ name: 'custos_rotation_failures_total', help: 'Rotation steps that failed', labelNames: ['action'], registers: [this.registry] });
+  readonly rotationSteps = new Counter({ name: 'custos_rotation_steps_total', help: 'Rotation steps applied', labelNames: ['action'], registers: [this.registry] });
+  readonly attestations = new Counter({ name: 'custos_attestations_total', help: 'Attestation verdicts', labelNames: ['status'], registers: [this.registry] });
+  readonly sessions = new Counter({ name: 'custos_sessions_total', help: 'Session requests', labelNames: ['outcome'], registers: [this.registry] });
+
+  constructor(opts: { defaultMetrics?: boolean } = {}) {
+    if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: 'custos_' });
+  }
+
+  /** Wraps a KeyStore-like call, counting and timing it. */
+  async timeHsm<T>(op: string, fn: () => Promise<T>): Promise<T> {
+    const end = this.hsmDuration.startTimer({ op });
+    try {
+      const r = await fn();
+      this.hsmOps.inc({ op, outcome: 'ok' });
+      return r;
+    } catch (e) {
+      this.hsmOps.inc({ op, outcome: 'error' });
+      throw e;
+    } finally {
+      end();
+    }
+  }
+}

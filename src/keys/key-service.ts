@@ -1,0 +1,410 @@
+import { createHash, createPublicKey, randomBytes, verify as cryptoVerify, constants as cryptoConstants, type JsonWebKey, type KeyObject } from 'node:crypto';
+import type { KeyStore } from '../hsm/key-store.js';
+import { HASH_BYTES, isKeyType, keyTypeInfo, type HashName, type KeyType, type KeyTypeInfo, type SignScheme } from '../hsm/key-types.js';
+import type { Clock } from '../lib/clock.js';
+import { ecdsaDerToRaw, ecdsaRawToDer } from '../lib/ecdsa-signature.js';
+import { fromBase64 } from '../lib/encoding.js';
+import { CustosError } from '../lib/errors.js';
+import type { AuditEventInput, KeyRecord, KeyState, KeyVersionRecord } from '../store/records.js';
+import type { Repos, Store } from '../store/store.js';
+
+export const KEY_NAME_PATTERN = /^[a-z0-9][a-z0-9_-]{0,62}$/;
+
+/** JOSE names of the signature algorithms a key type allows; the first one is the default. */
+const SIGN_ALGORITHMS: Record<'ec' | 'rsa', Record<string, { scheme: SignScheme; hash: HashName }>> = {
+  ec: {},
+  rsa: {
+    RS256: { scheme: 'rsa-pkcs1', hash: 'sha256' },
+    PS256: { scheme: 'rsa-pss', hash: 'sha256' },
+    RS384: { scheme: 'rsa-pkcs1', hash: 'sha384' },
+    PS384: { scheme: 'rsa-pss', hash: 'sha384' },
+    RS512: { scheme: 'rsa-pkcs1', hash: 'sha512' },
+    PS512: { scheme: 'rsa-pss', hash: 'sha512' },
+  },
+};
+
+export interface ResolvedAlgorithm {
+  name: string;
+  scheme: SignScheme;
+  hash: HashName;
+}
+
+/** Resolves the JOSE algorithm requested for a key type (default: the type's own). */
+export function resolveSignAlgorithm(info: KeyTypeInfo, requested?: string): ResolvedAlgorithm {
+  if (info.kind === 'ec') {
+    const name = info.jwsAlg!;
+    if (requested !== undefined && requested !== name) throw new CustosError('ERR_BAD_REQUEST', `algorithm must be ${name} for ${info.type}`, { details: { field: 'algorithm' } });
+    return { name, scheme: 'ecdsa', hash: info.hash };
+  }
+  if (info.kind === 'rsa') {
+    const name = requested ?? info.jwsAlg!;
+    const a = SIGN_ALGORITHMS.rsa[name];
+    if (!a) throw new CustosError('ERR_BAD_REQUEST', `algorithm ${name} is not one of ${Object.keys(SIGN_ALGORITHMS.rsa).join(', ')}`, { details: { field: 'algorithm' } });
+    return { name, ...a };
+  }
+  throw new CustosError('ERR_KEY_PURPOSE', 'this key does not sign');
+}
+
+export interface KeyVersionView {
+  version: number;
+  state: KeyState;
+  kid: string;
+  createdAt: string;
+  activatedAt?: string;
+  deactivatedAt?: string;
+  destroyAt?: string;
+  destroyedAt?: string;
+  compromisedAt?: string;
+  pkcs11Uri: string;
+}
+
+export interface KeyView {
+  name: string;
+  type: string;
+  purpose: 'sign' | 'encrypt';
+  rotationPolicy: string | null;
+  labels: Record<string, string>;
+  createdAt: string;
+  versions: KeyVersionView[];
+}
+
+export function versionView(v: KeyVersionRecord): KeyVersionView {
+  return {
+    version: v.version,
+    state: v.state,
+    kid: v.kid,
+    createdAt: v.createdAt,
+    ...(v.activatedAt ? { activatedAt: v.activatedAt } : {}),
+    ...(v.deactivatedAt ? { deactivatedAt: v.deactivatedAt } : {}),
+    ...(v.destroyAt ? { destroyAt: v.destroyAt } : {}),
+    ...(v.destroyedAt ? { destroyedAt: v.destroyedAt } : {}),
+    ...(v.compromisedAt ? { compromisedAt: v.compromisedAt } : {}),
+    pkcs11Uri: v.pkcs11Uri,
+  };
+}
+
+export function kidOf(name: string, version: number): string {
+  return `${name}.v${version}`;
+}
+
+/** States in which a version may still verify signatures or decrypt. */
+const VERIFY_STATES: ReadonlySet<KeyState> = new Set(['pre-active', 'active', 'deactivated', 'compromised']);
+const DECRYPT_STATES: ReadonlySet<KeyState> = new Set(['active', 'deactivated', 'compromised']);
+
+export interface KeyServiceDeps {
+  store: Store;
+  hsm: KeyStore;
+  clock: Clock;
+}
+
+export interface CreateKeyInput {
+  name: string;
+  type: string;
+  purpose: string;
+  rotationPolicy?: string;
+  labels?: Record<string, string>;
+}
+
+export type SignInput = { data: string; digest?: undefined } | { digest: string; data?: undefined };
+
+/**
+ * Named, versioned keys whose private or secret material lives only in the HSM. Every mutating
+ * call and every key use appends an audit event in the same store transaction as its state
+ * change; when the append fails, the operation fails and its result is not released.
+ */
+export class KeyService {
+  readonly #d: KeyServiceDeps;
+  readonly #publicKeys = new Map<string, KeyObject>();
+
+  constructor(deps: KeyServiceDeps) {
+    this.#d = deps;
+  }
+
+  #now(): string {
+    return this.#d.clock.now().toISOString();
+  }
+
+  async #audit(t: Repos, e: AuditEventInput): Promise<void> {
+    await t.appendAudit(e, this.#now());
+  }
+
+  async list(): Promise<KeyView[]> {
+    const keys = await this.#d.store.listKeys();
+    const all = await this.#d.store.listAllVersions();
+    return keys.map((k) => this.#view(k, all.filter((v) => v.keyName === k.name)));
+  }
+
+  async get(name: string): Promise<KeyView> {
+    const k = await this.#key(name);
+    return this.#view(k, await this.#d.store.listVersions(name));
+  }
+
+  #view(k: KeyRecord, versions: KeyVersionRecord[]): KeyView {
+    return { ...k, versions: versions.map(versionView) };
+  }
+
+  async #key(name: string): Promise<KeyRecord> {
+    const k = await this.#d.store.getKey(name);
+    if (!k) throw new CustosError('ERR_KEY_NOT_FOUND', `no key named ${name}`);
+    return k;
+  }
+
+  async #version(name: string, version: number): Promise<KeyVersionRecord> {
+    const v = (await this.#d.store.listVersions(name)).find((x) => x.version === version);
+    if (!v) throw new CustosError('ERR_KEY_VERSION_NOT_FOUND', `key ${name} has no version ${version}`);
+    return v;
+  }
+
+  async #active(name: string): Promise<KeyVersionRecord> {
+    const v = (await this.#d.store.listVersions(name)).find((x) => x.state === 'active');
+    if (!v) throw new CustosError('ERR_KEY_NO_ACTIVE_VERSION', `key ${name} has no active version`);
+    return v;
+  }
+
+  /** Creates a key with version 1 active. */
+  async create(actor: string, input: CreateKeyInput): Promise<KeyView> {
+    if (!KEY_NAME_PATTERN.test(input.name)) throw new CustosError('ERR_BAD_REQUEST', 'name must match ^[a-z0-9][a-z0-9_-]{0,62}$', { details: { field: 'name' } });
+    if (!isKeyType(input.type)) throw new CustosError('ERR_KEY_TYPE', `type must be one of ec-p256, ec-p384, rsa-2048, rsa-3072, aes-256`);
+    const info = keyTypeInfo(input.type);
+    if (input.purpose !== 'sign' && input.purpose !== 'encrypt') throw new CustosError('ERR_BAD_REQUEST', 'purpose must be sign or encrypt', { details: { field: 'purpose' } });
+    if (!info.purposes.includes(input.purpose)) throw new CustosError('ERR_KEY_PURPOSE', `a ${info.type} key cannot be used to ${input.purpose}`);
+    if (await this.#d.store.getKey(input.name)) throw new CustosError('ERR_KEY_EXISTS', `key ${input.name} exists`);
+    const now = this.#now();
+    const record: KeyRecord = {
+      name: input.name,
+      type: info.type,
+      purpose: input.purpose,
+      rotationPolicy: input.rotationPolicy ?? null,
+      labels: input.labels ?? {},
+      createdAt: now,
+    };
+    const v = await this.#generateVersion(actor, record, 1, 'active', async (t, version) => {
+      await t.insertKey(record);
+      await t.allocateVersion(record.name);
+      await t.insertVersion(version);
+      await this.#audit(t, {
+        actor, action: 'key.create', subject: record.name, outcome: 'success',
+        details: { type: record.type, purpose: record.purpose, version: 1, kid: version.kid, hsmId: version.hsmId, rotationPolicy: record.rotationPolicy },
+      });
+    });
+    return this.#view(record, [v]);
+  }
+
+  /**
+   * Manual rotation: a new version becomes active, the previous active one is deactivated
+   * (verify/decrypt only). The new HSM object is journaled before it is created, so a crash
+   * between the HSM call and the store commit leaves a record the reconciler acts on.
+   */
+  async rotate(actor: string, name: string, reason?: string): Promise<KeyVersionView> {
+    const k = await this.#key(name);
+    const version = await this.#d.store.tx((t) => t.allocateVersion(name));
+    const v = await this.#generateVersion(actor, k, version, 'active', async (t, nv) => {
+      const now = nv.createdAt;
+      const current = (await t.listVersions(name)).find((x) => x.state === 'active');
+      if (current) await t.updateVersion(name, current.version, { state: 'deactivated', deactivatedAt: now });
+      await t.insertVersion(nv);
+      await this.#audit(t, {
+        actor, action: 'key.rotate', subject: name, outcome: 'success',
+        details: { version: nv.version, kid: nv.kid, hsmId: nv.hsmId, previousVersion: current?.version ?? null, ...(reason ? { reason } : {}) },
+      });
+    });
+    return versionView(v);
+  }
+
+  /**
+   * Creates the HSM object of a new version under a journaled intent, then commits the version
+   * with `commit` in one transaction. On a failed commit the object is destroyed again.
+   */
+  async #generateVersion(
+    actor: string,
+    k: KeyRecord,
+    version: number,
+    state: KeyState,
+    commit: (t: Repos, v: KeyVersionRecord) => Promise<void>,
+  ): Promise<KeyVersionRecord> {
+    const info = keyTypeInfo(k.type);
+    const hsmId = randomBytes(16).toString('hex');
+    const intentId = randomBytes(12).toString('hex');
+    await this.#d.store.tx((t) =>
+      t.insertIntent({ id: intentId, op: 'generate', hsmId, keyName: k.name, version, actor, createdAt: this.#now() }),
+    );
+    const spec = { id: hsmId, label: `custos:${k.name}:v${version}`, type: info.type as KeyType };
+    const obj = info.kind === 'aes' ? await this.#d.hsm.generateSecretKey(spec) : await this.#d.hsm.generateKeyPair(spec);
+    const publicKey = info.kind === 'aes' ? null : (await this.#d.hsm.getPublicKey(hsmId)).toString('base64');
+    const now = this.#now();
+    const v: KeyVersionRecord = {
+      keyName: k.name, version, state, kid: kidOf(k.name, version), hsmId,
+      pkcs11Uri: obj.uri,
+      publicKey, createdAt: now,
+      activatedAt: state === 'active' ? now : null,
+      deactivatedAt: null, destroyAt: null, destroyedAt: null, compromisedAt: null,
+    };
+    try {
+      await this.#d.store.tx(async (t) => {
+        await commit(t, v);
+        await t.deleteIntent(intentId);
+      });
+    } catch (e) {
+      // The version never became visible: remove its HSM object, then the intent. If the HSM is
+      // unreachable now, the intent stays and the reconciler finishes the job later.
+      try {
+        await this.#d.hsm.destroy(hsmId);
+        await this.#d.store.tx((t) => t.deleteIntent(intentId));
+      } catch {
+        /* left to the reconciler */
+      }
+      throw e;
+    }
+    return v;
+  }
+
+  /** PEM and JWK of an asymmetric version (any state but destroyed). */
+  async publicKey(name: string, version: number): Promise<{ pem: string; jwk: JsonWebKey & { kid: string; alg?: string; use: string } }> {
+    const k = await this.#key(name);
+    if (keyTypeInfo(k.type).kind === 'aes') throw new CustosError('ERR_KEY_PURPOSE', 'symmetric keys have no public key');
+    const v = await this.#version(name, version);
+    if (v.state === 'destroyed') throw new CustosError('ERR_KEY_DESTROYED');
+    const ko = this.#publicKeyObject(v);
+    const info = keyTypeInfo(k.type);
+    return {
+      pem: ko.export({ format: 'pem', type: 'spki' }) as string,
+      jwk: { ...(ko.export({ format: 'jwk' }) as JsonWebKey), kid: v.kid, ...(info.jwsAlg ? { alg: info.jwsAlg } : {}), use: 'sig' },
+    };
+  }
+
+  #publicKeyObject(v: KeyVersionRecord): KeyObject {
+    let ko = this.#publicKeys.get(v.hsmId);
+    if (!ko) {
+      if (!v.publicKey) throw new CustosError('ERR_KEY_PURPOSE', 'symmetric keys have no public key');
+      ko = createPublicKey({ key: Buffer.from(v.publicKey, 'base64'), format: 'der', type: 'spki' });
+      this.#publicKeys.set(v.hsmId, ko);
+    }
+    return ko;
+  }
+
+  #digestOf(input: SignInput, hash: HashName): { digest: Buffer; inputHash: string } {
+    if (input.digest !== undefined) {
+      const digest = fromBase64(input.digest, 'digest');
+      if (digest.length !== HASH_BYTES[hash]) {
+        throw new CustosError('ERR_BAD_DIGEST_LENGTH', `digest must be ${HASH_BYTES[hash]} bytes (${hash})`, { details: { expected: HASH_BYTES[hash], got: digest.length } });
+      }
+      return { digest, inputHash: createHash('sha256').update(digest).digest('hex') };
+    }
+    const data = fromBase64(input.data!, 'data');
+    return { digest: createHash(hash).update(data).digest(), inputHash: createHash('sha256').update(data).digest('hex') };
+  }
+
+  /** Signs with the active version (or a named version that is active). ECDSA signatures are DER. */
+  async sign(actor: string, name: string, input: SignInput & { version?: number; algorithm?: string }): Promise<{ signature: string; version: number; kid: string; algorithm: string }> {
+    const k = await this.#key(name);
+    const info = keyTypeInfo(k.type);
+    if (k.purpose !== 'sign') throw new CustosError('ERR_KEY_PURPOSE', `key ${name} is an ${k.purpose} key`);
+    const alg = resolveSignAlgorithm(info, input.algorithm);
+    const v = input.version === undefined ? await this.#active(name) : await this.#version(name, input.version);
+    this.#requireState(v, new Set(['active']), 'sign');
+    const { digest, inputHash } = this.#digestOf(input, alg.hash);
+    const raw = await this.#d.hsm.sign(v.hsmId, alg.scheme, alg.hash, digest);
+    const signature = alg.scheme === 'ecdsa' ? ecdsaRawToDer(raw, info.curve!) : raw;
+    await this.#d.store.tx((t) =>
+      this.#audit(t, { actor, action: 'key.sign', subject: name, outcome: 'success', details: { version: v.version, algorithm: alg.name, inputSha256: inputHash } }),
+    );
+    return { signature: signature.toString('base64'), version: v.version, kid: v.kid, algorithm: alg.name };
+  }
+
+  /**
+   * Verifies with the public key of a version (named, or every verifiable version newest first).
+   * Public-key verification needs no HSM; it is done with node:crypto on the recorded key.
+   */
+  async verify(actor: string, name: string, input: SignInput & { signature: string; version?: number; algorithm?: string }): Promise<{ valid: boolean; version?: number; kid?: string }> {
+    const k = await this.#key(name);
+    const info = keyTypeInfo(k.type);
+    if (k.purpose !== 'sign') throw new CustosError('ERR_KEY_PURPOSE', `key ${name} is an ${k.purpose} key`);
+    const alg = resolveSignAlgorithm(info, input.algorithm);
+    const signature = fromBase64(input.signature, 'signature');
+    const { digest, inputHash } = this.#digestOf(input, alg.hash);
+    const data = input.data !== undefined ? fromBase64(input.data, 'data') : null;
+    let candidates: KeyVersionRecord[];
+    if (input.version !== undefined) {
+      const v = await this.#version(name, input.version);
+      this.#requireState(v, VERIFY_STATES, 'verify');
+      candidates = [v];
+    } else {
+      candidates = (await this.#d.store.listVersions(name)).filter((v) => VERIFY_STATES.has(v.state)).sort((a, b) => b.version - a.version);
+    }
+    // Data is verified in software against the recorded public key; a bare digest can only be
+    // verified by a PKCS#11 C_Verify (node:crypto has no pre-hashed ECDSA/PSS verify).
+    const rawSig = info.kind === 'ec' ? ecdsaDerToRaw(signature, info.curve!) : signature;
+    let hit: KeyVersionRecord | undefined;
+    for (const v of candidates) {
+      const ok = data !== null
+        ? verifyData(this.#publicKeyObject(v), alg, data, signature)
+        : await this.#d.hsm.verify(v.hsmId, alg.scheme, alg.hash, digest, rawSig);
+      if (ok) {
+        hit = v;
+        break;
+      }
+    }
+    await this.#d.store.tx((t) =>
+      this.#audit(t, {
+        actor, action: 'key.verify', subject: name, outcome: 'success',
+        details: { version: hit?.version ?? input.version ?? null, algorithm: alg.name, valid: hit !== undefined, inputSha256: inputHash },
+      }),
+    );
+    return hit ? { valid: true, version: hit.version, kid: hit.kid } : { valid: false };
+  }
+
+  /** AES-256-GCM in the HSM with the active version: `custos:v<N>:<base64(iv‖ct‖tag)>`. */
+  async encrypt(actor: string, name: string, input: { plaintext: string; aad?: string }): Promise<{ ciphertext: string; version: number; kid: string }> {
+    const k = await this.#key(name);
+    if (k.purpose !== 'encrypt') throw new CustosError('ERR_KEY_PURPOSE', `key ${name} is a ${k.purpose} key`);
+    const plaintext = fromBase64(input.plaintext, 'plaintext');
+    const aad = input.aad === undefined ? Buffer.alloc(0) : fromBase64(input.aad, 'aad');
+    const v = await this.#active(name);
+    const { iv, ciphertext } = await this.#d.hsm.encrypt(v.hsmId, plaintext, aad);
+    const out = `custos:v${v.version}:${Buffer.concat([iv, ciphertext]).toString('base64')}`;
+    await this.#d.store.tx((t) =>
+      this.#audit(t, { actor, action: 'key.encrypt', subject: name, outcome: 'success', details: { version: v.version, plaintextBytes: plaintext.length, aadBytes: aad.length } }),
+    );
+    return { ciphertext: out, version: v.version, kid: v.kid };
+  }
+
+  async decrypt(actor: string, name: string, input: { ciphertext: string; aad?: string }): Promise<{ plaintext: string; version: number }> {
+    const k = await this.#key(name);
+    if (k.purpose !== 'encrypt') throw new CustosError('ERR_KEY_PURPOSE', `key ${name} is a ${k.purpose} key`);
+    const m = /^custos:v([1-9][0-9]{0,8}):([A-Za-z0-9+/=]+)$/.exec(typeof input.ciphertext === 'string' ? input.ciphertext : '');
+    if (!m) throw new CustosError('ERR_CIPHERTEXT_FORMAT', 'ciphertext must be custos:v<N>:<base64>');
+    const blob = fromBase64(m[2]!, 'ciphertext', 'ERR_CIPHERTEXT_FORMAT');
+    if (blob.length < 12 + 16) throw new CustosError('ERR_CIPHERTEXT_FORMAT', 'ciphertext is too short');
+    const aad = input.aad === undefined ? Buffer.alloc(0) : fromBase64(input.aad, 'aad');
+    const v = await this.#version(name, Number(m[1]));
+    this.#requireState(v, DECRYPT_STATES, 'decrypt');
+    let plaintext: Buffer;
+    try {
+      plaintext = await this.#d.hsm.decrypt(v.hsmId, blob.subarray(0, 12), blob.subarray(12), aad);
+    } catch (e) {
+      if (e instanceof CustosError && e.code === 'ERR_DECRYPT') {
+        await this.#d.store.tx((t) =>
+          this.#audit(t, { actor, action: 'key.decrypt', subject: name, outcome: 'failure', details: { version: v.version, reason: 'ERR_DECRYPT' } }),
+        );
+      }
+      throw e;
+    }
+    await this.#d.store.tx((t) =>
+      this.#audit(t, { actor, action: 'key.decrypt', subject: name, outcome: 'success', details: { version: v.version, plaintextBytes: plaintext.length } }),
+    );
+    return { plaintext: plaintext.toString('base64'), version: v.version };
+  }
+
+  #requireState(v: KeyVersionRecord, allowed: ReadonlySet<KeyState>, op: string): void {
+    if (v.state === 'destroyed') throw new CustosError('ERR_KEY_DESTROYED', `version ${v.version} was destroyed`);
+    if (!allowed.has(v.state)) throw new CustosError('ERR_KEY_STATE', `version ${v.version} is ${v.state} and cannot ${op}`, { details: { state: v.state } });
+  }
+}
+
+function verifyData(key: KeyObject, alg: ResolvedAlgorithm, data: Buffer, signature: Buffer): boolean {
+  if (alg.scheme === 'ecdsa') return cryptoVerify(alg.hash, data, { key, dsaEncoding: 'der' }, signature);
+  if (alg.scheme === 'rsa-pss') {
+    return cryptoVerify(alg.hash, data, { key, padding: cryptoConstants.RSA_PKCS1_PSS_PADDING, saltLength: HASH_BYTES[alg.hash] }, signature);
+  }
+  return cryptoVerify(alg.hash, data, { key, padding: cryptoConstants.RSA_PKCS1_PADDING }, signature);
+}

@@ -1,0 +1,89 @@
+/**
+ * Schema migrations, in order. The SQL is kept portable between SQLite and PostgreSQL: TEXT and
+ * INTEGER (BIGINT-compatible) columns only, timestamps as RFC 3339 text, binary as base64 text,
+ * partial unique indexes for invariants both engines enforce.
+ */
+export interface Migration {
+  version: number;
+  name: string;
+  sql: string;
+}
+
+export const MIGRATIONS: readonly Migration[] = [
+  {
+    version: 1,
+    name: 'keys, tokens, audit',
+    sql: `
+CREATE TABLE keys (
+  name TEXT PRIMARY KEY,
+  type TEXT NOT NULL,
+  purpose TEXT NOT NULL,
+  rotation_policy TEXT,
+  labels TEXT NOT NULL,
+  created_at TEXT NOT NULL,
+  next_version INTEGER NOT NULL
+);
+CREATE TABLE key_versions (
+  key_name TEXT NOT NULL REFERENCES keys(name),
+  version INTEGER NOT NULL,
+  state TEXT NOT NULL,
+  kid TEXT NOT NULL UNIQUE,
+  hsm_id TEXT NOT NULL UNIQUE,
+  pkcs11_uri TEXT NOT NULL,
+  public_key TEXT,
+  created_at TEXT NOT NULL,
+  activated_at TEXT,
+  deactivated_at TEXT,
+  destroy_at TEXT,
+  destroyed_at TEXT,
+  compromised_at TEXT,
+  PRIMARY KEY (key_name, version)
+);
+-- Exactly one active version per key, enforced by the database for every process.
+CREATE UNIQUE INDEX key_versions_one_active ON key_versions (key_name) WHERE state = 'active';
+CREATE UNIQUE INDEX key_versions_one_pre_active ON key_versions (key_name) WHERE state = 'pre-active';
+CREATE TABLE hsm_intents (
+  id TEXT PRIMARY KEY,
+  op TEXT NOT NULL,
+  hsm_id TEXT NOT NULL,
+  key_name TEXT NOT NULL,
+  version INTEGER NOT NULL,
+  actor TEXT NOT NULL,
+  created_at TEXT NOT NULL
+);
+CREATE TABLE api_tokens (
+  id TEXT PRIMARY KEY,
+  name TEXT NOT NULL,
+  role TEXT NOT NULL,
+  token_hash TEXT NOT NULL UNIQUE,
+  created_at TEXT NOT NULL,
+  created_by TEXT NOT NULL,
+  expires_at TEXT,
+  revoked_at TEXT
+);
+CREATE TABLE audit_events (
+  seq INTEGER PRIMARY KEY,
+  time TEXT NOT NULL,
+  actor TEXT NOT NULL,
+  action TEXT NOT NULL,
+  subject TEXT NOT NULL,
+  outcome TEXT NOT NULL,
+  details TEXT NOT NULL,
+  prev_hash TEXT NOT NULL,
+  hash TEXT NOT NULL
+);
+CREATE TABLE audit_checkpoints (
+  seq INTEGER PRIMARY KEY,
+  hash TEXT NOT NULL,
+  time TEXT NOT NULL,
+  kid TEXT NOT NULL,
+  alg TEXT NOT NULL,
+  signature TEXT NOT NULL
+);
+CREATE TABLE meta (
+  key TEXT PRIMARY KEY,
+  value TEXT NOT NULL
+);
+`,
+  },
+];

@@ -1,0 +1,322 @@
+import Database from 'better-sqlite3';
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { computeEventHash, GENESIS_HASH } from '../../audit/chain.js';
+import { CustosError } from '../../lib/errors.js';
+import { MIGRATIONS } from '../migrations.js';
+import type {
+  ApiTokenRecord,
+  AuditCheckpointRecord,
+  AuditEventInput,
+  AuditEventRecord,
+  HsmIntentRecord,
+  KeyRecord,
+  KeyVersionRecord,
+} from '../records.js';
+import type { Repos, Store } from '../store.js';
+
+type Row = Record<string, unknown>;
+
+const VERSION_COLUMNS: Record<keyof Omit<KeyVersionRecord, 'keyName' | 'version'>, string> = {
+  state: 'state',
+  kid: 'kid',
+  hsmId: 'hsm_id',
+  pkcs11Uri: 'pkcs11_uri',
+  publicKey: 'public_key',
+  createdAt: 'created_at',
+  activatedAt: 'activated_at',
+  deactivatedAt: 'deactivated_at',
+  destroyAt: 'destroy_at',
+  destroyedAt: 'destroyed_at',
+  compromisedAt: 'compromised_at',
+};
+
+function toKey(r: Row): KeyRecord {
+  return {
+    name: r.name as string,
+    type: r.type as string,
+    purpose: r.purpose as KeyRecord['purpose'],
+    rotationPolicy: (r.rotation_policy as string | null) ?? null,
+    labels: JSON.parse(r.labels as string) as Record<string, string>,
+    createdAt: r.created_at as string,
+  };
+}
+
+function toVersion(r: Row): KeyVersionRecord {
+  return {
+    keyName: r.key_name as string,
+    version: r.version as number,
+    state: r.state as KeyVersionRecord['state'],
+    kid: r.kid as string,
+    hsmId: r.hsm_id as string,
+    pkcs11Uri: r.pkcs11_uri as string,
+    publicKey: (r.public_key as string | null) ?? null,
+    createdAt: r.created_at as string,
+    activatedAt: (r.activated_at as string | null) ?? null,
+    deactivatedAt: (r.deactivated_at as string | null) ?? null,
+    destroyAt: (r.destroy_at as string | null) ?? null,
+    destroyedAt: (r.destroyed_at as string | null) ?? null,
+    compromisedAt: (r.compromised_at as string | null) ?? null,
+  };
+}
+
+function toToken(r: Row): ApiTokenRecord {
+  return {
+    id: r.id as string,
+    name: r.name as string,
+    role: r.role as ApiTokenRecord['role'],
+    tokenHash: r.token_hash as string,
+    createdAt: r.created_at as string,
+    createdBy: r.created_by as string,
+    expiresAt: (r.expires_at as string | null) ?? null,
+    revokedAt: (r.revoked_at as string | null) ?? null,
+  };
+}
+
+function toAudit(r: Row): AuditEventRecord {
+  return {
+    seq: r.seq as number,
+    time: r.time as string,
+    actor: r.actor as string,
+    action: r.action as string,
+    subject: r.subject as string,
+    outcome: r.outcome as AuditEventRecord['outcome'],
+    details: JSON.parse(r.details as string) as Record<string, unknown>,
+    prevHash: r.prev_hash as string,
+    hash: r.hash as string,
+  };
+}
+
+function toIntent(r: Row): HsmIntentRecord {
+  return {
+    id: r.id as string,
+    op: r.op as HsmIntentRecord['op'],
+    hsmId: r.hsm_id as string,
+    keyName: r.key_name as string,
+    version: r.version as number,
+    actor: r.actor as string,
+    createdAt: r.created_at as string,
+  };
+}
+
+/** Serialises transactions of this process; SQLite serialises processes (BEGIN IMMEDIATE). */
+class Mutex {
+  #tail: Promise<void> = Promise.resolve();
+  run<T>(fn: () => Promise<T>): Promise<T> {
+    const result = this.#tail.then(fn);
+    this.#tail = result.then(
+      () => undefined,
+      () => undefined,
+    );
+    return result;
+  }
+}
+
+/**
+ * The embedded store: SQLite through better-sqlite3, WAL mode, `BEGIN IMMEDIATE` write
+ * transactions with a busy timeout so that several processes can share one database file.
+ */
+export class SqliteStore implements Store {
+  readonly kind = 'sqlite' as const;
+  readonly #db: Database.Database;
+  readonly #mutex = new Mutex();
+  readonly #stmts = new Map<string, Database.Statement>();
+  #inTx = false;
+  /** Test seam: when set, audit appends fail (to prove operations fail closed). */
+  failAuditAppends = false;
+
+  constructor(path: string) {
+    if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
+    this.#db = new Database(path);
+    this.#db.pragma('journal_mode = WAL');
+    this.#db.pragma('synchronous = NORMAL');
+    this.#db.pragma('busy_timeout = 10000');
+    this.#db.pragma('foreign_keys = ON');
+    this.#migrate();
+  }
+
+  #migrate(): void {
+    this.#db.exec('CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)');
+    this.#db.exec('BEGIN IMMEDIATE');
+    try {
+      const applied = new Set((this.#db.prepare('SELECT version FROM schema_migrations').all() as Row[]).map((r) => r.version as number));
+      for (const m of MIGRATIONS) {
+        if (applied.has(m.version)) continue;
+        this.#db.exec(m.sql);
+        this.#db.prepare('INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)').run(m.version, m.name, new Date().toISOString());
+      }
+      this.#db.exec('COMMIT');
+    } catch (e) {
+      this.#db.exec('ROLLBACK');
+      throw e;
+    }
+  }
+
+  #s(sql: string): Database.Statement {
+    let st = this.#stmts.get(sql);
+    if (!st) {
+      st = this.#db.prepare(sql);
+      this.#stmts.set(sql, st);
+    }
+    return st;
+  }
+
+  async tx<T>(fn: (t: Repos) => Promise<T>): Promise<T> {
+    return this.#mutex.run(async () => {
+      try {
+        this.#db.exec('BEGIN IMMEDIATE');
+      } catch (e) {
+        throw new CustosError('ERR_STORE_UNAVAILABLE', undefined, { cause: e });
+      }
+      this.#inTx = true;
+      try {
+        const r = await fn(this);
+        this.#db.exec('COMMIT');
+        return r;
+      } catch (e) {
+        if (this.#db.inTransaction) this.#db.exec('ROLLBACK');
+        throw mapSqliteError(e);
+      } finally {
+        this.#inTx = false;
+      }
+    });
+  }
+
+  async health(): Promise<{ ok: true } | { ok: false; reason: string }> {
+    try {
+      this.#s('SELECT 1').get();
+      return { ok: true };
+    } catch (e) {
+      return { ok: false, reason: (e as Error).message };
+    }
+  }
+
+  async close(): Promise<void> {
+    this.#db.close();
+  }
+
+  // keys
+  async insertKey(k: KeyRecord): Promise<void> {
+    this.#s('INSERT INTO keys (name, type, purpose, rotation_policy, labels, created_at, next_version) VALUES (?, ?, ?, ?, ?, ?, 1)').run(
+      k.name, k.type, k.purpose, k.rotationPolicy, JSON.stringify(k.labels), k.createdAt,
+    );
+  }
+  async getKey(name: string): Promise<KeyRecord | null> {
+    const r = this.#s('SELECT * FROM keys WHERE name = ?').get(name) as Row | undefined;
+    return r ? toKey(r) : null;
+  }
+  async listKeys(): Promise<KeyRecord[]> {
+    return (this.#s('SELECT * FROM keys ORDER BY name').all() as Row[]).map(toKey);
+  }
+  async allocateVersion(keyName: string): Promise<number> {
+    const r = this.#s('UPDATE keys SET next_version = next_version + 1 WHERE name = ? RETURNING next_version - 1 AS v').get(keyName) as Row | undefined;
+    if (!r) throw new CustosError('ERR_KEY_NOT_FOUND');
+    return r.v as number;
+  }
+  async insertVersion(v: KeyVersionRecord): Promise<void> {
+    this.#s(
+      `INSERT INTO key_versions (key_name, version, state, kid, hsm_id, pkcs11_uri, public_key, created_at, activated_at, deactivated_at, destroy_at, destroyed_at, compromised_at)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+    ).run(v.keyName, v.version, v.state, v.kid, v.hsmId, v.pkcs11Uri, v.publicKey, v.createdAt, v.activatedAt, v.deactivatedAt, v.destroyAt, v.destroyedAt, v.compromisedAt);
+  }
+  async updateVersion(keyName: string, version: number, patch: Partial<Omit<KeyVersionRecord, 'keyName' | 'version'>>): Promise<void> {
+    const entries = Object.entries(patch) as [keyof typeof VERSION_COLUMNS, unknown][];
+    if (entries.length === 0) return;
+    const sets = entries.map(([k]) => `${VERSION_COLUMNS[k]} = ?`).join(', ');
+    const info = this.#s(`UPDATE key_versions SET ${sets} WHERE key_name = ? AND version = ?`).run(...entries.map(([, v]) => v ?? null), keyName, version);
+    if (info.changes !== 1) throw new CustosError('ERR_KEY_VERSION_NOT_FOUND');
+  }
+  async listVersions(keyName: string): Promise<KeyVersionRecord[]> {
+    return (this.#s('SELECT * FROM key_versions WHERE key_name = ? ORDER BY version').all(keyName) as Row[]).map(toVersion);
+  }
+  async listAllVersions(): Promise<KeyVersionRecord[]> {
+    return (this.#s('SELECT * FROM key_versions ORDER BY key_name, version').all() as Row[]).map(toVersion);
+  }
+  async getVersionByHsmId(hsmId: string): Promise<KeyVersionRecord | null> {
+    const r = this.#s('SELECT * FROM key_versions WHERE hsm_id = ?').get(hsmId) as Row | undefined;
+    return r ? toVersion(r) : null;
+  }
+
+  // hsm journal
+  async insertIntent(i: HsmIntentRecord): Promise<void> {
+    this.#s('INSERT INTO hsm_intents (id, op, hsm_id, key_name, version, actor, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)').run(
+      i.id, i.op, i.hsmId, i.keyName, i.version, i.actor, i.createdAt,
+    );
+  }
+  async deleteIntent(id: string): Promise<void> {
+    this.#s('DELETE FROM hsm_intents WHERE id = ?').run(id);
+  }
+  async listIntents(): Promise<HsmIntentRecord[]> {
+    return (this.#s('SELECT * FROM hsm_intents ORDER BY created_at').all() as Row[]).map(toIntent);
+  }
+
+  // api tokens
+  async insertApiToken(t: ApiTokenRecord): Promise<void> {
+    this.#s('INSERT INTO api_tokens (id, name, role, token_hash, created_at, created_by, expires_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)').run(
+      t.id, t.name, t.role, t.tokenHash, t.createdAt, t.createdBy, t.expiresAt, t.revokedAt,
+    );
+  }
+  async findApiTokenByHash(tokenHash: string): Promise<ApiTokenRecord | null> {
+    const r = this.#s('SELECT * FROM api_tokens WHERE token_hash = ?').get(tokenHash) as Row | undefined;
+    return r ? toToken(r) : null;
+  }
+  async listApiTokens(): Promise<ApiTokenRecord[]> {
+    return (this.#s('SELECT * FROM api_tokens ORDER BY created_at').all() as Row[]).map(toToken);
+  }
+  async revokeApiToken(id: string, at: string): Promise<boolean> {
+    return this.#s('UPDATE api_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL').run(at, id).changes === 1;
+  }
+
+  // audit
+  async appendAudit(e: AuditEventInput, time: string): Promise<AuditEventRecord> {
+    if (!this.#inTx) throw new CustosError('ERR_INTERNAL', 'audit append outside a transaction');
+    if (this.failAuditAppends) throw new CustosError('ERR_AUDIT_WRITE', 'audit store refused the write (test seam)');
+    const last = this.#s('SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1').get() as Row | undefined;
+    const seq = last ? (last.seq as number) + 1 : 1;
+    const prevHash = last ? (last.hash as string) : GENESIS_HASH;
+    const body = { seq, time, actor: e.actor, action: e.action, subject: e.subject, outcome: e.outcome, details: e.details };
+    const hash = computeEventHash(prevHash, body);
+    try {
+      this.#s('INSERT INTO audit_events (seq, time, actor, action, subject, outcome, details, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)').run(
+        seq, time, e.actor, e.action, e.subject, e.outcome, JSON.stringify(e.details), prevHash, hash,
+      );
+    } catch (err) {
+      throw new CustosError('ERR_AUDIT_WRITE', undefined, { cause: err });
+    }
+    return { ...body, prevHash, hash };
+  }
+  async listAudit(afterSeq: number, limit: number): Promise<AuditEventRecord[]> {
+    return (this.#s('SELECT * FROM audit_events WHERE seq > ? ORDER BY seq LIMIT ?').all(afterSeq, limit) as Row[]).map(toAudit);
+  }
+  async lastAudit(): Promise<AuditEventRecord | null> {
+    const r = this.#s('SELECT * FROM audit_events ORDER BY seq DESC LIMIT 1').get() as Row | undefined;
+    return r ? toAudit(r) : null;
+  }
+  async insertCheckpoint(c: AuditCheckpointRecord): Promise<void> {
+    this.#s('INSERT INTO audit_checkpoints (seq, hash, time, kid, alg, signature) VALUES (?, ?, ?, ?, ?, ?)').run(c.seq, c.hash, c.time, c.kid, c.alg, c.signature);
+  }
+  async listCheckpoints(afterSeq: number, limit: number): Promise<AuditCheckpointRecord[]> {
+    return this.#s('SELECT * FROM audit_checkpoints WHERE seq > ? ORDER BY seq LIMIT ?').all(afterSeq, limit) as AuditCheckpointRecord[];
+  }
+  async lastCheckpoint(): Promise<AuditCheckpointRecord | null> {
+    return (this.#s('SELECT * FROM audit_checkpoints ORDER BY seq DESC LIMIT 1').get() as AuditCheckpointRecord | undefined) ?? null;
+  }
+
+  async getMeta(key: string): Promise<string | null> {
+    const r = this.#s('SELECT value FROM meta WHERE key = ?').get(key) as Row | undefined;
+    return r ? (r.value as string) : null;
+  }
+  async setMeta(key: string, value: string): Promise<void> {
+    this.#s('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value').run(key, value);
+  }
+}
+
+function mapSqliteError(e: unknown): unknown {
+  if (e instanceof CustosError) return e;
+  const code = (e as { code?: string }).code ?? '';
+  if (code.startsWith('SQLITE_CONSTRAINT')) return new CustosError('ERR_CONFLICT', undefined, { cause: e });
+  if (code === 'SQLITE_BUSY' || code === 'SQLITE_LOCKED' || code === 'SQLITE_IOERR' || code === 'SQLITE_FULL' || code === 'SQLITE_READONLY') {
+    return new CustosError('ERR_STORE_UNAVAILABLE', undefined, { cause: e });
+  }
+  return e;
+}

@@ -1,0 +1,62 @@
+import type {
+  ApiTokenRecord,
+  AuditCheckpointRecord,
+  AuditEventInput,
+  AuditEventRecord,
+  HsmIntentRecord,
+  KeyRecord,
+  KeyVersionRecord,
+} from './records.js';
+
+/**
+ * The store port. One interface of small repositories; adapters (SQLite now, PostgreSQL later)
+ * implement every method with portable SQL. Several processes may share one database: anything
+ * that must be consistent across processes (audit chain head, nonce consumption, version
+ * allocation, the single active version) is enforced by the database inside `tx`, never by
+ * process memory.
+ */
+export interface Repos {
+  // keys
+  insertKey(k: KeyRecord): Promise<void>;
+  getKey(name: string): Promise<KeyRecord | null>;
+  listKeys(): Promise<KeyRecord[]>;
+  /** Reserves the next version number of a key (atomic per key). */
+  allocateVersion(keyName: string): Promise<number>;
+  insertVersion(v: KeyVersionRecord): Promise<void>;
+  updateVersion(keyName: string, version: number, patch: Partial<Omit<KeyVersionRecord, 'keyName' | 'version'>>): Promise<void>;
+  listVersions(keyName: string): Promise<KeyVersionRecord[]>;
+  listAllVersions(): Promise<KeyVersionRecord[]>;
+  getVersionByHsmId(hsmId: string): Promise<KeyVersionRecord | null>;
+  // hsm journal
+  insertIntent(i: HsmIntentRecord): Promise<void>;
+  deleteIntent(id: string): Promise<void>;
+  listIntents(): Promise<HsmIntentRecord[]>;
+  // api tokens
+  insertApiToken(t: ApiTokenRecord): Promise<void>;
+  findApiTokenByHash(tokenHash: string): Promise<ApiTokenRecord | null>;
+  listApiTokens(): Promise<ApiTokenRecord[]>;
+  revokeApiToken(id: string, at: string): Promise<boolean>;
+  // audit
+  /** Appends one event to the hash chain; seq, time, prevHash and hash are assigned here. */
+  appendAudit(e: AuditEventInput, time: string): Promise<AuditEventRecord>;
+  listAudit(afterSeq: number, limit: number): Promise<AuditEventRecord[]>;
+  lastAudit(): Promise<AuditEventRecord | null>;
+  insertCheckpoint(c: AuditCheckpointRecord): Promise<void>;
+  listCheckpoints(afterSeq: number, limit: number): Promise<AuditCheckpointRecord[]>;
+  lastCheckpoint(): Promise<AuditCheckpointRecord | null>;
+  // generic single-row state (leases, counters)
+  getMeta(key: string): Promise<string | null>;
+  setMeta(key: string, value: string): Promise<void>;
+}
+
+export interface Store extends Repos {
+  readonly kind: 'sqlite' | 'postgres';
+  /**
+   * Runs `fn` in one write transaction (all or nothing). `fn` must only await store calls: no HSM
+   * or network I/O inside a transaction.
+   */
+  tx<T>(fn: (t: Repos) => Promise<T>): Promise<T>;
+  /** Cheap reachability probe for /readyz. */
+  health(): Promise<{ ok: true } | { ok: false; reason: string }>;
+  close(): Promise<void>;
+}
