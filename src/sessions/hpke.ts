@@ -1,0 +1,140 @@
+/**
+ * Session-key sealing with HPKE (RFC 9180) through @hpke/core (WebCrypto underneath).
+ *
+ * Suite (API.md, sessions): base mode (RFC 9180 §5.1.1), DHKEM(P-256, HKDF-SHA256) (KEM 0x0010),
+ * HKDF-SHA256 (KDF 0x0001), AES-256-GCM (AEAD 0x0002); info = "custos session key" ‖ jti (UTF-8),
+ * empty aad. Binding the jti into `info` (which feeds the key schedule, §5.1) means a sealed key
+ * opens only under the token it was issued with. A fresh ephemeral KEM key per seal gives forward
+ * secrecy with respect to custos's long-term keys: nothing custos keeps can reopen a past session key.
+ */
+import type { webcrypto } from 'node:crypto';
+import { Aes256Gcm, CipherSuite, DhkemP256HkdfSha256, HkdfSha256 } from '@hpke/core';
+import { fromBase64Url } from '../lib/encoding.js';
+import { CustosError } from '../lib/errors.js';
+import { parseEphemeralJwk } from './ephemeral-key.js';
+
+type CryptoKey = webcrypto.CryptoKey;
+type CryptoKeyPair = webcrypto.CryptoKeyPair;
+
+/** ASCII prefix of the HPKE info string; the jti follows it directly. */
+export const SESSION_KEY_INFO_PREFIX = 'custos session key';
+/** Session keys are 32 bytes (API.md). */
+export const SESSION_KEY_BYTES = 32;
+/** RFC 9180 §7.1 Nenc for DHKEM(P-256): an uncompressed point. */
+const ENC_BYTES = 65;
+/** AES-GCM tag (RFC 9180 §7.3, Nt = 16). */
+const TAG_BYTES = 16;
+
+export interface SealedSessionKey {
+  /** Encapsulated ephemeral public key, base64url (65 bytes). */
+  readonly enc: string;
+  /** AES-256-GCM ciphertext ‖ tag of the 32-byte session key, base64url (48 bytes). */
+  readonly ciphertext: string;
+}
+
+let suite: CipherSuite | undefined;
+
+/** The one HPKE suite custos uses for session keys. */
+export function sessionHpkeSuite(): CipherSuite {
+  suite ??= new CipherSuite({ kem: new DhkemP256HkdfSha256(), kdf: new HkdfSha256(), aead: new Aes256Gcm() });
+  return suite;
+}
+
+function checkJti(jti: string): void {
+  if (typeof jti !== 'string' || jti.length === 0) throw new CustosError('ERR_BAD_REQUEST', 'jti must be a non-empty string');
+}
+
+/** info = utf8("custos session key") ‖ utf8(jti). */
+export function sessionKeyInfo(jti: string): Buffer {
+  checkJti(jti);
+  return Buffer.concat([Buffer.from(SESSION_KEY_INFO_PREFIX, 'utf8'), Buffer.from(jti, 'utf8')]);
+}
+
+/**
+ * Seals a 32-byte session key to the enclave's ephemeral P-256 public key. The JWK is validated
+ * with the same rules as the session request (off-curve points and private members refused).
+ * `ekm` fixes the sender's ephemeral key pair; it exists only so tests can reproduce known
+ * answers and must never be passed in production.
+ * @throws CustosError ERR_EPHEMERAL_KEY (bad recipient key), ERR_INTERNAL (session key not 32
+ *   bytes, HPKE failure)
+ */
+export async function sealSessionKey(
+  recipientJwk: unknown,
+  sessionKey: Buffer,
+  jti: string,
+  testOnly?: { readonly ekm?: CryptoKeyPair },
+): Promise<SealedSessionKey> {
+  if (!Buffer.isBuffer(sessionKey) || sessionKey.length !== SESSION_KEY_BYTES) {
+    throw new CustosError('ERR_INTERNAL', `the session key must be ${SESSION_KEY_BYTES} bytes`);
+  }
+  const info = sessionKeyInfo(jti);
+  const { jwk } = parseEphemeralJwk(recipientJwk);
+  const s = sessionHpkeSuite();
+  // SerializePublicKey for DHKEM(P-256) is the SEC1 uncompressed point (RFC 9180 §7.1.1).
+  const point = Buffer.concat([Buffer.from([0x04]), Buffer.from(jwk.x, 'base64url'), Buffer.from(jwk.y, 'base64url')]);
+  try {
+    const recipientPublicKey = await s.kem.deserializePublicKey(point);
+    const params = testOnly?.ekm === undefined ? { recipientPublicKey, info } : { recipientPublicKey, info, ekm: testOnly.ekm };
+    const sealed = await s.seal(params, sessionKey, new Uint8Array(0));
+    return {
+      enc: Buffer.from(sealed.enc).toString('base64url'),
+      ciphertext: Buffer.from(sealed.ct).toString('base64url'),
+    };
+  } catch (cause) {
+    throw new CustosError('ERR_INTERNAL', 'HPKE seal failed', { cause });
+  }
+}
+
+async function recipientKeyOf(recipient: JsonWebKey | CryptoKey | CryptoKeyPair): Promise<CryptoKey | CryptoKeyPair> {
+  if (typeof recipient === 'object' && recipient !== null && ('privateKey' in recipient || 'algorithm' in recipient)) {
+    return recipient as CryptoKey | CryptoKeyPair;
+  }
+  const jwk = recipient as JsonWebKey;
+  if (jwk.kty !== 'EC' || jwk.crv !== 'P-256' || typeof jwk.d !== 'string') {
+    throw new CustosError('ERR_BAD_REQUEST', 'the recipient key must be an EC P-256 private JWK');
+  }
+  try {
+    return await sessionHpkeSuite().kem.importKey('jwk', { kty: 'EC', crv: 'P-256', x: jwk.x, y: jwk.y, d: jwk.d }, false);
+  } catch (cause) {
+    throw new CustosError('ERR_BAD_REQUEST', 'the recipient private key could not be imported', { cause });
+  }
+}
+
+/** The JWK shape accepted for a recipient private key. */
+export interface JsonWebKey {
+  readonly kty?: string;
+  readonly crv?: string;
+  readonly x?: string;
+  readonly y?: string;
+  readonly d?: string;
+  readonly [member: string]: unknown;
+}
+
+/**
+ * Opens a sealed session key with the ephemeral private key (the enclave side, and tests).
+ * Any mismatch (another key, another jti, a changed enc or ciphertext) fails the AEAD tag.
+ * @throws CustosError ERR_BAD_BASE64 (enc/ciphertext not base64url), ERR_DECRYPT (wrong sizes,
+ *   decapsulation or authentication failure), ERR_BAD_REQUEST (unusable recipient key)
+ */
+export async function openSessionKey(
+  recipient: JsonWebKey | CryptoKey | CryptoKeyPair,
+  enc: string,
+  ciphertext: string,
+  jti: string,
+): Promise<Buffer> {
+  const info = sessionKeyInfo(jti);
+  const encBytes = fromBase64Url(enc, 'enc');
+  const ct = fromBase64Url(ciphertext, 'ciphertext');
+  if (encBytes.length !== ENC_BYTES) throw new CustosError('ERR_DECRYPT', `enc must be ${ENC_BYTES} bytes`);
+  if (ct.length !== SESSION_KEY_BYTES + TAG_BYTES) throw new CustosError('ERR_DECRYPT', 'the sealed session key has the wrong size');
+  const recipientKey = await recipientKeyOf(recipient);
+  let pt: ArrayBuffer;
+  try {
+    pt = await sessionHpkeSuite().open({ recipientKey, enc: encBytes, info }, ct, new Uint8Array(0));
+  } catch (cause) {
+    throw new CustosError('ERR_DECRYPT', 'the sealed session key did not open', { cause });
+  }
+  const key = Buffer.from(pt);
+  if (key.length !== SESSION_KEY_BYTES) throw new CustosError('ERR_DECRYPT', 'the session key has the wrong size');
+  return key;
+}
