@@ -1,0 +1,417 @@
+import type { Handle, PKCS11, Template } from 'pkcs11js';
+import type { FromWorker, ObjectAttrs, ToWorker, WireAttribute, WireMechanism, WorkerInit, WorkerOp, WorkerResult } from './protocol.js';
+
+interface WorkerEnv {
+  parentPort: { on(ev: 'message', cb: (m: ToWorker) => void): void; postMessage(m: FromWorker): void };
+  workerData: WorkerInit;
+  pkcs11js: { PKCS11: new () => PKCS11 };
+}
+
+/**
+ * Body of a token worker thread. It owns one PKCS#11 session and runs the operations it is sent
+ * one after the other with synchronous pkcs11js calls, so the event loop of the main thread never
+ * waits on the token (RSA key generation takes ~150 ms).
+ *
+ * The function is shipped to the worker as source text (`Function.prototype.toString`) so that
+ * the same code runs from TypeScript sources under the test runner and from the build output; it
+ * therefore references nothing from module scope: every dependency arrives in `env`.
+ */
+export function tokenWorkerMain(env: WorkerEnv): void {
+  const init = env.workerData;
+  const K = init.consts;
+  const sessionGone = new Set(init.codes.sessionGone);
+  const handleStale = new Set(init.codes.handleStale);
+  const notLoggedIn = new Set(init.codes.notLoggedIn);
+  const tokenGone = new Set(init.codes.tokenGone);
+  const signatureBad = new Set(init.codes.signatureBad);
+
+  class Failure extends Error {
+    constructor(readonly result: WorkerResult) {
+      super('token worker failure');
+    }
+  }
+  const fail = (kind: 'notfound' | 'purpose' | 'notoken' | 'module', detail: string): never => {
+    throw new Failure({ ok: false, kind, detail });
+  };
+  const ckrOf = (e: unknown): number | undefined => {
+    const c = (e as { code?: unknown } | null)?.code;
+    return typeof c === 'number' && c !== 0 && /^CKR_/.test(String((e as Error).message)) ? c : undefined;
+  };
+
+  const m = new env.pkcs11js.PKCS11();
+  let loaded = false;
+  let slot: Handle | null = null;
+  let session: Handle | null = null;
+  interface Cached { priv?: Handle; pub?: Handle; secret?: Handle; kind: 'ec' | 'rsa' | 'aes' | 'other' }
+  const cache = new Map<string, Cached>();
+
+  const buf = (u: Uint8Array): Buffer => Buffer.from(u.buffer, u.byteOffset, u.byteLength);
+  const tpl = (attrs: WireAttribute[]): Template =>
+    attrs.map((a) => ({ type: a.type, value: a.value instanceof Uint8Array ? buf(a.value) : a.value }));
+  const mech = (w: WireMechanism): { mechanism: number; parameter?: never } => {
+    if (!w.parameter) return { mechanism: w.mechanism };
+    const p: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(w.parameter)) p[k] = v instanceof Uint8Array ? buf(v) : v;
+    return { mechanism: w.mechanism, parameter: p as never };
+  };
+
+  function load(): void {
+    if (loaded) return;
+    try {
+      m.load(init.module);
+    } catch (e) {
+      fail('module', 'the PKCS#11 module could not be loaded');
+      throw e;
+    }
+    loaded = true;
+    if (init.initialize) initialize();
+    else {
+      try {
+        m.C_Initialize({ flags: K.CKF_OS_LOCKING_OK });
+      } catch (e) {
+        // The main thread initialized the module first (RIG-FACTS: racing initializations crash).
+        if (ckrOf(e) !== K.CKR_CRYPTOKI_ALREADY_INITIALIZED) throw e;
+      }
+    }
+  }
+  function initialize(): void {
+    try {
+      m.C_Initialize({ flags: K.CKF_OS_LOCKING_OK });
+    } catch (e) {
+      if (ckrOf(e) !== K.CKR_CRYPTOKI_ALREADY_INITIALIZED) throw e;
+    }
+  }
+  function findSlot(): Handle {
+    for (const s of m.C_GetSlotList(true)) {
+      try {
+        if (m.C_GetTokenInfo(s).label.trimEnd() === init.tokenLabel) return s;
+      } catch {
+        // A token that stopped answering is simply not ours any more.
+      }
+    }
+    return fail('notoken', 'no token with the configured label');
+  }
+  function login(s: Handle): void {
+    try {
+      m.C_Login(s, K.CKU_USER, init.pin);
+    } catch (e) {
+      if (ckrOf(e) !== K.CKR_USER_ALREADY_LOGGED_IN) throw e;
+    }
+  }
+  function ensureSession(): Handle {
+    load();
+    if (session) return session;
+    if (!slot) slot = findSlot();
+    const s = m.C_OpenSession(slot, K.CKF_SERIAL_SESSION | K.CKF_RW_SESSION);
+    try {
+      // Login state is per application (PKCS#11 v2.40 §5.6): skip C_Login when another session of
+      // this process already holds it, so a wrong PIN is presented as rarely as possible.
+      const state = m.C_GetSessionInfo(s).state;
+      if (state !== K.CKS_RW_USER_FUNCTIONS && state !== K.CKS_RO_USER_FUNCTIONS) login(s);
+    } catch (e) {
+      try {
+        m.C_CloseSession(s);
+      } catch {
+        // The session is useless either way.
+      }
+      throw e;
+    }
+    session = s;
+    return s;
+  }
+  function dropSession(): void {
+    if (session) {
+      try {
+        m.C_CloseSession(session);
+      } catch {
+        // Already closed behind our back.
+      }
+    }
+    session = null;
+    cache.clear();
+  }
+
+  function findHandles(s: Handle, template: Template): Handle[] {
+    m.C_FindObjectsInit(s, template);
+    try {
+      const out: Handle[] = [];
+      for (;;) {
+        const batch = m.C_FindObjects(s, 64);
+        out.push(...batch);
+        if (batch.length < 64) return out;
+      }
+    } finally {
+      m.C_FindObjectsFinal(s);
+    }
+  }
+  function readAttrs(s: Handle, h: Handle): ObjectAttrs | null {
+    const base = m.C_GetAttributeValue(s, h, [{ type: K.CKA_CLASS }, { type: K.CKA_KEY_TYPE }, { type: K.CKA_ID }, { type: K.CKA_LABEL }]);
+    const clsNum = (base[0]?.value as Buffer).readUInt32LE(0);
+    const cls = clsNum === K.CKO_PRIVATE_KEY ? 'private' : clsNum === K.CKO_PUBLIC_KEY ? 'public' : clsNum === K.CKO_SECRET_KEY ? 'secret' : null;
+    if (!cls) return null;
+    const out: ObjectAttrs = {
+      cls,
+      keyType: (base[1]?.value as Buffer).readUInt32LE(0),
+      id: (base[2]?.value as Buffer).toString('hex'),
+      label: (base[3]?.value as Buffer).toString('utf8'),
+    };
+    if (cls !== 'public') {
+      const f = m.C_GetAttributeValue(s, h, [{ type: K.CKA_SENSITIVE }, { type: K.CKA_EXTRACTABLE }]);
+      out.sensitive = (f[0]?.value as Buffer)[0] === 1;
+      out.extractable = (f[1]?.value as Buffer)[0] === 1;
+    }
+    if (out.keyType === K.CKK_EC && cls !== 'secret') {
+      out.ecParams = m.C_GetAttributeValue(s, h, [{ type: K.CKA_EC_PARAMS }])[0]?.value as Buffer;
+    } else if (out.keyType === K.CKK_RSA && cls === 'public') {
+      out.modulusBits = (m.C_GetAttributeValue(s, h, [{ type: K.CKA_MODULUS_BITS }])[0]?.value as Buffer).readUInt32LE(0);
+    } else if (out.keyType === K.CKK_RSA) {
+      out.modulusBits = (m.C_GetAttributeValue(s, h, [{ type: K.CKA_MODULUS }])[0]?.value as Buffer).length * 8;
+    } else if (out.keyType === K.CKK_AES) {
+      out.valueLen = (m.C_GetAttributeValue(s, h, [{ type: K.CKA_VALUE_LEN }])[0]?.value as Buffer).readUInt32LE(0);
+    }
+    return out;
+  }
+  function lookup(s: Handle, id: string): Cached {
+    const hit = cache.get(id);
+    if (hit) return hit;
+    const c: Cached = { kind: 'other' };
+    for (const h of findHandles(s, [{ type: K.CKA_ID, value: Buffer.from(id, 'hex') }])) {
+      const a = m.C_GetAttributeValue(s, h, [{ type: K.CKA_CLASS }, { type: K.CKA_KEY_TYPE }]);
+      const cls = (a[0]?.value as Buffer).readUInt32LE(0);
+      const kt = (a[1]?.value as Buffer).readUInt32LE(0);
+      if (cls === K.CKO_PRIVATE_KEY) c.priv = h;
+      else if (cls === K.CKO_PUBLIC_KEY) c.pub = h;
+      else if (cls === K.CKO_SECRET_KEY) c.secret = h;
+      else continue;
+      c.kind = kt === K.CKK_EC ? 'ec' : kt === K.CKK_RSA ? 'rsa' : kt === K.CKK_AES ? 'aes' : 'other';
+    }
+    if (!c.priv && !c.pub && !c.secret) {
+      // An empty search is also what a vanished token gives (the object store went away under
+      // SoftHSM2): ask the token before calling the key missing.
+      m.C_GetTokenInfo(slot as Handle);
+      return fail('notfound', 'no object with this CKA_ID');
+    }
+    cache.set(id, c);
+    return c;
+  }
+  function need(h: Handle | undefined, what: string): Handle {
+    return h ?? fail('purpose', `the key has no ${what} object`);
+  }
+  function sigMech(key: Cached, name: string): ReturnType<typeof mech> {
+    const w = init.mechs[name];
+    if (!w) return fail('purpose', 'unknown signature mechanism');
+    if (w.kind !== key.kind) return fail('purpose', 'the key type does not do this signature scheme');
+    return mech(w);
+  }
+
+  function exec(o: WorkerOp, s: Handle): unknown {
+    switch (o.op) {
+      case 'connect':
+        return m.C_GetSessionInfo(s).state;
+      case 'health':
+        m.C_GetTokenInfo(slot as Handle);
+        return m.C_GetSessionInfo(s).state;
+      case 'genPair': {
+        const kp = m.C_GenerateKeyPair(s, mech(o.mech), tpl(o.pub), tpl(o.priv));
+        cache.delete(o.id);
+        return kp.privateKey.length > 0;
+      }
+      case 'genSecret': {
+        m.C_GenerateKey(s, mech(o.mech), tpl(o.tpl));
+        cache.delete(o.id);
+        return true;
+      }
+      case 'find': {
+        const out: ObjectAttrs[] = [];
+        for (const h of findHandles(s, [{ type: K.CKA_ID, value: Buffer.from(o.id, 'hex') }])) {
+          const a = readAttrs(s, h);
+          if (a) out.push(a);
+        }
+        if (out.length === 0) m.C_GetTokenInfo(slot as Handle);
+        return out;
+      }
+      case 'list': {
+        const out: ObjectAttrs[] = [];
+        for (const cls of [K.CKO_PRIVATE_KEY, K.CKO_SECRET_KEY, K.CKO_PUBLIC_KEY]) {
+          for (const h of findHandles(s, [{ type: K.CKA_CLASS, value: cls }])) {
+            const a = readAttrs(s, h);
+            if (a) out.push(a);
+          }
+        }
+        return out;
+      }
+      case 'pub': {
+        const key = lookup(s, o.id);
+        const h = need(key.pub, 'public');
+        if (key.kind === 'ec') {
+          const v = m.C_GetAttributeValue(s, h, [{ type: K.CKA_EC_POINT }]);
+          return { kind: 'ec', point: v[0]?.value as Buffer };
+        }
+        if (key.kind === 'rsa') {
+          const v = m.C_GetAttributeValue(s, h, [{ type: K.CKA_MODULUS }, { type: K.CKA_PUBLIC_EXPONENT }]);
+          return { kind: 'rsa', n: v[0]?.value as Buffer, e: v[1]?.value as Buffer };
+        }
+        return fail('purpose', 'not an asymmetric key');
+      }
+      case 'sign': {
+        const key = lookup(s, o.id);
+        const mm = sigMech(key, o.mech);
+        m.C_SignInit(s, mm, need(key.priv, 'private'));
+        return m.C_Sign(s, buf(o.data), Buffer.alloc(1024));
+      }
+      case 'verify': {
+        const key = lookup(s, o.id);
+        const mm = sigMech(key, o.mech);
+        m.C_VerifyInit(s, mm, need(key.pub, 'public'));
+        try {
+          return m.C_Verify(s, buf(o.data), buf(o.sig));
+        } catch (e) {
+          const c = ckrOf(e);
+          if (c !== undefined && signatureBad.has(c)) return false;
+          throw e;
+        }
+      }
+      case 'encrypt': {
+        const key = lookup(s, o.id);
+        if (key.kind !== 'aes') return fail('purpose', 'not a secret key');
+        const iv = m.C_GenerateRandom(s, Buffer.alloc(12));
+        m.C_EncryptInit(
+          s,
+          { mechanism: K.CKM_AES_GCM, parameter: { type: K.CK_PARAMS_GCM, iv, aad: buf(o.aad), ivBits: 96, tagBits: 128 } as never },
+          need(key.secret, 'secret'),
+        );
+        const ct = m.C_Encrypt(s, buf(o.data), Buffer.alloc(o.data.length + 16));
+        return { iv, ct };
+      }
+      case 'decrypt': {
+        const key = lookup(s, o.id);
+        if (key.kind !== 'aes') return fail('purpose', 'not a secret key');
+        m.C_DecryptInit(
+          s,
+          { mechanism: K.CKM_AES_GCM, parameter: { type: K.CK_PARAMS_GCM, iv: buf(o.iv), aad: buf(o.aad), ivBits: o.iv.length * 8, tagBits: 128 } as never },
+          need(key.secret, 'secret'),
+        );
+        return m.C_Decrypt(s, buf(o.data), Buffer.alloc(o.data.length + 16));
+      }
+      case 'random':
+        return m.C_GenerateRandom(s, Buffer.alloc(o.length));
+      case 'destroy': {
+        cache.delete(o.id);
+        let n = 0;
+        for (const h of findHandles(s, [{ type: K.CKA_ID, value: Buffer.from(o.id, 'hex') }])) {
+          try {
+            m.C_DestroyObject(s, h);
+            n++;
+          } catch (e) {
+            // Destroyed meanwhile by someone else: that is the state we want.
+            const c = ckrOf(e);
+            if (c === undefined || !handleStale.has(c)) throw e;
+          }
+        }
+        return n;
+      }
+      case 'closeAllSessions':
+        m.C_CloseAllSessions(slot as Handle);
+        return true;
+      case 'logout':
+        m.C_Logout(s);
+        return true;
+      default:
+        return fail('module', 'unknown operation');
+    }
+  }
+
+  function control(o: WorkerOp): unknown {
+    switch (o.op) {
+      case 'forget':
+        cache.delete(o.id);
+        return true;
+      case 'drop':
+        dropSession();
+        slot = null;
+        return true;
+      case 'finalize':
+        session = null;
+        slot = null;
+        cache.clear();
+        if (loaded) {
+          try {
+            m.C_Finalize();
+          } catch {
+            // Not initialized any more: fine.
+          }
+        }
+        return true;
+      case 'reinit': {
+        // SoftHSM2 builds its slot list at C_Initialize and keeps a token whose object store
+        // vanished broken until the module is finalized and initialized again (hsm/README.md).
+        session = null;
+        slot = null;
+        cache.clear();
+        load();
+        try {
+          m.C_Finalize();
+        } catch {
+          // Not initialized: initialize below.
+        }
+        initialize();
+        slot = findSlot();
+        return true;
+      }
+      default:
+        return undefined;
+    }
+  }
+
+  function run(o: WorkerOp): WorkerResult {
+    let fn: string = o.op;
+    try {
+      const c = control(o);
+      if (c !== undefined) return { ok: true, v: c };
+      for (let attempt = 0; ; attempt++) {
+        try {
+          fn = 'session';
+          const s = ensureSession();
+          fn = o.op;
+          return { ok: true, v: exec(o, s) };
+        } catch (e) {
+          const code = ckrOf(e);
+          if (code === undefined || attempt > 0) throw e;
+          if (sessionGone.has(code)) {
+            session = null;
+            cache.clear();
+          } else if (notLoggedIn.has(code) && session) {
+            login(session);
+          } else if (handleStale.has(code) && 'id' in o) {
+            cache.delete(o.id);
+          } else throw e;
+        }
+      }
+    } catch (e) {
+      if (e instanceof Failure) return e.result;
+      const code = ckrOf(e);
+      if (code === undefined) return { ok: false, kind: 'module', detail: String((e as Error)?.message ?? e).slice(0, 200) };
+      let gone = tokenGone.has(code);
+      if (!gone && slot) {
+        try {
+          m.C_GetTokenInfo(slot);
+        } catch {
+          gone = true;
+        }
+      }
+      if (gone) {
+        session = null;
+        slot = null;
+        cache.clear();
+      }
+      const method = (e as { method?: unknown }).method;
+      return { ok: false, ckr: code, fn: typeof method === 'string' && method !== '' ? method : fn, gone };
+    }
+  }
+
+  env.parentPort.on('message', (msg) => {
+    if (msg.t !== 'batch') return;
+    env.parentPort.postMessage({ t: 'results', r: msg.ops.map((x) => ({ n: x.n, r: run(x.o) })) });
+  });
+  env.parentPort.postMessage({ t: 'ready', r: { ok: true, v: true } });
+}
