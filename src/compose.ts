@@ -3,8 +3,7 @@ import { TokenService } from './auth/token-service.js';
 import { readPin, type Config } from './config/config.js';
 import type { KeyStore } from './hsm/key-store.js';
 import { MeteredKeyStore } from './hsm/metered-key-store.js';
-import { openPkcs11KeyStore } from './hsm/pkcs11/open.js';
-import { ReconnectingKeyStore } from './hsm/reconnecting-key-store.js';
+import { openPkcs11KeyStore } from './hsm/pkcs11/pkcs11-key-store.js';
 import { createApp, type AppDeps } from './http/app.js';
 import { Metrics } from './http/metrics.js';
 import { KeyService } from './keys/key-service.js';
@@ -38,20 +37,20 @@ export async function composeService(config: Config, log: Logger, overrides: Ove
   if (overrides.hsm) {
     hsm = overrides.hsm;
   } else {
-    const reconnecting = new ReconnectingKeyStore(async () =>
-      openPkcs11KeyStore({
-        module: config.pkcs11.module,
-        tokenLabel: config.pkcs11.tokenLabel,
-        pin: readPin(config.pkcs11.pinFile),
-        workers: config.pkcs11.workers,
-        sessionsPerWorker: config.pkcs11.sessionsPerWorker,
-        logger: log.child({ part: 'pkcs11' }),
-      }),
-    );
-    const h = await reconnecting.warmUp();
+    // lazy: the service starts even when the token is absent or the PIN refused; requests that
+    // need the HSM answer 503 and /readyz names the failing part until it is back.
+    hsm = await openPkcs11KeyStore({
+      module: config.pkcs11.module,
+      tokenLabel: config.pkcs11.tokenLabel,
+      pin: readPin(config.pkcs11.pinFile),
+      workers: config.pkcs11.workers,
+      poolSize: config.pkcs11.poolSize,
+      logger: log.child({ part: 'pkcs11' }),
+      lazy: true,
+    });
+    const h = await hsm.health();
     if (h.ok) log.info({ module: config.pkcs11.module, token: config.pkcs11.tokenLabel }, 'HSM ready');
     else log.error({ part: h.part, code: h.code, reason: h.reason }, 'HSM not ready; requests needing it answer 503 until it is');
-    hsm = reconnecting;
   }
   const meteredHsm = new MeteredKeyStore(hsm, metrics);
   const tokens = new TokenService(store, clock);

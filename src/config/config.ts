@@ -41,7 +41,7 @@ const fileSchema = z.strictObject({
       tokenLabel: z.string().min(1).max(32).optional(),
       pinFile: z.string().min(1).optional(),
       workers: z.number().int().min(1).max(64).optional(),
-      sessionsPerWorker: z.number().int().min(1).max(64).optional(),
+      poolSize: z.number().int().min(1).max(4096).optional(),
     })
     .optional(),
   tls: z
@@ -79,7 +79,7 @@ export interface Config {
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
   bodyLimitBytes: number;
   allowInsecureHttp: boolean;
-  pkcs11: { module: string; tokenLabel: string; pinFile: string; workers: number; sessionsPerWorker: number };
+  pkcs11: { module: string; tokenLabel: string; pinFile: string; workers: number; poolSize: number };
   tls: { cert: string; key: string; clientCa?: string; clientRoles: ClientRoleRule[] } | null;
   audit: { checkpointEvery: number; checkpointSeconds: number; signingKey: string };
   rotation: { enabled: boolean; intervalSeconds: number };
@@ -208,7 +208,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd: string = p
       tokenLabel: f.pkcs11?.tokenLabel ?? 'custos',
       pinFile: abs(f.pkcs11?.pinFile ?? join(stateDir, 'hsm', 'user.pin')),
       workers: f.pkcs11?.workers ?? 2,
-      sessionsPerWorker: f.pkcs11?.sessionsPerWorker ?? 4,
+      poolSize: f.pkcs11?.poolSize ?? 128,
     },
     tls:
       tls?.cert !== undefined && tls.key !== undefined
