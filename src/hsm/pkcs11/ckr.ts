@@ -50,18 +50,24 @@ const DECRYPT_FAILED = codes(
   'CKR_ENCRYPTED_DATA_INVALID', 'CKR_ENCRYPTED_DATA_LEN_RANGE', 'CKR_DATA_INVALID', 'CKR_DATA_LEN_RANGE',
   'CKR_AEAD_DECRYPT_FAILED',
 );
+const DECRYPT_GENERIC = codes('CKR_GENERAL_ERROR', 'CKR_FUNCTION_FAILED');
 const WRONG_PURPOSE = codes(
   'CKR_KEY_TYPE_INCONSISTENT', 'CKR_KEY_FUNCTION_NOT_PERMITTED', 'CKR_MECHANISM_INVALID',
-  'CKR_KEY_FUNCTION_NOT_PERMITTED',
 );
 const BUSY = codes('CKR_SESSION_COUNT', 'CKR_HOST_MEMORY');
 
-/** Maps a CKR value seen during `op` to a custos error code. */
-export function errorCodeForCkr(code: number, op: string): ErrorCode {
+/**
+ * Maps a CKR value seen during `op` to a custos error code. `tokenGone` says whether the token
+ * still answered C_GetTokenInfo right after the failure.
+ */
+export function errorCodeForCkr(code: number, op: string, tokenGone = false): ErrorCode {
+  if (tokenGone) return 'ERR_HSM_UNAVAILABLE';
   if (AUTH_FAILED.has(code) || NOT_LOGGED_IN.has(code)) return 'ERR_HSM_AUTH';
+  // SoftHSM2 2.6 answers a GCM tag mismatch with CKR_GENERAL_ERROR (checked in hsm/README.md);
+  // with the token still present, that can only be the ciphertext, and failing closed is right.
+  if (op === 'decrypt' && (DECRYPT_FAILED.has(code) || DECRYPT_GENERIC.has(code))) return 'ERR_DECRYPT';
   if (TOKEN_GONE.has(code) || SESSION_GONE.has(code) || BUSY.has(code)) return 'ERR_HSM_UNAVAILABLE';
   if (HANDLE_STALE.has(code)) return 'ERR_HSM_OBJECT_NOT_FOUND';
-  if (op === 'decrypt' && DECRYPT_FAILED.has(code)) return 'ERR_DECRYPT';
   if (WRONG_PURPOSE.has(code)) return 'ERR_KEY_PURPOSE';
   return 'ERR_HSM';
 }
@@ -70,9 +76,9 @@ export function errorCodeForCkr(code: number, op: string): ErrorCode {
  * Builds the CustosError for a CKR value. The message names the PKCS#11 function and CKR name
  * only: PINs and key material never reach it.
  */
-export function ckrError(code: number, op: string, fn: string): CustosError {
+export function ckrError(code: number, op: string, fn: string, tokenGone = false): CustosError {
   const name = ckrName(code);
-  return new CustosError(errorCodeForCkr(code, op), `PKCS#11 ${fn} failed during ${op}: ${name}`, {
+  return new CustosError(errorCodeForCkr(code, op, tokenGone), `PKCS#11 ${fn} failed during ${op}: ${name}`, {
     details: { ckr: name },
   });
 }

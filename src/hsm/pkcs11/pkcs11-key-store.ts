@@ -442,7 +442,7 @@ export class Pkcs11KeyStore implements KeyStore {
           return new CustosError('ERR_HSM_UNAVAILABLE', 'the PKCS#11 module failed', { details: { part: 'module' }, cause: new Error(r.detail) });
       }
     }
-    const part = AUTH_FAILED.has(r.ckr) || NOT_LOGGED_IN.has(r.ckr) ? 'login' : r.gone || TOKEN_GONE.has(r.ckr) ? 'token' : SESSION_GONE.has(r.ckr) ? 'session' : undefined;
+    const part = r.gone ? 'token' : AUTH_FAILED.has(r.ckr) || NOT_LOGGED_IN.has(r.ckr) ? 'login' : SESSION_GONE.has(r.ckr) ? 'session' : undefined;
     if (r.gone) this.markBroken('token');
     if (AUTH_FAILED.has(r.ckr)) {
       this.authFailures++;
@@ -450,7 +450,7 @@ export class Pkcs11KeyStore implements KeyStore {
       this.authBlockedUntil = Date.now() + wait;
       this.opts.logger?.warn({ ckr: ckrName(r.ckr), waitMs: wait }, 'HSM login refused; backing off');
     }
-    const err = ckrError(r.ckr, op, r.fn);
+    const err = ckrError(r.ckr, op, r.fn, r.gone);
     return part ? new CustosError(err.code, err.message, { details: { ...err.details, part } }) : err;
   }
 

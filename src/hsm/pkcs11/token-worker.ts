@@ -280,7 +280,9 @@ export function tokenWorkerMain(env: WorkerEnv): void {
           { mechanism: K.CKM_AES_GCM, parameter: { type: K.CK_PARAMS_GCM, iv, aad: buf(o.aad), ivBits: 96, tagBits: 128 } as never },
           need(key.secret, 'secret'),
         );
-        const ct = m.C_Encrypt(s, buf(o.data), Buffer.alloc(o.data.length + 16));
+        // An empty input becomes a NULL pointer that SoftHSM2 refuses in C_Encrypt; the
+        // multi-part finish alone yields the tag of the empty message (SP 800-38D §7.1).
+        const ct = o.data.length === 0 ? m.C_EncryptFinal(s, Buffer.alloc(16)) : m.C_Encrypt(s, buf(o.data), Buffer.alloc(o.data.length + 16));
         return { iv, ct };
       }
       case 'decrypt': {
@@ -391,8 +393,10 @@ export function tokenWorkerMain(env: WorkerEnv): void {
       if (e instanceof Failure) return e.result;
       const code = ckrOf(e);
       if (code === undefined) return { ok: false, kind: 'module', detail: String((e as Error)?.message ?? e).slice(0, 200) };
-      let gone = tokenGone.has(code);
-      if (!gone && slot) {
+      // Ask the token itself: SoftHSM2 reports a failed GCM tag as CKR_GENERAL_ERROR, the same
+      // value it returns once its object store has vanished.
+      let gone = slot ? false : tokenGone.has(code);
+      if (slot) {
         try {
           m.C_GetTokenInfo(slot);
         } catch {
@@ -403,6 +407,10 @@ export function tokenWorkerMain(env: WorkerEnv): void {
         session = null;
         slot = null;
         cache.clear();
+      } else {
+        // A failed C_Sign/C_Decrypt may leave the operation active (CKR_OPERATION_ACTIVE on the
+        // next *Init): a fresh session is the one portable way to clear it.
+        dropSession();
       }
       const method = (e as { method?: unknown }).method;
       return { ok: false, ckr: code, fn: typeof method === 'string' && method !== '' ? method : fn, gone };
