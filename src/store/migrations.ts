@@ -86,4 +86,75 @@ CREATE TABLE meta (
 );
 `,
   },
+  {
+    version: 2,
+    name: 'hosts, enrollments, nonces, sessions, leases',
+    sql: `
+CREATE TABLE hosts (
+  id TEXT PRIMARY KEY,
+  status TEXT NOT NULL,
+  ak_name TEXT NOT NULL UNIQUE,
+  ak_public TEXT NOT NULL,
+  ek_public_hash TEXT NOT NULL,
+  ek_certificate_subject TEXT,
+  ek_certificate_issuer TEXT,
+  labels TEXT NOT NULL,
+  enrolled_at TEXT NOT NULL,
+  revoked_at TEXT,
+  last_attestation TEXT,
+  last_clock TEXT
+);
+CREATE INDEX hosts_ek ON hosts (ek_public_hash);
+CREATE TABLE enrollments (
+  id TEXT PRIMARY KEY,
+  status TEXT NOT NULL,
+  ak_public TEXT NOT NULL,
+  ak_name TEXT NOT NULL,
+  ek_public_hash TEXT NOT NULL,
+  ek_certificate_subject TEXT,
+  ek_certificate_issuer TEXT,
+  secret_hash TEXT NOT NULL,
+  labels TEXT NOT NULL,
+  provisioning_token_id TEXT,
+  actor TEXT NOT NULL,
+  created_at TEXT NOT NULL,
+  expires_at TEXT NOT NULL,
+  host_id TEXT
+);
+CREATE TABLE provisioning_tokens (
+  id TEXT PRIMARY KEY,
+  token_hash TEXT NOT NULL UNIQUE,
+  created_at TEXT NOT NULL,
+  created_by TEXT NOT NULL,
+  expires_at TEXT NOT NULL,
+  uses_left INTEGER NOT NULL,
+  labels TEXT NOT NULL
+);
+CREATE TABLE nonces (
+  nonce_hash TEXT PRIMARY KEY,
+  host_id TEXT NOT NULL,
+  created_at TEXT NOT NULL,
+  expires_at TEXT NOT NULL
+);
+CREATE INDEX nonces_expiry ON nonces (expires_at);
+CREATE TABLE sessions (
+  jti TEXT PRIMARY KEY,
+  host_id TEXT NOT NULL,
+  audience TEXT NOT NULL,
+  kid TEXT NOT NULL,
+  key_name TEXT NOT NULL,
+  key_version INTEGER NOT NULL,
+  cnf_jkt TEXT NOT NULL,
+  issued_at TEXT NOT NULL,
+  expires_at TEXT NOT NULL,
+  revoked_at TEXT
+);
+CREATE INDEX sessions_host ON sessions (host_id);
+CREATE TABLE leases (
+  name TEXT PRIMARY KEY,
+  holder TEXT NOT NULL,
+  until TEXT NOT NULL
+);
+`,
+  },
 ];

@@ -79,3 +79,77 @@ export interface AuditCheckpointRecord {
   alg: string;
   signature: string;
 }
+
+export type HostStatus = 'active' | 'revoked';
+
+export interface HostRecord {
+  id: string;
+  status: HostStatus;
+  /** TPM Name of the AK (nameAlg ‖ digest), hex. Pinned at activation. */
+  akName: string;
+  /** TPM2B_PUBLIC of the AK, base64. */
+  akPublic: string;
+  /** SHA-256 of the EK public area (TPMT_PUBLIC), hex. */
+  ekPublicHash: string;
+  ekCertificateSubject: string | null;
+  ekCertificateIssuer: string | null;
+  labels: Record<string, string>;
+  enrolledAt: string;
+  revokedAt: string | null;
+  /** Summary of the last appraisal (status, time, policy). */
+  lastAttestation: Record<string, unknown> | null;
+  /** Per-AK TPM counters from the last quote that verified, for rollback checks. */
+  lastClock: { clock: string; resetCount: number; restartCount: number } | null;
+}
+
+export interface EnrollmentRecord {
+  id: string;
+  status: 'pending' | 'activated' | 'failed';
+  akPublic: string;
+  akName: string;
+  ekPublicHash: string;
+  ekCertificateSubject: string | null;
+  ekCertificateIssuer: string | null;
+  /** SHA-256 of the credential secret, hex; the secret itself is never stored. */
+  secretHash: string;
+  labels: Record<string, string>;
+  provisioningTokenId: string | null;
+  actor: string;
+  createdAt: string;
+  expiresAt: string;
+  hostId: string | null;
+}
+
+export interface ProvisioningTokenRecord {
+  id: string;
+  tokenHash: string;
+  createdAt: string;
+  createdBy: string;
+  expiresAt: string;
+  usesLeft: number;
+  labels: Record<string, string>;
+}
+
+export type NoncePurpose = 'attest' | 'session';
+
+export interface NonceRecord {
+  /** SHA-256 of the nonce, hex: the nonce itself is not kept. */
+  nonceHash: string;
+  hostId: string;
+  createdAt: string;
+  expiresAt: string;
+}
+
+export interface SessionRecord {
+  jti: string;
+  hostId: string;
+  audience: string;
+  kid: string;
+  /** Issuer key name and version, so destruction of the version ends its tokens. */
+  keyName: string;
+  keyVersion: number;
+  cnfJkt: string;
+  issuedAt: string;
+  expiresAt: string;
+  revokedAt: string | null;
+}

@@ -1,5 +1,10 @@
 import type {
   ApiTokenRecord,
+  EnrollmentRecord,
+  HostRecord,
+  NonceRecord,
+  ProvisioningTokenRecord,
+  SessionRecord,
   AuditCheckpointRecord,
   AuditEventInput,
   AuditEventRecord,
@@ -44,7 +49,32 @@ export interface Repos {
   insertCheckpoint(c: AuditCheckpointRecord): Promise<void>;
   listCheckpoints(afterSeq: number, limit: number): Promise<AuditCheckpointRecord[]>;
   lastCheckpoint(): Promise<AuditCheckpointRecord | null>;
-  // generic single-row state (leases, counters)
+  // hosts and enrollment
+  insertHost(h: HostRecord): Promise<void>;
+  getHost(id: string): Promise<HostRecord | null>;
+  listHosts(): Promise<HostRecord[]>;
+  findHostByAkName(akName: string): Promise<HostRecord | null>;
+  findHostsByEkPublicHash(ekPublicHash: string): Promise<HostRecord[]>;
+  updateHost(id: string, patch: Partial<Omit<HostRecord, 'id'>>): Promise<void>;
+  insertEnrollment(e: EnrollmentRecord): Promise<void>;
+  getEnrollment(id: string): Promise<EnrollmentRecord | null>;
+  updateEnrollment(id: string, patch: Partial<Omit<EnrollmentRecord, 'id'>>): Promise<void>;
+  insertProvisioningToken(t: ProvisioningTokenRecord): Promise<void>;
+  /** Atomically uses one use of a live token; null when unknown, expired or used up. */
+  consumeProvisioningToken(tokenHash: string, now: string): Promise<ProvisioningTokenRecord | null>;
+  // nonces: single use, consumed atomically by whichever process sees them first
+  insertNonce(n: NonceRecord): Promise<void>;
+  /** Deletes and returns the nonce row (whatever its host or expiry), or null when unknown. */
+  takeNonce(nonceHash: string): Promise<NonceRecord | null>;
+  deleteExpiredNonces(now: string): Promise<number>;
+  // sessions
+  insertSession(s: SessionRecord): Promise<void>;
+  getSession(jti: string): Promise<SessionRecord | null>;
+  // leases (one rotation scheduler per deployment)
+  /** Takes or renews the named lease for `holder` until `until`; false when another holder has it. */
+  acquireLease(name: string, holder: string, now: string, until: string): Promise<boolean>;
+  releaseLease(name: string, holder: string): Promise<void>;
+  // generic single-row state (counters, markers)
   getMeta(key: string): Promise<string | null>;
   setMeta(key: string, value: string): Promise<void>;
 }

@@ -6,6 +6,11 @@ import { CustosError } from '../../lib/errors.js';
 import { MIGRATIONS } from '../migrations.js';
 import type {
   ApiTokenRecord,
+  EnrollmentRecord,
+  HostRecord,
+  NonceRecord,
+  ProvisioningTokenRecord,
+  SessionRecord,
   AuditCheckpointRecord,
   AuditEventInput,
   AuditEventRecord,
@@ -97,6 +102,93 @@ function toIntent(r: Row): HsmIntentRecord {
     actor: r.actor as string,
     createdAt: r.created_at as string,
   };
+}
+
+const json = <T>(v: unknown): T | null => (v === null || v === undefined ? null : (JSON.parse(v as string) as T));
+
+function toHost(r: Row): HostRecord {
+  return {
+    id: r.id as string,
+    status: r.status as HostRecord['status'],
+    akName: r.ak_name as string,
+    akPublic: r.ak_public as string,
+    ekPublicHash: r.ek_public_hash as string,
+    ekCertificateSubject: (r.ek_certificate_subject as string | null) ?? null,
+    ekCertificateIssuer: (r.ek_certificate_issuer as string | null) ?? null,
+    labels: JSON.parse(r.labels as string) as Record<string, string>,
+    enrolledAt: r.enrolled_at as string,
+    revokedAt: (r.revoked_at as string | null) ?? null,
+    lastAttestation: json(r.last_attestation),
+    lastClock: json(r.last_clock),
+  };
+}
+
+const HOST_COLUMNS: Record<keyof Omit<HostRecord, 'id'>, [string, boolean]> = {
+  status: ['status', false], akName: ['ak_name', false], akPublic: ['ak_public', false], ekPublicHash: ['ek_public_hash', false],
+  ekCertificateSubject: ['ek_certificate_subject', false], ekCertificateIssuer: ['ek_certificate_issuer', false],
+  labels: ['labels', true], enrolledAt: ['enrolled_at', false], revokedAt: ['revoked_at', false],
+  lastAttestation: ['last_attestation', true], lastClock: ['last_clock', true],
+};
+
+function toEnrollment(r: Row): EnrollmentRecord {
+  return {
+    id: r.id as string,
+    status: r.status as EnrollmentRecord['status'],
+    akPublic: r.ak_public as string,
+    akName: r.ak_name as string,
+    ekPublicHash: r.ek_public_hash as string,
+    ekCertificateSubject: (r.ek_certificate_subject as string | null) ?? null,
+    ekCertificateIssuer: (r.ek_certificate_issuer as string | null) ?? null,
+    secretHash: r.secret_hash as string,
+    labels: JSON.parse(r.labels as string) as Record<string, string>,
+    provisioningTokenId: (r.provisioning_token_id as string | null) ?? null,
+    actor: r.actor as string,
+    createdAt: r.created_at as string,
+    expiresAt: r.expires_at as string,
+    hostId: (r.host_id as string | null) ?? null,
+  };
+}
+
+const ENROLLMENT_COLUMNS: Record<keyof Omit<EnrollmentRecord, 'id'>, [string, boolean]> = {
+  status: ['status', false], akPublic: ['ak_public', false], akName: ['ak_name', false], ekPublicHash: ['ek_public_hash', false],
+  ekCertificateSubject: ['ek_certificate_subject', false], ekCertificateIssuer: ['ek_certificate_issuer', false],
+  secretHash: ['secret_hash', false], labels: ['labels', true], provisioningTokenId: ['provisioning_token_id', false],
+  actor: ['actor', false], createdAt: ['created_at', false], expiresAt: ['expires_at', false], hostId: ['host_id', false],
+};
+
+function toProvisioningToken(r: Row): ProvisioningTokenRecord {
+  return {
+    id: r.id as string,
+    tokenHash: r.token_hash as string,
+    createdAt: r.created_at as string,
+    createdBy: r.created_by as string,
+    expiresAt: r.expires_at as string,
+    usesLeft: r.uses_left as number,
+    labels: JSON.parse(r.labels as string) as Record<string, string>,
+  };
+}
+
+function toSession(r: Row): SessionRecord {
+  return {
+    jti: r.jti as string,
+    hostId: r.host_id as string,
+    audience: r.audience as string,
+    kid: r.kid as string,
+    keyName: r.key_name as string,
+    keyVersion: r.key_version as number,
+    cnfJkt: r.cnf_jkt as string,
+    issuedAt: r.issued_at as string,
+    expiresAt: r.expires_at as string,
+    revokedAt: (r.revoked_at as string | null) ?? null,
+  };
+}
+
+/** Builds `col = ?` assignments for a partial update; JSON columns are serialised. */
+function assignments<K extends string>(patch: Partial<Record<K, unknown>>, columns: Record<K, [string, boolean]>): [string, unknown[]] {
+  const entries = Object.entries(patch) as [K, unknown][];
+  const sets = entries.map(([k]) => `${columns[k][0]} = ?`).join(', ');
+  const values = entries.map(([k, v]) => (v === undefined || v === null ? null : columns[k][1] ? JSON.stringify(v) : v));
+  return [sets, values];
 }
 
 /** Serialises transactions of this process; SQLite serialises processes (BEGIN IMMEDIATE). */
@@ -300,6 +392,89 @@ export class SqliteStore implements Store {
   }
   async lastCheckpoint(): Promise<AuditCheckpointRecord | null> {
     return (this.#s('SELECT * FROM audit_checkpoints ORDER BY seq DESC LIMIT 1').get() as AuditCheckpointRecord | undefined) ?? null;
+  }
+
+  // hosts and enrollment
+  async insertHost(h: HostRecord): Promise<void> {
+    this.#s(
+      `INSERT INTO hosts (id, status, ak_name, ak_public, ek_public_hash, ek_certificate_subject, ek_certificate_issuer, labels, enrolled_at, revoked_at, last_attestation, last_clock)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+    ).run(h.id, h.status, h.akName, h.akPublic, h.ekPublicHash, h.ekCertificateSubject, h.ekCertificateIssuer, JSON.stringify(h.labels), h.enrolledAt, h.revokedAt,
+      h.lastAttestation === null ? null : JSON.stringify(h.lastAttestation), h.lastClock === null ? null : JSON.stringify(h.lastClock));
+  }
+  async getHost(id: string): Promise<HostRecord | null> {
+    const r = this.#s('SELECT * FROM hosts WHERE id = ?').get(id) as Row | undefined;
+    return r ? toHost(r) : null;
+  }
+  async listHosts(): Promise<HostRecord[]> {
+    return (this.#s('SELECT * FROM hosts ORDER BY enrolled_at, id').all() as Row[]).map(toHost);
+  }
+  async findHostByAkName(akName: string): Promise<HostRecord | null> {
+    const r = this.#s('SELECT * FROM hosts WHERE ak_name = ?').get(akName) as Row | undefined;
+    return r ? toHost(r) : null;
+  }
+  async findHostsByEkPublicHash(ekPublicHash: string): Promise<HostRecord[]> {
+    return (this.#s('SELECT * FROM hosts WHERE ek_public_hash = ? ORDER BY enrolled_at').all(ekPublicHash) as Row[]).map(toHost);
+  }
+  async updateHost(id: string, patch: Partial<Omit<HostRecord, 'id'>>): Promise<void> {
+    const [sets, values] = assignments(patch, HOST_COLUMNS);
+    if (!sets) return;
+    if (this.#s(`UPDATE hosts SET ${sets} WHERE id = ?`).run(...values, id).changes !== 1) throw new CustosError('ERR_HOST_NOT_FOUND');
+  }
+  async insertEnrollment(e: EnrollmentRecord): Promise<void> {
+    this.#s(
+      `INSERT INTO enrollments (id, status, ak_public, ak_name, ek_public_hash, ek_certificate_subject, ek_certificate_issuer, secret_hash, labels, provisioning_token_id, actor, created_at, expires_at, host_id)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+    ).run(e.id, e.status, e.akPublic, e.akName, e.ekPublicHash, e.ekCertificateSubject, e.ekCertificateIssuer, e.secretHash, JSON.stringify(e.labels),
+      e.provisioningTokenId, e.actor, e.createdAt, e.expiresAt, e.hostId);
+  }
+  async getEnrollment(id: string): Promise<EnrollmentRecord | null> {
+    const r = this.#s('SELECT * FROM enrollments WHERE id = ?').get(id) as Row | undefined;
+    return r ? toEnrollment(r) : null;
+  }
+  async updateEnrollment(id: string, patch: Partial<Omit<EnrollmentRecord, 'id'>>): Promise<void> {
+    const [sets, values] = assignments(patch, ENROLLMENT_COLUMNS);
+    if (!sets) return;
+    if (this.#s(`UPDATE enrollments SET ${sets} WHERE id = ?`).run(...values, id).changes !== 1) throw new CustosError('ERR_ENROLLMENT_NOT_FOUND');
+  }
+  async insertProvisioningToken(t: ProvisioningTokenRecord): Promise<void> {
+    this.#s('INSERT INTO provisioning_tokens (id, token_hash, created_at, created_by, expires_at, uses_left, labels) VALUES (?, ?, ?, ?, ?, ?, ?)').run(
+      t.id, t.tokenHash, t.createdAt, t.createdBy, t.expiresAt, t.usesLeft, JSON.stringify(t.labels),
+    );
+  }
+  async consumeProvisioningToken(tokenHash: string, now: string): Promise<ProvisioningTokenRecord | null> {
+    const r = this.#s('UPDATE provisioning_tokens SET uses_left = uses_left - 1 WHERE token_hash = ? AND uses_left > 0 AND expires_at > ? RETURNING *').get(tokenHash, now) as Row | undefined;
+    return r ? toProvisioningToken(r) : null;
+  }
+  async insertNonce(n: NonceRecord): Promise<void> {
+    this.#s('INSERT INTO nonces (nonce_hash, host_id, created_at, expires_at) VALUES (?, ?, ?, ?)').run(n.nonceHash, n.hostId, n.createdAt, n.expiresAt);
+  }
+  async takeNonce(nonceHash: string): Promise<NonceRecord | null> {
+    const r = this.#s('DELETE FROM nonces WHERE nonce_hash = ? RETURNING *').get(nonceHash) as Row | undefined;
+    return r ? { nonceHash: r.nonce_hash as string, hostId: r.host_id as string, createdAt: r.created_at as string, expiresAt: r.expires_at as string } : null;
+  }
+  async deleteExpiredNonces(now: string): Promise<number> {
+    return this.#s('DELETE FROM nonces WHERE expires_at <= ?').run(now).changes;
+  }
+  async insertSession(x: SessionRecord): Promise<void> {
+    this.#s(
+      'INSERT INTO sessions (jti, host_id, audience, kid, key_name, key_version, cnf_jkt, issued_at, expires_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+    ).run(x.jti, x.hostId, x.audience, x.kid, x.keyName, x.keyVersion, x.cnfJkt, x.issuedAt, x.expiresAt, x.revokedAt);
+  }
+  async getSession(jti: string): Promise<SessionRecord | null> {
+    const r = this.#s('SELECT * FROM sessions WHERE jti = ?').get(jti) as Row | undefined;
+    return r ? toSession(r) : null;
+  }
+  async acquireLease(name: string, holder: string, now: string, until: string): Promise<boolean> {
+    const r = this.#s(
+      `INSERT INTO leases (name, holder, until) VALUES (?, ?, ?)
+       ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, until = excluded.until
+       WHERE leases.holder = excluded.holder OR leases.until <= ?`,
+    ).run(name, holder, until, now);
+    return r.changes === 1;
+  }
+  async releaseLease(name: string, holder: string): Promise<void> {
+    this.#s('DELETE FROM leases WHERE name = ? AND holder = ?').run(name, holder);
   }
 
   async getMeta(key: string): Promise<string | null> {
