@@ -67,5 +67,61 @@ export function keysCommand(globals: () => ClientOptions): Command {
       const r = await apiClient(g).call<{ signature: string; version: number; kid: string; algorithm: string }>('POST', `/v1/keys/${encodeURIComponent(name)}/sign`, body);
       output(g.json, r, () => `${r.algorithm} signature by ${r.kid}:\n${r.signature}`);
     });
+  keys.command('verify <name>')
+    .description('verify a signature (base64, DER for ECDSA) over data')
+    .option('--data <text>', 'UTF-8 text that was signed')
+    .option('--data-file <file>', 'file whose bytes were signed')
+    .requiredOption('--signature <b64>', 'signature, base64')
+    .option('--algorithm <alg>', 'RS256, PS256, … for RSA keys')
+    .action(async (name: string, o: { data?: string; dataFile?: string; signature: string; algorithm?: string }) => {
+      const g = globals();
+      if ((o.data === undefined) === (o.dataFile === undefined)) throw new Error('give exactly one of --data, --data-file');
+      const data = o.dataFile !== undefined ? readFileSync(o.dataFile) : Buffer.from(o.data!, 'utf8');
+      const r = await apiClient(g).call<{ valid: boolean; version?: number }>('POST', `/v1/keys/${encodeURIComponent(name)}/verify`, {
+        data: data.toString('base64'), signature: o.signature, ...(o.algorithm ? { algorithm: o.algorithm } : {}),
+      });
+      output(g.json, r, () => (r.valid ? `valid (version ${r.version})` : 'INVALID'));
+      if (!r.valid) process.exitCode = 1;
+    });
+
+  keys.command('encrypt <name>')
+    .description('encrypt UTF-8 text with the active version (AES-256-GCM in the HSM)')
+    .requiredOption('--plaintext <text>', 'text to encrypt')
+    .option('--aad <text>', 'associated data, UTF-8')
+    .action(async (name: string, o: { plaintext: string; aad?: string }) => {
+      const g = globals();
+      const r = await apiClient(g).call<{ ciphertext: string }>('POST', `/v1/keys/${encodeURIComponent(name)}/encrypt`, {
+        plaintext: Buffer.from(o.plaintext, 'utf8').toString('base64'), ...(o.aad !== undefined ? { aad: Buffer.from(o.aad, 'utf8').toString('base64') } : {}),
+      });
+      output(g.json, r, () => r.ciphertext);
+    });
+
+  keys.command('decrypt <name>')
+    .description('decrypt a custos:v<N>:… ciphertext; prints the plaintext as UTF-8')
+    .requiredOption('--ciphertext <text>', 'custos ciphertext')
+    .option('--aad <text>', 'associated data, UTF-8')
+    .action(async (name: string, o: { ciphertext: string; aad?: string }) => {
+      const g = globals();
+      const r = await apiClient(g).call<{ plaintext: string; version: number }>('POST', `/v1/keys/${encodeURIComponent(name)}/decrypt`, {
+        ciphertext: o.ciphertext, ...(o.aad !== undefined ? { aad: Buffer.from(o.aad, 'utf8').toString('base64') } : {}),
+      });
+      output(g.json, r, () => Buffer.from(r.plaintext, 'base64').toString('utf8'));
+    });
+
+  keys.command('public <name>')
+    .description('print the PEM public key of a version')
+    .option('--version <n>', 'version (default: the active one)', (v) => Number(v))
+    .action(async (name: string, o: { version?: number }) => {
+      const g = globals();
+      const client = apiClient(g);
+      let version = o.version;
+      if (version === undefined) {
+        const k = await client.call<KeyOut>('GET', `/v1/keys/${encodeURIComponent(name)}`);
+        version = k.versions.find((v) => v.state === 'active')?.version;
+        if (version === undefined) throw new Error(`${name} has no active version`);
+      }
+      const r = await client.call<{ pem: string; jwk: unknown }>('GET', `/v1/keys/${encodeURIComponent(name)}/versions/${version}/public`);
+      output(g.json, r, () => r.pem.trimEnd());
+    });
   return keys;
 }
