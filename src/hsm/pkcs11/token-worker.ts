@@ -98,6 +98,12 @@ export function tokenWorkerMain(env: WorkerEnv): void {
       if (ckrOf(e) !== K.CKR_USER_ALREADY_LOGGED_IN) throw e;
     }
   }
+  // Private objects are invisible to a session that is not logged in (PKCS#11 v2.40 §4.1.2):
+  // before any search, make sure nobody logged the application out behind our back.
+  function ensureLoggedIn(s: Handle): void {
+    const state = m.C_GetSessionInfo(s).state;
+    if (state !== K.CKS_RW_USER_FUNCTIONS && state !== K.CKS_RO_USER_FUNCTIONS) login(s);
+  }
   function ensureSession(): Handle {
     load();
     if (session) return session;
@@ -106,8 +112,7 @@ export function tokenWorkerMain(env: WorkerEnv): void {
     try {
       // Login state is per application (PKCS#11 v2.40 §5.6): skip C_Login when another session of
       // this process already holds it, so a wrong PIN is presented as rarely as possible.
-      const state = m.C_GetSessionInfo(s).state;
-      if (state !== K.CKS_RW_USER_FUNCTIONS && state !== K.CKS_RO_USER_FUNCTIONS) login(s);
+      ensureLoggedIn(s);
     } catch (e) {
       try {
         m.C_CloseSession(s);
@@ -174,6 +179,7 @@ export function tokenWorkerMain(env: WorkerEnv): void {
   function lookup(s: Handle, id: string): Cached {
     const hit = cache.get(id);
     if (hit) return hit;
+    ensureLoggedIn(s);
     const c: Cached = { kind: 'other' };
     for (const h of findHandles(s, [{ type: K.CKA_ID, value: Buffer.from(id, 'hex') }])) {
       const a = m.C_GetAttributeValue(s, h, [{ type: K.CKA_CLASS }, { type: K.CKA_KEY_TYPE }]);
@@ -222,6 +228,7 @@ export function tokenWorkerMain(env: WorkerEnv): void {
         return true;
       }
       case 'find': {
+        ensureLoggedIn(s);
         const out: ObjectAttrs[] = [];
         for (const h of findHandles(s, [{ type: K.CKA_ID, value: Buffer.from(o.id, 'hex') }])) {
           const a = readAttrs(s, h);
@@ -231,6 +238,7 @@ export function tokenWorkerMain(env: WorkerEnv): void {
         return out;
       }
       case 'list': {
+        ensureLoggedIn(s);
         const out: ObjectAttrs[] = [];
         for (const cls of [K.CKO_PRIVATE_KEY, K.CKO_SECRET_KEY, K.CKO_PUBLIC_KEY]) {
           for (const h of findHandles(s, [{ type: K.CKA_CLASS, value: cls }])) {
@@ -298,6 +306,7 @@ export function tokenWorkerMain(env: WorkerEnv): void {
       case 'random':
         return m.C_GenerateRandom(s, Buffer.alloc(o.length));
       case 'destroy': {
+        ensureLoggedIn(s);
         cache.delete(o.id);
         let n = 0;
         for (const h of findHandles(s, [{ type: K.CKA_ID, value: Buffer.from(o.id, 'hex') }])) {

@@ -1,0 +1,192 @@
+import { execFile } from 'node:child_process';
+import { createHash, createPublicKey, randomBytes, verify as nodeVerify } from 'node:crypto';
+import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { openPkcs11KeyStore, type Pkcs11KeyStore } from '../../../src/hsm/pkcs11/pkcs11-key-store.js';
+import { startSoftHsm, type SoftHsm } from '../../helpers/softhsm.js';
+
+const run = promisify(execFile);
+const newId = (): string => randomBytes(16).toString('hex');
+const digest = createHash('sha256').update('custos').digest();
+
+// A second process on the same token, talking to pkcs11js directly. The PIN reaches it through
+// the environment, never argv.
+const CHILD = `
+const pkcs11js = require(process.env.PKCS11JS);
+const m = new pkcs11js.PKCS11();
+m.load(process.env.MODULE);
+m.C_Initialize({ flags: pkcs11js.CKF_OS_LOCKING_OK });
+const slot = m.C_GetSlotList(true).find((s) => m.C_GetTokenInfo(s).label.trim() === process.env.LABEL);
+const s = m.C_OpenSession(slot, pkcs11js.CKF_SERIAL_SESSION | pkcs11js.CKF_RW_SESSION);
+m.C_Login(s, pkcs11js.CKU_USER, process.env.CHILD_PIN);
+const idOf = (hex) => Buffer.from(hex, 'hex');
+function destroy(hex) {
+  m.C_FindObjectsInit(s, [{ type: pkcs11js.CKA_ID, value: idOf(hex) }]);
+  const hs = m.C_FindObjects(s, 10);
+  m.C_FindObjectsFinal(s);
+  for (const h of hs) m.C_DestroyObject(s, h);
+  return hs.length;
+}
+function createEc(hex, label) {
+  m.C_GenerateKeyPair(s, { mechanism: pkcs11js.CKM_EC_KEY_PAIR_GEN },
+    [{ type: pkcs11js.CKA_TOKEN, value: true }, { type: pkcs11js.CKA_ID, value: idOf(hex) }, { type: pkcs11js.CKA_LABEL, value: label },
+     { type: pkcs11js.CKA_VERIFY, value: true }, { type: pkcs11js.CKA_EC_PARAMS, value: Buffer.from('06082a8648ce3d030107', 'hex') }],
+    [{ type: pkcs11js.CKA_TOKEN, value: true }, { type: pkcs11js.CKA_ID, value: idOf(hex) }, { type: pkcs11js.CKA_LABEL, value: label },
+     { type: pkcs11js.CKA_PRIVATE, value: true }, { type: pkcs11js.CKA_SENSITIVE, value: true }, { type: pkcs11js.CKA_EXTRACTABLE, value: false },
+     { type: pkcs11js.CKA_SIGN, value: true }]);
+}
+const plan = JSON.parse(process.env.PLAN);
+const out = { destroyed: 0 };
+for (const hex of plan.destroy) out.destroyed += destroy(hex);
+for (const hex of plan.create) createEc(hex, 'custos:other-process:v1');
+m.C_Logout(s);
+m.C_CloseSession(s);
+m.C_Finalize();
+process.stdout.write(JSON.stringify(out));
+`;
+
+describe('PKCS#11 adapter on SoftHSM2: attributes, outages, other processes', () => {
+  let hsm: SoftHsm;
+  let store: Pkcs11KeyStore;
+
+  beforeAll(async () => {
+    hsm = await startSoftHsm();
+  });
+
+  // PKCS#11 login state is per process (v2.40 §5.6): a wrong PIN can only be seen before any
+  // store of this process has logged in, so these run first.
+  it('refuses a wrong PIN with ERR_HSM_AUTH and backs off instead of retrying it', async () => {
+    await expect(openPkcs11KeyStore({ module: hsm.module, tokenLabel: hsm.tokenLabel, pin: 'wrong-pin' })).rejects.toMatchObject({ code: 'ERR_HSM_AUTH' });
+    const lazy = await openPkcs11KeyStore({ module: hsm.module, tokenLabel: hsm.tokenLabel, pin: 'wrong-pin', lazy: true, authBackoffMs: 60_000 });
+    try {
+      const first = await lazy.randomBytes(8).catch((e: unknown) => e);
+      // Within the back-off window nothing reaches C_Login: no CKR detail on the error.
+      expect(first).toMatchObject({ code: 'ERR_HSM_AUTH' });
+      expect((first as { details?: { ckr?: string } }).details?.ckr).toBeUndefined();
+      expect(await lazy.health()).toMatchObject({ ok: false, part: 'login', code: 'ERR_HSM_AUTH' });
+      for (const e of [String((first as Error).message)]) expect(e).not.toContain('wrong-pin');
+    } finally {
+      await lazy.close();
+    }
+  });
+
+  it('reports a missing module and an unknown token as unavailable', async () => {
+    await expect(openPkcs11KeyStore({ module: join(hsm.dir, 'missing.so'), tokenLabel: hsm.tokenLabel, pin: hsm.pin })).rejects.toMatchObject({
+      code: 'ERR_HSM_UNAVAILABLE',
+      details: { part: 'module' },
+    });
+    const lazy = await openPkcs11KeyStore({ module: join(hsm.dir, 'missing.so'), tokenLabel: hsm.tokenLabel, pin: hsm.pin, lazy: true });
+    expect(await lazy.health()).toMatchObject({ ok: false, part: 'module' });
+    await lazy.close();
+    await expect(openPkcs11KeyStore({ module: hsm.module, tokenLabel: 'no-such-token', pin: hsm.pin })).rejects.toMatchObject({
+      code: 'ERR_HSM_UNAVAILABLE',
+      details: { part: 'token' },
+    });
+  });
+
+  it('opens the store used below', async () => {
+    store = await openPkcs11KeyStore({ module: hsm.module, tokenLabel: hsm.tokenLabel, pin: hsm.pin, recoveryIntervalMs: 0 });
+    expect((await store.health()).ok).toBe(true);
+  });
+
+  afterAll(async () => {
+    await store?.close();
+    await hsm?.cleanup();
+  });
+
+  it('creates keys that pkcs11-tool sees as sensitive and never extractable', async () => {
+    const made = [
+      await store.generateKeyPair({ id: newId(), label: 'custos:tool-ec:v1', type: 'ec-p256' }),
+      await store.generateKeyPair({ id: newId(), label: 'custos:tool-rsa:v1', type: 'rsa-2048' }),
+      await store.generateSecretKey({ id: newId(), label: 'custos:tool-aes:v1', type: 'aes-256' }),
+    ];
+    // pkcs11-tool reads the PIN from the environment here (`--pin env:VAR`), never from argv.
+    const { stdout } = await run(
+      'pkcs11-tool',
+      ['--module', hsm.module, '--token-label', hsm.tokenLabel, '--login', '--pin', 'env:CUSTOS_TEST_PIN', '--list-objects'],
+      { env: { ...hsm.env, CUSTOS_TEST_PIN: hsm.pin } },
+    );
+    const blocks = stdout.split(/\n(?=\S)/).filter((b) => /^(Private Key|Secret Key) Object/.test(b));
+    for (const k of made) {
+      const block = blocks.find((b) => new RegExp(`ID:\\s+${k.id}`).test(b));
+      expect(block, `object ${k.label}`).toBeDefined();
+      expect(block).toMatch(/Access:.*\bsensitive\b/);
+      expect(block).toMatch(/Access:.*never extractable/);
+      // Only the usage its purpose needs.
+      if (k.type === 'aes-256') expect(block).not.toMatch(/Usage:.*\b(sign|verify|wrap|unwrap|derive)\b/);
+      else expect(block).not.toMatch(/Usage:.*\b(decrypt|unwrap|derive)\b/);
+    }
+  });
+
+  it('recovers transparently from sessions closed or logged out behind its back', async () => {
+    const k = await store.generateKeyPair({ id: newId(), label: 'custos:sessions:v1', type: 'ec-p256' });
+    expect((await store.sign(k.id, 'ecdsa', 'sha256', digest)).length).toBe(64);
+    await store.disruptSessions('closeAll');
+    const after = await Promise.all(Array.from({ length: 20 }, () => store.sign(k.id, 'ecdsa', 'sha256', digest)));
+    expect(after.every((s) => s.length === 64)).toBe(true);
+    await store.disruptSessions('logout');
+    expect((await store.sign(k.id, 'ecdsa', 'sha256', digest)).length).toBe(64);
+    expect((await store.randomBytes(16)).length).toBe(16);
+    expect((await store.health()).ok).toBe(true);
+  });
+
+  it('survives another process creating, destroying and recreating keys on the same token', async () => {
+    const doomed = await store.generateKeyPair({ id: newId(), label: 'custos:doomed:v1', type: 'ec-p256' });
+    const recreated = await store.generateKeyPair({ id: newId(), label: 'custos:recreated:v1', type: 'ec-p256' });
+    const kept = await store.generateKeyPair({ id: newId(), label: 'custos:kept:v1', type: 'ec-p256' });
+    // Warm the handle caches of every worker.
+    await Promise.all(Array.from({ length: 8 }, () => store.sign(doomed.id, 'ecdsa', 'sha256', digest)));
+    await Promise.all(Array.from({ length: 8 }, () => store.sign(recreated.id, 'ecdsa', 'sha256', digest)));
+    const oldPub = await store.getPublicKey(recreated.id);
+    const fresh = newId();
+    const script = join(hsm.dir, 'other-process.cjs');
+    await writeFile(script, CHILD);
+    const { stdout } = await run(process.execPath, [script], {
+      env: {
+        ...hsm.env,
+        PKCS11JS: createRequire(import.meta.url).resolve('pkcs11js'),
+        MODULE: hsm.module,
+        LABEL: hsm.tokenLabel,
+        CHILD_PIN: hsm.pin,
+        PLAN: JSON.stringify({ destroy: [doomed.id, recreated.id], create: [recreated.id, fresh] }),
+      },
+    });
+    expect(JSON.parse(stdout)).toEqual({ destroyed: 4 });
+
+    await expect(store.sign(doomed.id, 'ecdsa', 'sha256', digest)).rejects.toMatchObject({ code: 'ERR_HSM_OBJECT_NOT_FOUND' });
+    // Stale handles are re-found by CKA_ID: the signature comes from the new key.
+    const sigs = await Promise.all(Array.from({ length: 8 }, () => store.sign(recreated.id, 'ecdsa', 'sha256', digest)));
+    const newPub = await store.getPublicKey(recreated.id);
+    expect(newPub.equals(oldPub)).toBe(false);
+    const pub = createPublicKey({ key: newPub, format: 'der', type: 'spki' });
+    for (const sig of sigs) expect(nodeVerify('sha256', Buffer.from('custos'), { key: pub, dsaEncoding: 'ieee-p1363' }, sig)).toBe(true);
+    for (const sig of sigs) expect(await store.verify(recreated.id, 'ecdsa', 'sha256', digest, sig)).toBe(true);
+    expect((await store.findKey(fresh))?.label).toBe('custos:other-process:v1');
+    expect((await store.sign(kept.id, 'ecdsa', 'sha256', digest)).length).toBe(64);
+    expect((await store.health()).ok).toBe(true);
+  });
+
+  it('reports the token gone while its directory is away, and works again when it is back', async () => {
+    const k = await store.generateKeyPair({ id: newId(), label: 'custos:outage:v1', type: 'ec-p256' });
+    expect((await store.sign(k.id, 'ecdsa', 'sha256', digest)).length).toBe(64);
+    const away = `${hsm.tokenDir}.away`;
+    await rename(hsm.tokenDir, away);
+    await mkdir(hsm.tokenDir);
+    try {
+      await expect(store.sign(k.id, 'ecdsa', 'sha256', digest)).rejects.toMatchObject({ code: 'ERR_HSM_UNAVAILABLE' });
+      await expect(store.randomBytes(8)).rejects.toMatchObject({ code: 'ERR_HSM_UNAVAILABLE' });
+      const h = await store.health();
+      expect(h).toMatchObject({ ok: false, part: 'token', code: 'ERR_HSM_UNAVAILABLE' });
+    } finally {
+      await rm(hsm.tokenDir, { recursive: true, force: true });
+      await rename(away, hsm.tokenDir);
+    }
+    expect((await store.sign(k.id, 'ecdsa', 'sha256', digest)).length).toBe(64);
+    expect((await store.health()).ok).toBe(true);
+    expect(store.stats().recoveries).toBeGreaterThanOrEqual(1);
+  });
+
+});
