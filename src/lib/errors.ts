@@ -47,6 +47,8 @@ export const ERROR_TABLE = {
   // tpm marshalling
   ERR_TPM_MARSHAL: [400, 'A TPM structure is malformed.'],
   ERR_TPM_UNSUPPORTED_ALG: [400, 'A TPM algorithm is not supported.'],
+  ERR_TPM_UNAVAILABLE: [503, 'The TPM is unavailable.'],
+  ERR_TPM_COMMAND: [500, 'A TPM command failed.'],
   // enrollment / credential activation
   ERR_PROVISIONING_TOKEN: [403, 'The provisioning token is missing, expired or used up.'],
   ERR_EK_CERT_CHAIN: [403, 'The EK certificate does not chain to a trusted TPM vendor CA.'],
