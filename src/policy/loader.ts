@@ -219,7 +219,8 @@ function loadOne<T>(file: string, kind: PolicyKind, schema: object, semanticChec
   const src = parseSource(file);
   const value = toValue(src);
   if (!validate(value)) {
-    const problems = (validate.errors ?? []).map((e) => {
+    // An `if` error only says that a then/else branch failed; the branch's own errors say why.
+    const problems = (validate.errors ?? []).filter((e) => e.keyword !== 'if').map((e) => {
       const d = describeAjvError(e);
       return problemAt(src, d.path, d.reason, d.keyOf);
     });

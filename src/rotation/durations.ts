@@ -102,19 +102,26 @@ export function compareDurations(a: Duration, b: Duration, reference = 0): numbe
   return addDurationMs(reference, a) - addDurationMs(reference, b);
 }
 
+// Fewest and most days in m consecutive calendar months (m = 0…11), over every starting month.
+const MIN_DAYS_IN_MONTHS = [0, 28, 59, 89, 120, 150, 181, 212, 242, 273, 303, 334];
+const MAX_DAYS_IN_MONTHS = [0, 31, 62, 92, 123, 153, 184, 215, 245, 276, 306, 337];
+
 /**
- * The shortest and longest length a duration can have over any starting instant: months vary
- * from 28 to 31 days and years from 365 to 366. Used by static policy checks, which must hold
- * for every period, not just one.
+ * The shortest and longest length a duration can have over every starting instant (a month is 28
+ * to 31 days, a year 365 or 366). Static policy checks compare one duration's max with another's
+ * min, so that they hold for every period, not just one.
  */
 export function durationBoundsMs(d: Duration): { min: number; max: number } {
   const monthsTotal = d.years * 12 + d.months;
+  const y = Math.floor(monthsTotal / 12);
+  const m = monthsTotal % 12;
   const fixed = d.days * MS_PER_DAY + d.ms;
-  // Over n consecutive months the day count lies within [n·28, n·31]; tighter bounds are not needed
-  // for "is A always shorter than B" checks, which compare a min against a max.
-  const minMonths = monthsTotal === 0 ? 0 : Math.floor(monthsTotal * 365 / 12 - 3) * MS_PER_DAY;
-  const maxMonths = monthsTotal === 0 ? 0 : Math.ceil(monthsTotal * 366 / 12 + 3) * MS_PER_DAY;
-  return { min: fixed + Math.max(minMonths, monthsTotal * 28 * MS_PER_DAY), max: fixed + Math.min(maxMonths, monthsTotal * 31 * MS_PER_DAY) };
+  // A leap day can fall in the m extra months too, hence the +1 when there are both.
+  const maxLeap = y > 0 && m > 0 ? 1 : 0;
+  return {
+    min: fixed + (y * 365 + MIN_DAYS_IN_MONTHS[m]!) * MS_PER_DAY,
+    max: fixed + (y * 366 + MAX_DAYS_IN_MONTHS[m]! + maxLeap) * MS_PER_DAY,
+  };
 }
 
 /** Approximate length in ms (months = 30.436875 days, the Gregorian mean), for display and sorting only. */
