@@ -1,0 +1,77 @@
+import { generateKeyPairSync } from 'node:crypto';
+import { describe, expect, it } from 'vitest';
+import { checkAkPublic } from '../../../src/attestation/ak.js';
+import { TPM_ALG } from '../../../src/attestation/tpm2/algorithms.js';
+import { TPMA_OBJECT, type ObjectAttributeName } from '../../../src/attestation/tpm2/public.js';
+import { TpmWriter } from '../../../src/attestation/tpm2/reader.js';
+import { CustosError } from '../../../src/lib/errors.js';
+import { vec } from './vectors.js';
+
+function err(f: () => unknown): CustosError {
+  try {
+    f();
+  } catch (e) {
+    expect(e).toBeInstanceOf(CustosError);
+    return e as CustosError;
+  }
+  throw new Error('expected a CustosError');
+}
+
+function withAttrs(pub: Buffer, set: number, clear: number): Buffer {
+  const b = Buffer.from(pub);
+  b.writeUInt32BE(((b.readUInt32BE(6) | set) & ~clear) >>> 0, 6);
+  return b;
+}
+
+function rsaPublic(bits: number, attrs = 0x00050072): Buffer {
+  const { publicKey } = generateKeyPairSync('rsa', { modulusLength: bits });
+  const n = Buffer.from(publicKey.export({ format: 'jwk' }).n!, 'base64url');
+  const t = new TpmWriter().u16(TPM_ALG.RSA).u16(TPM_ALG.SHA256).u32(attrs).tpm2b(Buffer.alloc(0)).u16(TPM_ALG.NULL).u16(TPM_ALG.RSASSA).u16(TPM_ALG.SHA256).u16(bits).u32(0).tpm2b(n).toBuffer();
+  return new TpmWriter().tpm2b(t).toBuffer();
+}
+
+describe('checkAkPublic', () => {
+  it('accepts the swtpm RSA and ECC AKs and returns Name and KeyObject', () => {
+    const rsa = checkAkPublic(vec('ak-rsa.pub'));
+    expect(rsa.name).toEqual(vec('ak-rsa.name'));
+    expect(rsa.key.asymmetricKeyType).toBe('rsa');
+    const ecc = checkAkPublic(vec('ak-ecc-under-p384.pub'));
+    expect(ecc.name).toEqual(vec('ak-ecc-under-p384.name'));
+    expect(ecc.key.asymmetricKeyType).toBe('ec');
+  });
+
+  for (const a of ['restricted', 'sign', 'fixedTPM', 'fixedParent', 'sensitiveDataOrigin'] as ObjectAttributeName[]) {
+    it(`an AK without ${a} → ERR_AK_ATTRIBUTES naming it`, () => {
+      const e = err(() => checkAkPublic(withAttrs(vec('ak-rsa.pub'), 0, TPMA_OBJECT[a])));
+      expect(e.code).toBe('ERR_AK_ATTRIBUTES');
+      expect(e.details?.['attribute']).toBe(a);
+    });
+  }
+
+  it('an AK with decrypt → ERR_AK_ATTRIBUTES naming decrypt', () => {
+    const e = err(() => checkAkPublic(withAttrs(vec('ak-ecc.pub'), TPMA_OBJECT.decrypt, 0)));
+    expect(e.code).toBe('ERR_AK_ATTRIBUTES');
+    expect(e.details?.['attribute']).toBe('decrypt');
+  });
+
+  it('the RSA EK (a decryption key) is not an AK', () => {
+    expect(err(() => checkAkPublic(vec('ek-rsa.pub'))).code).toBe('ERR_AK_ATTRIBUTES');
+  });
+
+  it('RSA-1024 → ERR_AK_ALGORITHM; RSA-3072 is fine', () => {
+    expect(err(() => checkAkPublic(rsaPublic(1024))).code).toBe('ERR_AK_ALGORITHM');
+    expect(checkAkPublic(rsaPublic(3072)).public.type).toBe('rsa');
+  });
+
+  it('ECC P-521 → ERR_AK_ALGORITHM', () => {
+    const { publicKey } = generateKeyPairSync('ec', { namedCurve: 'secp521r1' });
+    const j = publicKey.export({ format: 'jwk' });
+    const t = new TpmWriter().u16(TPM_ALG.ECC).u16(TPM_ALG.SHA256).u32(0x00050072).tpm2b(Buffer.alloc(0)).u16(TPM_ALG.NULL).u16(TPM_ALG.ECDSA).u16(TPM_ALG.SHA256).u16(0x0005).u16(TPM_ALG.NULL)
+      .tpm2b(Buffer.from(j.x!, 'base64url')).tpm2b(Buffer.from(j.y!, 'base64url')).toBuffer();
+    expect(err(() => checkAkPublic(new TpmWriter().tpm2b(t).toBuffer())).code).toBe('ERR_AK_ALGORITHM');
+  });
+
+  it('garbage → ERR_TPM_MARSHAL', () => {
+    expect(err(() => checkAkPublic(Buffer.from([0, 3, 0, 1, 0]))).code).toBe('ERR_TPM_MARSHAL');
+  });
+});
