@@ -28,8 +28,12 @@ export interface Swtpm {
   readonly env: NodeJS.ProcessEnv;
   /** Kills swtpm and removes the temp folder. */
   stop(): Promise<void>;
-  /** Restarts swtpm on the same ports and state (a TPM reset: resetCount goes up). */
-  restart(): Promise<void>;
+  /**
+   * Restarts swtpm on the same ports and state (a TPM reset: resetCount goes up). By default the
+   * TPM is shut down orderly first (TPM2_Shutdown(CLEAR)); with `{ orderly: false }` it is killed
+   * like a power loss, and its next quotes report clockInfo.safe = NO.
+   */
+  restart(opts?: { orderly?: boolean }): Promise<void>;
 }
 
 const live = new Set<ChildProcess>();
@@ -168,7 +172,8 @@ export async function startSwtpm(): Promise<Swtpm> {
       await kill(current);
       await rm(dir, { recursive: true, force: true });
     },
-    async restart() {
+    async restart(opts?: { orderly?: boolean }) {
+      if (opts?.orderly !== false) await run('tpm2_shutdown', ['-c'], { ...process.env, TPM2TOOLS_TCTI: tcti });
       await kill(current);
       for (let i = 0; i < 50 && !((await portFree(port)) && (await portFree(port + 1))); i++) await new Promise((r) => setTimeout(r, 100));
       current = spawnSwtpm(dir, port);
