@@ -85,11 +85,11 @@ export async function sealSessionKey(
   }
 }
 
-async function recipientKeyOf(recipient: JsonWebKey | CryptoKey | CryptoKeyPair): Promise<CryptoKey | CryptoKeyPair> {
+async function recipientKeyOf(recipient: PrivateJwk | CryptoKey | CryptoKeyPair): Promise<CryptoKey | CryptoKeyPair> {
   if (typeof recipient === 'object' && recipient !== null && ('privateKey' in recipient || 'algorithm' in recipient)) {
     return recipient as CryptoKey | CryptoKeyPair;
   }
-  const jwk = recipient as JsonWebKey;
+  const jwk = recipient as PrivateJwk;
   if (jwk.kty !== 'EC' || jwk.crv !== 'P-256' || typeof jwk.d !== 'string') {
     throw new CustosError('ERR_BAD_REQUEST', 'the recipient key must be an EC P-256 private JWK');
   }
@@ -101,7 +101,7 @@ async function recipientKeyOf(recipient: JsonWebKey | CryptoKey | CryptoKeyPair)
 }
 
 /** The JWK shape accepted for a recipient private key. */
-export interface JsonWebKey {
+export interface PrivateJwk {
   readonly kty?: string;
   readonly crv?: string;
   readonly x?: string;
@@ -117,7 +117,7 @@ export interface JsonWebKey {
  *   decapsulation or authentication failure), ERR_BAD_REQUEST (unusable recipient key)
  */
 export async function openSessionKey(
-  recipient: JsonWebKey | CryptoKey | CryptoKeyPair,
+  recipient: PrivateJwk | CryptoKey | CryptoKeyPair,
   enc: string,
   ciphertext: string,
   jti: string,
