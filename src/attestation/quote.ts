@@ -6,9 +6,9 @@
  *
  * Hand-written with node:crypto: no maintained npm library verifies TPM 2.0 quotes.
  */
-import { createHash, timingSafeEqual, verify as cryptoVerify, type KeyObject } from 'node:crypto';
+import { KeyObject, createHash, timingSafeEqual, verify as cryptoVerify } from 'node:crypto';
 import { CustosError, type ErrorCode } from '../lib/errors.js';
-import { TPM_ALG, tpmAlg, tpmHashByNodeName, type TpmHashInfo } from './tpm2/algorithms.js';
+import { TPM_ALG, tpmAlg, tpmDigestSize, tpmHashByNodeName, type TpmHashInfo } from './tpm2/algorithms.js';
 import { TPM_GENERATED_VALUE, TPM_ST_ATTEST, parseTpmsAttest, type ClockInfo, type TpmsAttest } from './tpm2/attest.js';
 import { parseTpmtSignature, toNodeVerify, type TpmtSignature } from './tpm2/signature.js';
 import { tpmPublicToKeyObject, type TpmtPublic } from './tpm2/public.js';
@@ -26,8 +26,12 @@ export interface QuoteCounters {
 
 /** Input of {@link verifyQuote}. */
 export interface VerifyQuoteInput {
-  /** The enrolled AK: from checkAkPublic (its KeyObject is reused) or a parsed TPMT_PUBLIC. */
-  readonly akPublic: AkPublic | TpmtPublic;
+  /**
+   * The enrolled AK: from checkAkPublic (its KeyObject is reused), a parsed TPMT_PUBLIC, or a
+   * bare public KeyObject (e.g. from PEM; the signer check then needs expectedQualifiedSigner to
+   * compare names, else it only checks the qualifiedSigner is a well-formed Name).
+   */
+  readonly akPublic: AkPublic | TpmtPublic | KeyObject;
   /** A pre-built public key for the AK; overrides the one in `akPublic`. */
   readonly akKey?: KeyObject;
   /** TPMS_ATTEST bytes (`tpm2_quote -m`). */
@@ -117,8 +121,12 @@ function safeEqual(a: Buffer, b: Buffer): boolean {
   return a.length === b.length && timingSafeEqual(a, b);
 }
 
-function isAkPublic(v: AkPublic | TpmtPublic): v is AkPublic {
+function isAkPublic(v: AkPublic | TpmtPublic | KeyObject): v is AkPublic {
   return (v as AkPublic).key !== undefined && (v as AkPublic).public !== undefined;
+}
+
+function isKeyObject(v: AkPublic | TpmtPublic | KeyObject): v is KeyObject {
+  return v instanceof KeyObject;
 }
 
 function pcrValue(pcrs: PcrValues, bank: string, index: number): Buffer | undefined {
@@ -146,8 +154,9 @@ function pcrValue(pcrs: PcrValues, bank: string, index: number): Buffer | undefi
 export function verifyQuote(input: VerifyQuoteInput): QuoteVerdict {
   const attest: TpmsAttest = parseTpmsAttest(input.quote);
   const sig: TpmtSignature = parseTpmtSignature(input.signature);
-  const akPub = isAkPublic(input.akPublic) ? input.akPublic.public : input.akPublic;
-  const key = input.akKey ?? (isAkPublic(input.akPublic) ? input.akPublic.key : tpmPublicToKeyObject(input.akPublic));
+  const ak = input.akPublic;
+  const akPub: TpmtPublic | undefined = isAkPublic(ak) ? ak.public : isKeyObject(ak) ? undefined : ak;
+  const key = input.akKey ?? (isAkPublic(ak) ? ak.key : isKeyObject(ak) ? ak : tpmPublicToKeyObject(ak));
   const reqHash: TpmHashInfo | undefined = tpmHashByNodeName(input.requiredSelection.bank);
   if (reqHash === undefined) throw new CustosError('ERR_BAD_REQUEST', 'Unknown PCR bank in the required selection.', { details: { bank: input.requiredSelection.bank } });
   const reqBank = reqHash.nodeHash;
@@ -189,7 +198,8 @@ export function verifyQuote(input: VerifyQuoteInput): QuoteVerdict {
     // Without an enrolled qualified name the signature is the binding; the qualifiedSigner must
     // still be a qualified name of the AK's nameAlg (Part 1, §16: QN uses the object's nameAlg).
     const qs = attest.qualifiedSigner;
-    const ok = qs.length === 2 + akPub.nameAlg.digestSize && qs.readUInt16BE(0) === akPub.nameAlg.id;
+    const alg = qs.length >= 2 ? qs.readUInt16BE(0) : -1;
+    const ok = akPub !== undefined ? qs.length === 2 + akPub.nameAlg.digestSize && alg === akPub.nameAlg.id : qs.length >= 2 && qs.length === 2 + (tpmDigestSize(alg) ?? -2);
     add('signer', 'ERR_QUOTE_SIGNER', ok, ok ? undefined : 'qualifiedSigner is not a qualified name of the AK nameAlg');
   }
 
