@@ -84,6 +84,11 @@ const moduleUsers = new Map<string, number>();
 
 const ID_RE = /^[0-9a-f]{2,128}$/;
 
+/** A Buffer view of a pooled slab would make postMessage copy the whole slab: send only the bytes. */
+function compact(b: Buffer): Uint8Array {
+  return b.byteOffset === 0 && b.byteLength === b.buffer.byteLength ? b : new Uint8Array(b);
+}
+
 function checkId(id: string): void {
   if (typeof id !== 'string' || !ID_RE.test(id) || id.length % 2 !== 0) {
     throw new CustosError('ERR_BAD_REQUEST', 'key id must be lowercase hex');
@@ -218,19 +223,19 @@ export class Pkcs11KeyStore implements KeyStore {
   async sign(id: string, scheme: SignScheme, hash: HashName, digest: Buffer): Promise<Buffer> {
     checkId(id);
     const input = signInput(scheme, hash, digest);
-    const sig = (await this.call('sign', { op: 'sign', id, mech: input.mech, data: input.data })) as Uint8Array;
+    const sig = (await this.call('sign', { op: 'sign', id, mech: input.mech, data: compact(input.data) })) as Uint8Array;
     return Buffer.from(sig.buffer, sig.byteOffset, sig.byteLength);
   }
 
   async verify(id: string, scheme: SignScheme, hash: HashName, digest: Buffer, signature: Buffer): Promise<boolean> {
     checkId(id);
     const input = signInput(scheme, hash, digest);
-    return (await this.call('verify', { op: 'verify', id, mech: input.mech, data: input.data, sig: signature })) as boolean;
+    return (await this.call('verify', { op: 'verify', id, mech: input.mech, data: compact(input.data), sig: compact(signature) })) as boolean;
   }
 
   async encrypt(id: string, plaintext: Buffer, aad: Buffer): Promise<{ iv: Buffer; ciphertext: Buffer }> {
     checkId(id);
-    const r = (await this.call('encrypt', { op: 'encrypt', id, data: plaintext, aad })) as { iv: Uint8Array; ct: Uint8Array };
+    const r = (await this.call('encrypt', { op: 'encrypt', id, data: compact(plaintext), aad: compact(aad) })) as { iv: Uint8Array; ct: Uint8Array };
     return { iv: Buffer.from(r.iv), ciphertext: Buffer.from(r.ct) };
   }
 
@@ -238,7 +243,7 @@ export class Pkcs11KeyStore implements KeyStore {
     checkId(id);
     // GCM (NIST SP 800-38D §5.2.1.1): custos IVs are 96 bits; a shorter input cannot even hold a tag.
     if (iv.length !== 12 || ciphertext.length < 16) throw new CustosError('ERR_DECRYPT');
-    const r = (await this.call('decrypt', { op: 'decrypt', id, iv, data: ciphertext, aad })) as Uint8Array;
+    const r = (await this.call('decrypt', { op: 'decrypt', id, iv: compact(iv), data: compact(ciphertext), aad: compact(aad) })) as Uint8Array;
     return Buffer.from(r);
   }
 

@@ -265,7 +265,8 @@ export function tokenWorkerMain(env: WorkerEnv): void {
         const key = lookup(s, o.id);
         const mm = sigMech(key, o.mech);
         m.C_SignInit(s, mm, need(key.priv, 'private'));
-        return m.C_Sign(s, buf(o.data), Buffer.alloc(1024));
+        // A compact copy: posting a view of the 1 KiB output buffer would copy all of it.
+        return new Uint8Array(m.C_Sign(s, buf(o.data), Buffer.alloc(1024)));
       }
       case 'verify': {
         const key = lookup(s, o.id);
@@ -291,7 +292,7 @@ export function tokenWorkerMain(env: WorkerEnv): void {
         // An empty input becomes a NULL pointer that SoftHSM2 refuses in C_Encrypt; the
         // multi-part finish alone yields the tag of the empty message (SP 800-38D §7.1).
         const ct = o.data.length === 0 ? m.C_EncryptFinal(s, Buffer.alloc(16)) : m.C_Encrypt(s, buf(o.data), Buffer.alloc(o.data.length + 16));
-        return { iv, ct };
+        return { iv: new Uint8Array(iv), ct: new Uint8Array(ct) };
       }
       case 'decrypt': {
         const key = lookup(s, o.id);
@@ -301,7 +302,7 @@ export function tokenWorkerMain(env: WorkerEnv): void {
           { mechanism: K.CKM_AES_GCM, parameter: { type: K.CK_PARAMS_GCM, iv: buf(o.iv), aad: buf(o.aad), ivBits: o.iv.length * 8, tagBits: 128 } as never },
           need(key.secret, 'secret'),
         );
-        return m.C_Decrypt(s, buf(o.data), Buffer.alloc(o.data.length + 16));
+        return new Uint8Array(m.C_Decrypt(s, buf(o.data), Buffer.alloc(o.data.length + 16)));
       }
       case 'random':
         return m.C_GenerateRandom(s, Buffer.alloc(o.length));
