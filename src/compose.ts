@@ -7,6 +7,12 @@ import { openPkcs11KeyStore } from './hsm/pkcs11/pkcs11-key-store.js';
 import { createApp, type AppDeps } from './http/app.js';
 import { Metrics } from './http/metrics.js';
 import { KeyService } from './keys/key-service.js';
+import { loadTrustAnchors, type TrustAnchors } from './attestation/ek-chain.js';
+import { HostService } from './hosts/host-service.js';
+import { auditRoutes } from './http/routes/audit.js';
+import { hostRoutes } from './http/routes/hosts.js';
+import { PolicySet } from './policy/policy-service.js';
+import { JwtIssuer } from './sessions/issuer.js';
 import { systemClock, type Clock } from './lib/clock.js';
 import type { Logger } from './lib/logger.js';
 import { openStore } from './store/open-store.js';
@@ -21,16 +27,30 @@ export interface Overrides {
   store?: Store;
   clock?: Clock;
   metrics?: Metrics;
+  policies?: PolicySet;
+  anchors?: TrustAnchors;
+}
+
+/** EK trust anchors from one or more folders (CUSTOS_EK_CA_DIR may list several, `:`-separated). */
+export async function loadAnchors(dirs: string): Promise<TrustAnchors> {
+  const sets = await Promise.all(dirs.split(':').filter(Boolean).map((d) => loadTrustAnchors(d)));
+  return { certificates: sets.flatMap((s) => s.certificates) };
 }
 
 export interface Service {
   app: Express;
   deps: AppDeps;
+  hosts: HostService;
+  policies: PolicySet;
+  issuer: JwtIssuer;
   close(): Promise<void>;
 }
 
 export async function composeService(config: Config, log: Logger, overrides: Overrides = {}): Promise<Service> {
   const clock = overrides.clock ?? systemClock;
+  // Policies first: an invalid policy file stops start-up with its file, line and reason.
+  const policies = overrides.policies ?? PolicySet.load(config.policyDir);
+  const anchors = overrides.anchors ?? (await loadAnchors(config.ekCaDir));
   const metrics = overrides.metrics ?? new Metrics();
   const store = overrides.store ?? openStore(config.database);
   let hsm: KeyStore;
@@ -55,15 +75,21 @@ export async function composeService(config: Config, log: Logger, overrides: Ove
   const meteredHsm = new MeteredKeyStore(hsm, metrics);
   const tokens = new TokenService(store, clock);
   const keys = new KeyService({ store, hsm: meteredHsm, clock });
+  const issuer = new JwtIssuer(keys, meteredHsm);
+  const hosts = new HostService({ store, clock, policies, anchors, issuer, issuerName: config.issuer, resultKey: config.attestationResultKey });
   const deps: AppDeps = {
     log, metrics, clock, store, hsm: meteredHsm, tokens, keys,
     clientRoles: config.tls?.clientRoles ?? [],
     bodyLimitBytes: config.bodyLimitBytes,
+    extraRoutes: [hostRoutes(hosts), auditRoutes(policies)],
   };
   const app = createApp(deps);
   return {
     app,
     deps,
+    hosts,
+    policies,
+    issuer,
     async close() {
       await hsm.close();
       await store.close();

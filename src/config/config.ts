@@ -32,6 +32,7 @@ const fileSchema = z.strictObject({
   policyDir: z.string().min(1).optional(),
   ekCaDir: z.string().min(1).optional(),
   issuer: z.string().min(1).optional(),
+  attestationResultKey: z.string().regex(/^[a-z0-9][a-z0-9_-]{0,62}$/).optional(),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).optional(),
   bodyLimitBytes: z.number().int().min(1024).max(16 * 1024 * 1024).optional(),
   allowInsecureHttp: z.boolean().optional(),
@@ -76,6 +77,8 @@ export interface Config {
   policyDir: string;
   ekCaDir: string;
   issuer: string;
+  /** Custos key whose active version signs attestation results (EAR JWTs). */
+  attestationResultKey: string;
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
   bodyLimitBytes: number;
   allowInsecureHttp: boolean;
@@ -198,8 +201,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd: string = p
     stateDir,
     database,
     policyDir: abs(f.policyDir ?? 'policies'),
-    ekCaDir: abs(f.ekCaDir ?? 'attestation/ek-ca'),
+    ekCaDir: (f.ekCaDir ?? 'attestation/ek-ca').split(':').filter(Boolean).map(abs).join(':'),
     issuer: f.issuer ?? `custos://${listenHost}:${port}`,
+    attestationResultKey: f.attestationResultKey ?? 'session-issuer',
     logLevel: f.logLevel ?? 'info',
     bodyLimitBytes: f.bodyLimitBytes ?? 64 * 1024,
     allowInsecureHttp: f.allowInsecureHttp ?? false,

@@ -161,6 +161,33 @@ export class KeyService {
     return v;
   }
 
+  /** The active version record of a key (internal: carries the HSM id). */
+  async activeVersion(name: string): Promise<{ key: KeyRecord; version: KeyVersionRecord }> {
+    const key = await this.#key(name);
+    return { key, version: await this.#active(name) };
+  }
+
+  /** Every version record of a key (internal: carries the HSM ids). */
+  async versionRecords(name: string): Promise<KeyVersionRecord[]> {
+    return this.#d.store.listVersions(name);
+  }
+
+  /**
+   * Creates a key the service itself needs (token issuer, audit checkpoints) when it does not
+   * exist yet. Concurrent callers in several processes converge: a lost creation race reads the
+   * winner's key.
+   */
+  async ensureKey(actor: string, name: string, type: KeyType, purpose: 'sign' | 'encrypt', rotationPolicy?: string): Promise<KeyRecord> {
+    const existing = await this.#d.store.getKey(name);
+    if (existing) return existing;
+    try {
+      await this.create(actor, { name, type, purpose, ...(rotationPolicy ? { rotationPolicy } : {}) });
+    } catch (e) {
+      if (!(e instanceof CustosError && (e.code === 'ERR_KEY_EXISTS' || e.code === 'ERR_CONFLICT'))) throw e;
+    }
+    return this.#key(name);
+  }
+
   /** Creates a key with version 1 active. */
   async create(actor: string, input: CreateKeyInput): Promise<KeyView> {
     if (!KEY_NAME_PATTERN.test(input.name)) throw new CustosError('ERR_BAD_REQUEST', 'name must match ^[a-z0-9][a-z0-9_-]{0,62}$', { details: { field: 'name' } });

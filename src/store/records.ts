@@ -89,11 +89,15 @@ export interface HostRecord {
   akName: string;
   /** TPM2B_PUBLIC of the AK, base64. */
   akPublic: string;
-  /** SHA-256 of the EK public area (TPMT_PUBLIC), hex. */
+  /** The qualifiedSigner its quotes must carry (AK under the EK), hex. */
+  akQualifiedName: string;
+  /** SHA-256 of the EK SubjectPublicKeyInfo DER, hex. */
   ekPublicHash: string;
   ekCertificateSubject: string | null;
   ekCertificateIssuer: string | null;
   labels: Record<string, string>;
+  /** Attestation policy chosen at enrollment. */
+  policyId: string;
   enrolledAt: string;
   revokedAt: string | null;
   /** Summary of the last appraisal (status, time, policy). */
@@ -107,9 +111,11 @@ export interface EnrollmentRecord {
   status: 'pending' | 'activated' | 'failed';
   akPublic: string;
   akName: string;
+  akQualifiedName: string;
   ekPublicHash: string;
   ekCertificateSubject: string | null;
   ekCertificateIssuer: string | null;
+  policyId: string;
   /** SHA-256 of the credential secret, hex; the secret itself is never stored. */
   secretHash: string;
   labels: Record<string, string>;

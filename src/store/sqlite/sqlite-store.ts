@@ -112,10 +112,12 @@ function toHost(r: Row): HostRecord {
     status: r.status as HostRecord['status'],
     akName: r.ak_name as string,
     akPublic: r.ak_public as string,
+    akQualifiedName: r.ak_qualified_name as string,
     ekPublicHash: r.ek_public_hash as string,
     ekCertificateSubject: (r.ek_certificate_subject as string | null) ?? null,
     ekCertificateIssuer: (r.ek_certificate_issuer as string | null) ?? null,
     labels: JSON.parse(r.labels as string) as Record<string, string>,
+    policyId: r.policy_id as string,
     enrolledAt: r.enrolled_at as string,
     revokedAt: (r.revoked_at as string | null) ?? null,
     lastAttestation: json(r.last_attestation),
@@ -124,9 +126,9 @@ function toHost(r: Row): HostRecord {
 }
 
 const HOST_COLUMNS: Record<keyof Omit<HostRecord, 'id'>, [string, boolean]> = {
-  status: ['status', false], akName: ['ak_name', false], akPublic: ['ak_public', false], ekPublicHash: ['ek_public_hash', false],
-  ekCertificateSubject: ['ek_certificate_subject', false], ekCertificateIssuer: ['ek_certificate_issuer', false],
-  labels: ['labels', true], enrolledAt: ['enrolled_at', false], revokedAt: ['revoked_at', false],
+  status: ['status', false], akName: ['ak_name', false], akPublic: ['ak_public', false], akQualifiedName: ['ak_qualified_name', false],
+  ekPublicHash: ['ek_public_hash', false], ekCertificateSubject: ['ek_certificate_subject', false], ekCertificateIssuer: ['ek_certificate_issuer', false],
+  labels: ['labels', true], policyId: ['policy_id', false], enrolledAt: ['enrolled_at', false], revokedAt: ['revoked_at', false],
   lastAttestation: ['last_attestation', true], lastClock: ['last_clock', true],
 };
 
@@ -136,9 +138,11 @@ function toEnrollment(r: Row): EnrollmentRecord {
     status: r.status as EnrollmentRecord['status'],
     akPublic: r.ak_public as string,
     akName: r.ak_name as string,
+    akQualifiedName: r.ak_qualified_name as string,
     ekPublicHash: r.ek_public_hash as string,
     ekCertificateSubject: (r.ek_certificate_subject as string | null) ?? null,
     ekCertificateIssuer: (r.ek_certificate_issuer as string | null) ?? null,
+    policyId: r.policy_id as string,
     secretHash: r.secret_hash as string,
     labels: JSON.parse(r.labels as string) as Record<string, string>,
     provisioningTokenId: (r.provisioning_token_id as string | null) ?? null,
@@ -150,9 +154,9 @@ function toEnrollment(r: Row): EnrollmentRecord {
 }
 
 const ENROLLMENT_COLUMNS: Record<keyof Omit<EnrollmentRecord, 'id'>, [string, boolean]> = {
-  status: ['status', false], akPublic: ['ak_public', false], akName: ['ak_name', false], ekPublicHash: ['ek_public_hash', false],
-  ekCertificateSubject: ['ek_certificate_subject', false], ekCertificateIssuer: ['ek_certificate_issuer', false],
-  secretHash: ['secret_hash', false], labels: ['labels', true], provisioningTokenId: ['provisioning_token_id', false],
+  status: ['status', false], akPublic: ['ak_public', false], akName: ['ak_name', false], akQualifiedName: ['ak_qualified_name', false],
+  ekPublicHash: ['ek_public_hash', false], ekCertificateSubject: ['ek_certificate_subject', false], ekCertificateIssuer: ['ek_certificate_issuer', false],
+  policyId: ['policy_id', false], secretHash: ['secret_hash', false], labels: ['labels', true], provisioningTokenId: ['provisioning_token_id', false],
   actor: ['actor', false], createdAt: ['created_at', false], expiresAt: ['expires_at', false], hostId: ['host_id', false],
 };
 
@@ -397,9 +401,9 @@ export class SqliteStore implements Store {
   // hosts and enrollment
   async insertHost(h: HostRecord): Promise<void> {
     this.#s(
-      `INSERT INTO hosts (id, status, ak_name, ak_public, ek_public_hash, ek_certificate_subject, ek_certificate_issuer, labels, enrolled_at, revoked_at, last_attestation, last_clock)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-    ).run(h.id, h.status, h.akName, h.akPublic, h.ekPublicHash, h.ekCertificateSubject, h.ekCertificateIssuer, JSON.stringify(h.labels), h.enrolledAt, h.revokedAt,
+      `INSERT INTO hosts (id, status, ak_name, ak_public, ak_qualified_name, ek_public_hash, ek_certificate_subject, ek_certificate_issuer, labels, policy_id, enrolled_at, revoked_at, last_attestation, last_clock)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+    ).run(h.id, h.status, h.akName, h.akPublic, h.akQualifiedName, h.ekPublicHash, h.ekCertificateSubject, h.ekCertificateIssuer, JSON.stringify(h.labels), h.policyId, h.enrolledAt, h.revokedAt,
       h.lastAttestation === null ? null : JSON.stringify(h.lastAttestation), h.lastClock === null ? null : JSON.stringify(h.lastClock));
   }
   async getHost(id: string): Promise<HostRecord | null> {
@@ -423,9 +427,9 @@ export class SqliteStore implements Store {
   }
   async insertEnrollment(e: EnrollmentRecord): Promise<void> {
     this.#s(
-      `INSERT INTO enrollments (id, status, ak_public, ak_name, ek_public_hash, ek_certificate_subject, ek_certificate_issuer, secret_hash, labels, provisioning_token_id, actor, created_at, expires_at, host_id)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-    ).run(e.id, e.status, e.akPublic, e.akName, e.ekPublicHash, e.ekCertificateSubject, e.ekCertificateIssuer, e.secretHash, JSON.stringify(e.labels),
+      `INSERT INTO enrollments (id, status, ak_public, ak_name, ak_qualified_name, ek_public_hash, ek_certificate_subject, ek_certificate_issuer, policy_id, secret_hash, labels, provisioning_token_id, actor, created_at, expires_at, host_id)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+    ).run(e.id, e.status, e.akPublic, e.akName, e.akQualifiedName, e.ekPublicHash, e.ekCertificateSubject, e.ekCertificateIssuer, e.policyId, e.secretHash, JSON.stringify(e.labels),
       e.provisioningTokenId, e.actor, e.createdAt, e.expiresAt, e.hostId);
   }
   async getEnrollment(id: string): Promise<EnrollmentRecord | null> {

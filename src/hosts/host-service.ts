@@ -1,0 +1,434 @@
+import { createHash, randomBytes, randomUUID, timingSafeEqual, type KeyObject } from 'node:crypto';
+import { checkAkPublic } from '../attestation/ak.js';
+import { verifyEkCertificate, type EkVerification, type TrustAnchors } from '../attestation/ek-chain.js';
+import { makeCredential } from '../attestation/make-credential.js';
+import { akQualifiedNameUnderEk } from '../attestation/qualified-name.js';
+import { verifyQuote, type PcrValues, type QuoteVerdict } from '../attestation/quote.js';
+import { objectName, parseTpm2bPublic, tpmPublicToKeyObject, type TpmtPublic } from '../attestation/tpm2/public.js';
+import type { Clock } from '../lib/clock.js';
+import { fromBase64, fromHex, sha256hex } from '../lib/encoding.js';
+import { CustosError, isCustosError } from '../lib/errors.js';
+import type { LoadedPolicy } from '../policy/loader.js';
+import type { PolicySet } from '../policy/policy-service.js';
+import { appraise, buildEarResult, type EarStatus } from '../sessions/claims.js';
+import type { JwtIssuer } from '../sessions/issuer.js';
+import type { EnrollmentRecord, HostRecord, ProvisioningTokenRecord } from '../store/records.js';
+import type { Repos, Store } from '../store/store.js';
+import { activationTtlMs, nonceTtlMs, resolveAttestationPolicy, type AttestationPolicy } from './attestation-policy.js';
+
+export const VERIFIER_ID = { developer: 'custos', build: 'custos-0.1.0' } as const;
+
+export interface HostServiceDeps {
+  store: Store;
+  clock: Clock;
+  policies: PolicySet;
+  anchors: TrustAnchors;
+  issuer: JwtIssuer;
+  /** iss of attestation results and tokens. */
+  issuerName: string;
+  /** The custos key that signs attestation results. */
+  resultKey: string;
+}
+
+export interface EnrollInput {
+  ekCertificate?: string;
+  ekPublic?: string;
+  akPublic: string;
+  provisioningToken?: string;
+  intermediates?: string[];
+  labels?: Record<string, string>;
+}
+
+export interface AttestInput {
+  nonce: string;
+  quote: string;
+  signature: string;
+  pcrs: Record<string, Record<string, string>>;
+}
+
+export interface Evidence {
+  hostId: string;
+  nonce: Buffer;
+  quote: Buffer;
+  signature: Buffer;
+  pcrs: PcrValues;
+}
+
+export interface Appraised {
+  host: HostRecord;
+  policy: LoadedPolicy<AttestationPolicy>;
+  verdict: QuoteVerdict;
+  status: EarStatus;
+  trustworthinessVector: Record<string, number>;
+  failures: { code: string; detail: string }[];
+  pcrDigestHex: string;
+  evidenceHash: string;
+}
+
+export interface HostView {
+  hostId: string;
+  status: HostRecord['status'];
+  akName: string;
+  ekCertificateSubject?: string;
+  ekCertificateIssuer?: string;
+  labels: Record<string, string>;
+  policyId: string;
+  enrolledAt: string;
+  revokedAt?: string;
+  lastAttestation?: Record<string, unknown>;
+}
+
+export function hostView(h: HostRecord): HostView {
+  return {
+    hostId: h.id,
+    status: h.status,
+    akName: h.akName,
+    ...(h.ekCertificateSubject ? { ekCertificateSubject: h.ekCertificateSubject } : {}),
+    ...(h.ekCertificateIssuer ? { ekCertificateIssuer: h.ekCertificateIssuer } : {}),
+    labels: h.labels,
+    policyId: h.policyId,
+    enrolledAt: h.enrolledAt,
+    ...(h.revokedAt ? { revokedAt: h.revokedAt } : {}),
+    ...(h.lastAttestation ? { lastAttestation: h.lastAttestation } : {}),
+  };
+}
+
+const PROVISIONING_TOKEN = /^cpt_[A-Za-z0-9_-]{43}$/;
+
+function hashToken(t: string): string {
+  return createHash('sha256').update(t, 'utf8').digest('hex');
+}
+
+/**
+ * Host provisioning and attestation: enrollment (EK chain, AK checks, MakeCredential), credential
+ * activation (AK pinned), nonces, and quote appraisal against the host's attestation policy.
+ * Every decision is audited with hashes of the evidence, never the evidence secrets.
+ */
+export class HostService {
+  readonly #d: HostServiceDeps;
+  readonly #akKeys = new Map<string, KeyObject>();
+
+  constructor(deps: HostServiceDeps) {
+    this.#d = deps;
+  }
+
+  #now(): Date {
+    return this.#d.clock.now();
+  }
+
+  async #audit(t: Repos, actor: string, action: string, subject: string, outcome: 'success' | 'failure' | 'denied', details: Record<string, unknown>): Promise<void> {
+    await t.appendAudit({ actor, action, subject, outcome, details }, this.#now().toISOString());
+  }
+
+  /** Records a refusal in its own transaction; the refusal stands even if this write fails. */
+  async #auditRefusal(actor: string, action: string, subject: string, e: unknown, details: Record<string, unknown> = {}): Promise<void> {
+    const code = isCustosError(e) ? e.code : 'ERR_INTERNAL';
+    try {
+      await this.#d.store.tx((t) => this.#audit(t, actor, action, subject, 'denied', { ...details, code }));
+    } catch {
+      /* the refusal is returned regardless */
+    }
+  }
+
+  async createProvisioningToken(actor: string, input: { ttlSeconds: number; uses: number; labels?: Record<string, string> }): Promise<{ token: string; id: string; expiresAt: string; uses: number }> {
+    const token = 'cpt_' + randomBytes(32).toString('base64url');
+    const now = this.#now();
+    const rec: ProvisioningTokenRecord = {
+      id: randomUUID(), tokenHash: hashToken(token), createdAt: now.toISOString(), createdBy: actor,
+      expiresAt: new Date(now.getTime() + input.ttlSeconds * 1000).toISOString(), usesLeft: input.uses, labels: input.labels ?? {},
+    };
+    await this.#d.store.tx(async (t) => {
+      await t.insertProvisioningToken(rec);
+      await this.#audit(t, actor, 'provisioning-token.create', rec.id, 'success', { uses: rec.usesLeft, expiresAt: rec.expiresAt, labels: rec.labels });
+    });
+    return { token, id: rec.id, expiresAt: rec.expiresAt, uses: rec.usesLeft };
+  }
+
+  /**
+   * Enrollment: checks the EK (certificate chain to a trust anchor, or the policy's EK allowlist
+   * with a provisioning token) and the AK, then answers with a credential only the TPM holding
+   * that EK can open (TPM 2.0 Part 1 §24). The secret is random, single-use and expires.
+   */
+  async enroll(actor: string | null, input: EnrollInput): Promise<{ enrollmentId: string; credentialBlob: string; encryptedSecret: string; expiresAt: string; policyId: string }> {
+    const subjectForAudit = 'enrollment';
+    try {
+      return await this.#enroll(actor, input);
+    } catch (e) {
+      await this.#auditRefusal(actor ?? 'host:unauthenticated', 'host.enroll', subjectForAudit, e, {
+        akPublicSha256: typeof input.akPublic === 'string' ? sha256hex(input.akPublic) : null,
+      });
+      throw e;
+    }
+  }
+
+  async #enroll(actor: string | null, input: EnrollInput): Promise<{ enrollmentId: string; credentialBlob: string; encryptedSecret: string; expiresAt: string; policyId: string }> {
+    const now = this.#now();
+    if (input.ekPublic === undefined) {
+      throw new CustosError('ERR_BAD_REQUEST', 'ekPublic (TPM2B_PUBLIC of the EK) is required: the credential is encrypted to it', { details: { field: 'ekPublic' } });
+    }
+    const ekPublic: TpmtPublic = parseTpm2bPublic(fromBase64(input.ekPublic, 'ekPublic'));
+    const ak = checkAkPublic(fromBase64(input.akPublic, 'akPublic'));
+    const akNameHex = ak.name.toString('hex');
+
+    let ek: EkVerification | null = null;
+    if (input.ekCertificate !== undefined) {
+      ek = await verifyEkCertificate({
+        ekCertDer: fromBase64(input.ekCertificate, 'ekCertificate'),
+        intermediates: (input.intermediates ?? []).map((c, i) => fromBase64(c, `intermediates.${i}`)),
+        anchors: this.#d.anchors,
+        ekPublic,
+        now,
+      });
+    }
+    const ekPublicHash = ek?.ekPublicHash ?? createHash('sha256').update(tpmPublicToKeyObject(ekPublic).export({ format: 'der', type: 'spki' })).digest('hex');
+
+    // Who vouches: a provisioning token (consumed only once everything else checked out) or an
+    // API principal allowed to enroll.
+    if (actor === null && input.provisioningToken === undefined) throw new CustosError('ERR_PROVISIONING_TOKEN', 'a provisioning token is required');
+    if (input.provisioningToken !== undefined && !PROVISIONING_TOKEN.test(input.provisioningToken)) throw new CustosError('ERR_PROVISIONING_TOKEN');
+
+    const revoked = (await this.#d.store.findHostsByEkPublicHash(ekPublicHash)).filter((h) => h.status === 'revoked');
+    const byAk = await this.#d.store.findHostByAkName(akNameHex);
+    if (revoked.length > 0 || byAk?.status === 'revoked') throw new CustosError('ERR_HOST_REVOKED', 'this TPM belongs to a revoked host');
+    if (byAk) throw new CustosError('ERR_HOST_EXISTS', 'this AK is already enrolled');
+
+    const secret = randomBytes(32);
+    const cred = makeCredential(ekPublic, ak.name, secret);
+    const id = randomUUID();
+
+    return this.#d.store.tx(async (t) => {
+      let token: ProvisioningTokenRecord | null = null;
+      if (input.provisioningToken !== undefined) {
+        token = await t.consumeProvisioningToken(hashToken(input.provisioningToken), now.toISOString());
+        if (!token) throw new CustosError('ERR_PROVISIONING_TOKEN');
+      }
+      // Labels come from the operator (provisioning token) or an authenticated caller, never
+      // from an unauthenticated host's own say-so.
+      const labels = { ...(token?.labels ?? {}), ...(actor !== null ? input.labels ?? {} : {}) };
+      const policy = resolveAttestationPolicy(this.#d.policies.attestation, {
+        labels, ekIssuer: ek?.issuer ?? null, tpmManufacturer: ek?.tpm.manufacturer ?? null,
+      });
+      const enrollment = policy.doc.enrollment ?? {};
+      if (ek === null) {
+        // No EK certificate: only an operator-issued provisioning token plus an explicit
+        // allowlist entry admits the EK. An empty allowlist admits nothing.
+        if (enrollment.requireEkCertificate !== false) throw new CustosError('ERR_EK_NOT_ALLOWED', `policy ${policy.id} requires an EK certificate`);
+        if (token === null) throw new CustosError('ERR_PROVISIONING_TOKEN', 'a TPM without an EK certificate enrolls only with a provisioning token');
+        if (!(enrollment.ekAllowlist ?? []).includes(ekPublicHash)) throw new CustosError('ERR_EK_NOT_ALLOWED', 'the EK is not on the allowlist', { details: { ekPublicHash } });
+      } else if (enrollment.requireValidChainDates === true && ek.expiredCertificates.length > 0) {
+        throw new CustosError('ERR_EK_CERT_CHAIN', 'a certificate of the EK chain is outside its validity period', { details: { certificates: ek.expiredCertificates } });
+      }
+      const rec: EnrollmentRecord = {
+        id, status: 'pending', akPublic: input.akPublic, akName: akNameHex,
+        akQualifiedName: akQualifiedNameUnderEk(objectName(ekPublic), ak.name).toString('hex'),
+        ekPublicHash, ekCertificateSubject: ek?.subject ?? null, ekCertificateIssuer: ek?.issuer ?? null, policyId: policy.id,
+        secretHash: createHash('sha256').update(secret).digest('hex'), labels, provisioningTokenId: token?.id ?? null,
+        actor: actor ?? `provisioning-token:${token!.id}`, createdAt: now.toISOString(),
+        expiresAt: new Date(now.getTime() + activationTtlMs(policy.doc)).toISOString(), hostId: null,
+      };
+      await t.insertEnrollment(rec);
+      await this.#audit(t, rec.actor, 'host.enroll', id, 'success', {
+        akName: akNameHex, ekPublicHash, ekCertificateSubject: rec.ekCertificateSubject, ekCertificateIssuer: rec.ekCertificateIssuer,
+        expiredChainCertificates: ek?.expiredCertificates ?? [], policyId: policy.id, policyVersion: policy.version, labels,
+      });
+      return {
+        enrollmentId: id,
+        credentialBlob: cred.credentialBlob.toString('base64'),
+        encryptedSecret: cred.encryptedSecret.toString('base64'),
+        expiresAt: rec.expiresAt,
+        policyId: policy.id,
+      };
+    });
+  }
+
+  /** Credential activation: the secret proves the AK lives in the TPM of the EK; the host is registered. */
+  async activate(enrollmentId: string, secretB64: string): Promise<{ hostId: string; akName: string }> {
+    const secret = fromBase64(secretB64, 'secret');
+    const now = this.#now().toISOString();
+    let failure: CustosError | null = null;
+    const result = await this.#d.store.tx(async (t) => {
+      const e = await t.getEnrollment(enrollmentId);
+      if (!e) throw new CustosError('ERR_ENROLLMENT_NOT_FOUND');
+      if (e.status !== 'pending') {
+        failure = new CustosError('ERR_ENROLLMENT_USED');
+        await this.#audit(t, `enrollment:${e.id}`, 'host.activate', e.id, 'denied', { code: failure.code, status: e.status });
+        return null;
+      }
+      if (e.expiresAt <= now) {
+        failure = new CustosError('ERR_ENROLLMENT_NOT_FOUND', 'the enrollment has expired');
+        await t.updateEnrollment(e.id, { status: 'failed' });
+        await this.#audit(t, `enrollment:${e.id}`, 'host.activate', e.id, 'denied', { code: 'ERR_ENROLLMENT_EXPIRED' });
+        return null;
+      }
+      const given = createHash('sha256').update(secret).digest();
+      if (!timingSafeEqual(given, Buffer.from(e.secretHash, 'hex'))) {
+        // Single use: a wrong secret burns the enrollment, the host must enroll again.
+        failure = new CustosError('ERR_ACTIVATION_FAILED');
+        await t.updateEnrollment(e.id, { status: 'failed' });
+        await this.#audit(t, `enrollment:${e.id}`, 'host.activate', e.id, 'denied', { code: failure.code, akName: e.akName });
+        return null;
+      }
+      if (await t.findHostByAkName(e.akName)) throw new CustosError('ERR_HOST_EXISTS');
+      const hostId = randomUUID();
+      const host: HostRecord = {
+        id: hostId, status: 'active', akName: e.akName, akPublic: e.akPublic, akQualifiedName: e.akQualifiedName,
+        ekPublicHash: e.ekPublicHash, ekCertificateSubject: e.ekCertificateSubject, ekCertificateIssuer: e.ekCertificateIssuer,
+        labels: e.labels, policyId: e.policyId, enrolledAt: now, revokedAt: null, lastAttestation: null, lastClock: null,
+      };
+      await t.insertHost(host);
+      await t.updateEnrollment(e.id, { status: 'activated', hostId });
+      await this.#audit(t, `host:${hostId}`, 'host.activate', hostId, 'success', { enrollmentId: e.id, akName: e.akName, ekPublicHash: e.ekPublicHash, policyId: e.policyId });
+      return { hostId, akName: e.akName };
+    });
+    if (failure) throw failure;
+    return result!;
+  }
+
+  async list(): Promise<HostView[]> {
+    return (await this.#d.store.listHosts()).map(hostView);
+  }
+
+  async get(hostId: string): Promise<HostView> {
+    return hostView(await this.#host(hostId));
+  }
+
+  async #host(hostId: string): Promise<HostRecord> {
+    const h = await this.#d.store.getHost(hostId);
+    if (!h) throw new CustosError('ERR_HOST_NOT_FOUND');
+    return h;
+  }
+
+  async revoke(actor: string, hostId: string, reason?: string): Promise<HostView> {
+    return this.#d.store.tx(async (t) => {
+      const h = await t.getHost(hostId);
+      if (!h) throw new CustosError('ERR_HOST_NOT_FOUND');
+      if (h.status === 'revoked') return hostView(h);
+      const now = this.#now().toISOString();
+      await t.updateHost(hostId, { status: 'revoked', revokedAt: now });
+      await this.#audit(t, actor, 'host.revoke', hostId, 'success', { akName: h.akName, ...(reason ? { reason } : {}) });
+      return hostView({ ...h, status: 'revoked', revokedAt: now });
+    });
+  }
+
+  /** A fresh nonce for one host: 32 random bytes, single use, TTL from the host's policy. */
+  async challenge(hostId: string): Promise<{ nonce: string; expiresAt: string }> {
+    const h = await this.#host(hostId);
+    if (h.status === 'revoked') throw new CustosError('ERR_HOST_REVOKED');
+    const policy = this.#policyOf(h);
+    const nonce = randomBytes(32);
+    const now = this.#now();
+    const expiresAt = new Date(now.getTime() + nonceTtlMs(policy.doc)).toISOString();
+    await this.#d.store.tx((t) => t.insertNonce({ nonceHash: sha256hex(nonce), hostId, createdAt: now.toISOString(), expiresAt }));
+    return { nonce: nonce.toString('base64'), expiresAt };
+  }
+
+  #policyOf(h: HostRecord): LoadedPolicy<AttestationPolicy> {
+    const p = this.#d.policies.attestationById(h.policyId);
+    if (!p) throw new CustosError('ERR_POLICY_NOT_FOUND', `attestation policy ${h.policyId} of this host is no longer loaded`);
+    return p;
+  }
+
+  /** Parses the wire form of evidence (base64 fields, hex PCR values) into bytes. */
+  static parseEvidence(hostId: string, input: AttestInput): Evidence {
+    const pcrs: Record<string, Record<string, Buffer>> = {};
+    for (const [bank, values] of Object.entries(input.pcrs)) {
+      pcrs[bank] = {};
+      for (const [idx, hex] of Object.entries(values)) {
+        if (!/^(?:[0-9]|1[0-9]|2[0-3])$/.test(idx)) throw new CustosError('ERR_BAD_REQUEST', `pcrs.${bank}.${idx}: not a PCR index`, { details: { field: `pcrs.${bank}.${idx}` } });
+        pcrs[bank]![idx] = fromHex(hex, `pcrs.${bank}.${idx}`);
+      }
+    }
+    return {
+      hostId,
+      nonce: fromBase64(input.nonce, 'nonce'),
+      quote: fromBase64(input.quote, 'quote'),
+      signature: fromBase64(input.signature, 'signature'),
+      pcrs,
+    };
+  }
+
+  /**
+   * Consumes the nonce (atomically, even when what follows fails) and appraises the quote
+   * against the host's policy. `extraData` is what the quote must carry: the nonce itself for
+   * attest, SHA-256(nonce ‖ thumbprint) for sessions. Request-level refusals (unknown, expired or
+   * foreign nonce, revoked host, malformed structures) throw; check failures are in the verdict.
+   */
+  async appraise(ev: Evidence, extraData: Buffer): Promise<Appraised> {
+    const h = await this.#host(ev.hostId);
+    const nonceHash = sha256hex(ev.nonce);
+    const taken = await this.#d.store.tx((t) => t.takeNonce(nonceHash));
+    if (!taken || taken.hostId !== ev.hostId) throw new CustosError('ERR_NONCE_UNKNOWN');
+    if (taken.expiresAt <= this.#now().toISOString()) throw new CustosError('ERR_NONCE_EXPIRED');
+    if (h.status === 'revoked') throw new CustosError('ERR_HOST_REVOKED');
+    const policy = this.#policyOf(h);
+    const akPub = parseTpm2bPublic(Buffer.from(h.akPublic, 'base64'));
+    let key = this.#akKeys.get(h.akName);
+    if (!key) {
+      key = tpmPublicToKeyObject(akPub);
+      this.#akKeys.set(h.akName, key);
+    }
+    const refs = policy.doc.pcrs.referenceValues;
+    const verdict = verifyQuote({
+      akPublic: akPub,
+      akKey: key,
+      quote: ev.quote,
+      signature: ev.signature,
+      pcrs: ev.pcrs,
+      expectedExtraData: extraData,
+      requiredSelection: { bank: policy.doc.pcrs.bank, indices: policy.doc.pcrs.indices },
+      ...(refs ? { referenceValues: Object.fromEntries(Object.entries(refs).map(([k, vs]) => [k, vs.map((v) => Buffer.from(v, 'hex'))])) } : {}),
+      ...(h.lastClock ? { previous: { clock: BigInt(h.lastClock.clock), resetCount: h.lastClock.resetCount, restartCount: h.lastClock.restartCount } } : {}),
+      expectedQualifiedSigner: Buffer.from(h.akQualifiedName, 'hex'),
+      allowSha1: policy.doc.allowSha1 === true,
+    });
+    const failures = verdict.failures.map((f) => ({ code: f.code, detail: f.detail }));
+    const a = appraise(failures);
+    return {
+      host: h,
+      policy,
+      verdict,
+      status: a.status === 'none' ? 'contraindicated' : a.status,
+      trustworthinessVector: a.trustworthinessVector as Record<string, number>,
+      failures,
+      pcrDigestHex: verdict.parsed.pcrDigest.toString('hex'),
+      evidenceHash: createHash('sha256').update(ev.quote).update(ev.signature).digest('hex'),
+    };
+  }
+
+  /** Records the outcome of an appraisal on the host (counters only from a quote that verified). */
+  async recordAppraisal(t: Repos, a: Appraised, action: string, extra: Record<string, unknown> = {}): Promise<void> {
+    const now = this.#now().toISOString();
+    const summary = { status: a.status, time: now, policyId: a.policy.id, policyVersion: a.policy.version, pcrDigest: a.pcrDigestHex };
+    const c = a.verdict.parsed.counters;
+    await t.updateHost(a.host.id, {
+      lastAttestation: summary,
+      ...(a.verdict.ok ? { lastClock: { clock: c.clock.toString(), resetCount: c.resetCount, restartCount: c.restartCount } } : {}),
+    });
+    await this.#audit(t, `host:${a.host.id}`, action, a.host.id, a.verdict.ok ? 'success' : 'failure', {
+      verdict: a.status, failures: a.failures.map((f) => f.code), evidenceSha256: a.evidenceHash, akName: a.host.akName,
+      pcrDigest: a.pcrDigestHex, policyId: a.policy.id, policyVersion: a.policy.version, ...extra,
+    });
+  }
+
+  /** POST /v1/hosts/{id}/attest: appraisal with extraData = nonce, answered with a signed EAR. */
+  async attest(hostId: string, input: AttestInput): Promise<{ status: EarStatus; result: string; failures: { code: string; detail: string }[] }> {
+    let ev: Evidence | null = null;
+    try {
+      ev = HostService.parseEvidence(hostId, input);
+      const a = await this.appraise(ev, ev.nonce);
+      const now = this.#now();
+      const ear = buildEarResult({
+        issuer: this.#d.issuerName, hostId, now, nonce: ev.nonce, verifierId: VERIFIER_ID, ttlSeconds: 300,
+        appraisal: { status: a.status, trustworthinessVector: a.trustworthinessVector, policyId: a.policy.id, policyVersion: a.policy.version, pcrDigest: a.pcrDigestHex },
+      });
+      const signed = await this.#d.issuer.sign(this.#d.resultKey, ear as unknown as Record<string, unknown>, 'application/eat+jwt');
+      await this.#d.store.tx((t) => this.recordAppraisal(t, a, 'host.attest', { nonceSha256: sha256hex(ev!.nonce), resultKid: signed.kid }));
+      return { status: a.status, result: signed.token, failures: a.failures };
+    } catch (e) {
+      if (isCustosError(e) && e.status < 500) {
+        await this.#auditRefusal(`host:${hostId}`, 'host.attest', hostId, e, ev ? { nonceSha256: sha256hex(ev.nonce), evidenceSha256: createHash('sha256').update(ev.quote).update(ev.signature).digest('hex') } : {});
+      }
+      throw e;
+    }
+  }
+}

@@ -1,0 +1,28 @@
+import type { KeyStore } from '../hsm/key-store.js';
+import type { KeyType } from '../hsm/key-types.js';
+import type { KeyService } from '../keys/key-service.js';
+import { makeHsmJwsSigner, signJwt } from './token.js';
+
+export interface IssuedJwt {
+  token: string;
+  kid: string;
+  keyName: string;
+  keyVersion: number;
+}
+
+/**
+ * Signs JWTs (session tokens, attestation results) with the active version of a custos key held
+ * in the HSM. The key is created on first use when missing (ec-p256, sign). There is no software
+ * fallback: when the HSM cannot sign, issuance fails (ERR_HSM_UNAVAILABLE → 503).
+ */
+export class JwtIssuer {
+  constructor(private readonly keys: KeyService, private readonly hsm: KeyStore, private readonly actor = 'system:issuer') {}
+
+  async sign(keyName: string, claims: Record<string, unknown>, typ: string): Promise<IssuedJwt> {
+    await this.keys.ensureKey(this.actor, keyName, 'ec-p256', 'sign');
+    const { key, version } = await this.keys.activeVersion(keyName);
+    const signer = makeHsmJwsSigner(this.hsm, version.hsmId, key.type as KeyType);
+    const token = await signJwt({ header: { alg: signer.alg, kid: version.kid, typ }, claims }, signer);
+    return { token, kid: version.kid, keyName, keyVersion: version.version };
+  }
+}
