@@ -1,0 +1,79 @@
+/**
+ * Quote verification rate in-process: verifyQuote (AK KeyObject cached, as the hosts service
+ * keeps it) next to a bare crypto.verify of the same signature with the same key, for the RSA and
+ * ECC AK vectors of test/vectors/tpm2. The gap is the cost of parsing and the other checks.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { verify as cryptoVerify } from 'node:crypto';
+import { checkAkPublic } from '../src/attestation/ak.js';
+import { verifyQuote, type VerifyQuoteInput } from '../src/attestation/quote.js';
+import { parseTpmtSignature, toNodeVerify } from '../src/attestation/tpm2/signature.js';
+
+/** Operations per second for one AK type. */
+export interface VerifyRate {
+  /** verifyQuote calls per second (all checks, cached KeyObject). */
+  verify: number;
+  /** crypto.verify calls per second on the same quote, signature and key. */
+  raw: number;
+}
+
+function findVectors(): string {
+  let d = dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 6; i++) {
+    const c = join(d, 'test/vectors/tpm2');
+    if (existsSync(join(c, 'ak-rsa.pub'))) return c;
+    d = resolve(d, '..');
+  }
+  return resolve(process.cwd(), 'test/vectors/tpm2');
+}
+
+function rate(fn: () => boolean, durationMs: number): number {
+  for (let i = 0; i < 200; i++) if (!fn()) throw new Error('benchmark input does not verify');
+  let n = 0;
+  const start = process.hrtime.bigint();
+  const end = start + BigInt(durationMs) * 1_000_000n;
+  let now = start;
+  while (now < end) {
+    for (let i = 0; i < 32; i++) if (!fn()) throw new Error('benchmark input does not verify');
+    n += 32;
+    now = process.hrtime.bigint();
+  }
+  return Math.round((n * 1e9) / Number(now - start));
+}
+
+function measure(dir: string, ak: string, q: string, durationMs: number): VerifyRate {
+  const read = (n: string) => readFileSync(join(dir, n));
+  const akPublic = checkAkPublic(read(`${ak}.pub`));
+  const quote = read(`${q}.quote`);
+  const signature = read(`${q}.sig`);
+  const [bank, list] = read(`${q}.pcrlist`).toString().trim().split(':') as [string, string];
+  const indices = list.split(',').map(Number);
+  const values = read(`${q}.pcrs`);
+  const size = values.length / indices.length;
+  const pcrs = { [bank]: Object.fromEntries(indices.map((i, n) => [String(i), values.subarray(n * size, (n + 1) * size)])) };
+  const input: VerifyQuoteInput = {
+    akPublic,
+    quote,
+    signature,
+    pcrs,
+    expectedExtraData: Buffer.from(read(`${q}.nonce.hex`).toString().trim(), 'hex'),
+    requiredSelection: { bank, indices },
+  };
+  const args = toNodeVerify(parseTpmtSignature(signature), akPublic.key)!;
+  return {
+    verify: rate(() => verifyQuote(input).ok, durationMs),
+    raw: rate(() => cryptoVerify(args.algorithm, quote, args.key, args.signature), durationMs),
+  };
+}
+
+/**
+ * Measures verifyQuote/s and raw crypto.verify/s for the RSA-2048 and ECC P-256 AK vectors,
+ * about `durationMs` (default 1000) per figure.
+ */
+export async function quoteVerifyRate(opts: { durationMs?: number; vectorsDir?: string } = {}): Promise<{ rsa: VerifyRate; ecc: VerifyRate }> {
+  const dir = opts.vectorsDir ?? findVectors();
+  const d = opts.durationMs ?? 1000;
+  return { rsa: measure(dir, 'ak-rsa', 'quote-rsa-sha256', d), ecc: measure(dir, 'ak-ecc', 'quote-ecc-sha256', d) };
+}
