@@ -199,6 +199,10 @@ export class Pkcs11KeyStore implements KeyStore {
     return this.describe(objs);
   }
 
+  /**
+   * Every private or secret key on the token whose type custos knows (EC P-256/P-384, RSA
+   * 2048/3072, AES-256), grouped by CKA_ID; objects of other types are left out.
+   */
   async listKeys(): Promise<KeyObjectInfo[]> {
     const objs = (await this.call('listKeys', { op: 'list' })) as ObjectAttrs[];
     const byId = new Map<string, ObjectAttrs[]>();
@@ -556,7 +560,6 @@ export class Pkcs11KeyStore implements KeyStore {
         tokenGone: [...TOKEN_GONE],
         signatureBad: [...SIGNATURE_BAD],
       },
-      initialize: false,
     };
     // The worker body travels as source text so the same code runs from the TypeScript sources
     // (tests) and from the build output; see tokenWorkerMain.

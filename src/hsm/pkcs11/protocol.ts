@@ -53,8 +53,6 @@ export interface WorkerInit {
   /** Sign/verify mechanisms by key `scheme` or `scheme:hash`. */
   mechs: Record<string, WireMechanism & { kind: 'ec' | 'rsa' }>;
   codes: { sessionGone: number[]; handleStale: number[]; notLoggedIn: number[]; tokenGone: number[]; signatureBad: number[] };
-  /** Whether this worker performs C_Initialize itself (false when the main thread already did). */
-  initialize: boolean;
 }
 
 export interface ObjectAttrs {
