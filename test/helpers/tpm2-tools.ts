@@ -55,14 +55,16 @@ export async function tpm2(env: NodeJS.ProcessEnv, tool: string, args: string[],
  * Activates a credential with the EK (`ek.ctx`) and AK (`ak.ctx`) contexts in `cwd`.
  * The RSA EK (policy A, userWithAuth clear) needs a policy session with PolicySecret(endorsement);
  * the P-384 high-range EK has userWithAuth set and takes plain empty-password authorization.
+ * `policySession` overrides the choice (the low-range P-256 EK of `tpm2_createek -G ecc` also
+ * needs the policy session).
  */
 export async function activateCredential(
   env: NodeJS.ProcessEnv,
   cwd: string,
-  opts: { ekType: 'rsa' | 'ecc'; ekCtx: string; akCtx: string; credentialFile: string; outFile: string },
+  opts: { ekType: 'rsa' | 'ecc'; ekCtx: string; akCtx: string; credentialFile: string; outFile: string; policySession?: boolean },
 ): Promise<void> {
   try {
-    if (opts.ekType === 'rsa') {
+    if (opts.policySession ?? opts.ekType === 'rsa') {
       await tpm2Raw(env, 'tpm2_startauthsession', ['--policy-session', '-S', 'session.ctx'], cwd);
       await tpm2Raw(env, 'tpm2_policysecret', ['-S', 'session.ctx', '-c', 'e'], cwd);
       await tpm2Raw(env, 'tpm2_activatecredential', ['-c', opts.akCtx, '-C', opts.ekCtx, '-i', opts.credentialFile, '-o', opts.outFile, '-P', 'session:session.ctx'], cwd);

@@ -19,6 +19,9 @@ beforeAll(async () => {
   await tpm2(tpm.env, 'tpm2_createek', ['-c', 'ek-ecc.ctx', '-G', 'ecc384', '-u', 'ek-ecc.pub'], work);
   await tpm2(tpm.env, 'tpm2_createak', ['-C', 'ek-rsa.ctx', '-c', 'ak-rsa.ctx', '-G', 'rsa', '-g', 'sha256', '-s', 'rsassa', '-u', 'ak-rsa.pub', '-n', 'ak-rsa.name'], work);
   await tpm2(tpm.env, 'tpm2_createak', ['-C', 'ek-ecc.ctx', '-c', 'ak-ecc.ctx', '-G', 'ecc', '-g', 'sha256', '-s', 'ecdsa', '-u', 'ak-ecc.pub', '-n', 'ak-ecc.name'], work);
+  // The low-range P-256 EK (no certificate covers it, but MakeCredential must work for it too).
+  await tpm2(tpm.env, 'tpm2_createek', ['-c', 'ek-p256.ctx', '-G', 'ecc', '-u', 'ek-p256.pub'], work);
+  await tpm2(tpm.env, 'tpm2_createak', ['-C', 'ek-p256.ctx', '-c', 'ak-p256.ctx', '-G', 'ecc', '-g', 'sha256', '-s', 'ecdsa', '-u', 'ak-p256.pub', '-n', 'ak-p256.name'], work);
 });
 
 afterAll(async () => {
@@ -53,6 +56,18 @@ describe('makeCredential against tpm2_activatecredential on swtpm', () => {
       await expect(activate(ekType, `ak-${ekType}.ctx`, made)).rejects.toBeInstanceOf(Tpm2ToolError);
     });
   }
+
+  it('ECC P-256 EK (policy session): the TPM recovers the secret', async () => {
+    const ek = parseTpm2bPublic(await readFile(join(work, 'ek-p256.pub')));
+    expect(ek.type === 'ecc' && ek.curve.jwkCrv).toBe('P-256');
+    const akName = await readFile(join(work, 'ak-p256.name'));
+    const secret = randomBytes(32);
+    const made = makeCredential(ek, akName, secret);
+    const file = 'cred-p256.bin';
+    await writeFile(join(work, file), writeCredentialFile(made));
+    await activateCredential(tpm.env, work, { ekType: 'ecc', policySession: true, ekCtx: 'ek-p256.ctx', akCtx: 'ak-p256.ctx', credentialFile: file, outFile: 'p256.out' });
+    expect(await readFile(join(work, 'p256.out'))).toEqual(secret);
+  });
 
   it('RSA EK: a credential for the other AK fails activation with this AK', async () => {
     const ek = await readFile(join(work, 'ek-rsa.pub'));
