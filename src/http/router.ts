@@ -19,10 +19,12 @@ export class Routes {
     this.router[method](path, async (req: Request, res: Response) => {
       res.locals.route = `${method.toUpperCase()} ${path}`;
       const principal = permission === null ? undefined : await authorize(this.deps, req, res, permission);
+      // The default status is set first so that a handler may still choose another (e.g. 503).
+      res.status(status);
       const out = await (handler as Handler)(req, res, principal as Principal);
       if (!res.headersSent) {
-        if (typeof out === 'string') res.status(status).type('text/plain').send(out);
-        else res.status(status).json(out);
+        if (typeof out === 'string') res.type('text/plain').send(out);
+        else res.json(out);
       }
     });
     return this;

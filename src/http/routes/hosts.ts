@@ -23,7 +23,7 @@ const provisioningBody = z.strictObject({
   labels: labels.optional(),
 });
 const challengeBody = z.strictObject({ hostId: z.string().min(1).max(64) });
-export const pcrsSchema = z.record(z.enum(['sha1', 'sha256', 'sha384', 'sha512']), z.record(z.string().max(2), z.string().max(128)));
+export const pcrsSchema = z.partialRecord(z.enum(['sha1', 'sha256', 'sha384', 'sha512']), z.record(z.string().max(2), z.string().max(128)));
 const attestBody = z.strictObject({ nonce: b64(128), quote: b64(4096), signature: b64(4096), pcrs: pcrsSchema });
 const revokeBody = z.strictObject({ reason: z.string().max(512).optional() });
 
@@ -39,9 +39,8 @@ export function hostRoutes(hosts: HostService) {
       const actor = body.provisioningToken === undefined || req.headers.authorization !== undefined
         ? (await authorize(deps, req, res, 'hosts.enroll')).actor
         : null;
-      res.status(201);
       return hosts.enroll(actor, body);
-    });
+    }, 201);
     r.publicPost('/v1/hosts/enroll/:enrollmentId/activate', (req) => hosts.activate(String(req.params.enrollmentId), parseBody(req, activateBody).secret), 201);
     r.get('/v1/hosts', 'hosts.read', async () => ({ hosts: await hosts.list() }));
     r.get('/v1/hosts/:hostId', 'hosts.read', (req) => hosts.get(String(req.params.hostId)));
