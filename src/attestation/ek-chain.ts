@@ -198,7 +198,8 @@ function tpmIdentity(der: Buffer): TpmIdentity {
   }
   if (!san) return {};
   const pick = (oid: string): string | undefined => {
-    const m = new RegExp(`${oid.replace(/\./g, '\\.')}=([^\\n,/+"]+)`).exec(san!);
+    // Attribute separators vary (",", "+", an escaped "\u002c"): stop at any of them.
+    const m = new RegExp(`${oid.replace(/\./g, '\\.')}=(#[0-9A-Fa-f]+|[^\\\\\\n,/+"]+)`).exec(san!);
     const v = m?.[1]?.trim();
     // OpenSSL prints attributes of unknown types as '#' + hex of the DER string value.
     return v?.startsWith('#') ? derString(Buffer.from(v.slice(1), 'hex')) : v;

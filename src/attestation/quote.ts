@@ -241,7 +241,7 @@ export function verifyQuote(input: VerifyQuoteInput): QuoteVerdict {
     const digestOk = missing === undefined && safeEqual(h.digest(), quoteInfo.pcrDigest);
     add('pcrDigest', 'ERR_QUOTE_PCR_DIGEST', digestOk, digestOk ? undefined : missing ?? 'PCR values do not hash to the quoted digest');
   } else {
-    add('pcrDigest', 'ERR_QUOTE_PCR_DIGEST', false, 'not a quote', false);
+    add('pcrDigest', 'ERR_QUOTE_PCR_DIGEST', false, 'not a quote: no PCR digest');
   }
 
   if (input.referenceValues !== undefined) {

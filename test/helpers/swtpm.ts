@@ -105,6 +105,15 @@ function spawnSwtpm(dir: string, port: number): ChildProcess {
   );
   live.add(p);
   p.on('exit', () => live.delete(p));
+  // If this test process dies without running its exit hook (SIGKILL, crash), a watchdog ends
+  // swtpm within a second; it also ends by itself when swtpm exits.
+  if (p.pid !== undefined) {
+    const w = spawn('sh', ['-c', 'while kill -0 "$1" 2>/dev/null && kill -0 "$2" 2>/dev/null; do sleep 1; done; kill "$2" 2>/dev/null; exit 0', 'swtpm-watchdog', String(process.pid), String(p.pid)], {
+      stdio: 'ignore',
+      detached: true,
+    });
+    w.unref();
+  }
   return p;
 }
 

@@ -28,7 +28,7 @@ describe('verifyEkCertificate with the swtpm EK certificates', () => {
     expect(r.chain.map((c) => c.subject)).toEqual(['CN=unknown', 'CN=swtpm-localca', expect.stringContaining('swtpm-localca-rootca')]);
     expect(r.chain.at(-1)!.anchor).toBe(true);
     expect(r.ekuPresent).toBe(true);
-    expect(r.tpm.manufacturer).toBe('id:00001014');
+    expect(r.tpm).toEqual({ manufacturer: 'id:00001014', model: 'swtpm', version: 'id:20191023' });
     expect(r.ekPublicHash).toMatch(/^[0-9a-f]{64}$/);
     expect(r.expiredCertificates).toEqual([]);
   });
