@@ -539,6 +539,12 @@ export class Pkcs11KeyStore implements KeyStore {
       await this.control(0, { op: 'connect' });
       this.broken = false;
       this.opts.logger?.info({ tokenLabel: this.opts.tokenLabel, workers: this.lanes.length }, 'HSM token ready');
+    } catch (e) {
+      // Remember what failed so the next attempt does only what is needed: a refused login or a
+      // lost session needs a new login, not a re-initialized module.
+      const part = isCustosError(e) ? e.details?.part : undefined;
+      if (part === 'module' || part === 'token' || part === 'login' || part === 'session') this.brokenPart = part;
+      throw e;
     } finally {
       this.paused = false;
       this.pump();

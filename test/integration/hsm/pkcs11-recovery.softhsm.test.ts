@@ -5,6 +5,7 @@ import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { initToken } from '../../../src/hsm/pkcs11/init-token.js';
 import { openPkcs11KeyStore, type Pkcs11KeyStore } from '../../../src/hsm/pkcs11/pkcs11-key-store.js';
 import { startSoftHsm, type SoftHsm } from '../../helpers/softhsm.js';
 
@@ -91,6 +92,36 @@ describe('PKCS#11 adapter on SoftHSM2: attributes, outages, other processes', ()
       code: 'ERR_HSM_UNAVAILABLE',
       details: { part: 'token' },
     });
+  });
+
+  it('tries a refused PIN again only once per back-off window', async () => {
+    const lazy = await openPkcs11KeyStore({ module: hsm.module, tokenLabel: hsm.tokenLabel, pin: 'also-wrong', lazy: true, authBackoffMs: 400, authBackoffMaxMs: 10_000 });
+    try {
+      const ckrOf = async (): Promise<unknown> => ((await lazy.randomBytes(4).catch((e: unknown) => e)) as { details?: { ckr?: string } }).details?.ckr;
+      expect(await ckrOf()).toBeUndefined();
+      await new Promise((r) => setTimeout(r, 450));
+      // The window is over: exactly one new C_Login, refused again; the window doubles.
+      expect(await ckrOf()).toBe('CKR_PIN_INCORRECT');
+      expect(await ckrOf()).toBeUndefined();
+      await new Promise((r) => setTimeout(r, 300));
+      expect(await ckrOf()).toBeUndefined();
+    } finally {
+      await lazy.close();
+    }
+  });
+
+  it('starts without its token (lazy) and serves once a token with the label appears', async () => {
+    const label = 'custos-late';
+    const lazy = await openPkcs11KeyStore({ module: hsm.module, tokenLabel: label, pin: hsm.pin, lazy: true, recoveryIntervalMs: 0 });
+    try {
+      expect(await lazy.health()).toMatchObject({ ok: false, part: 'token', code: 'ERR_HSM_UNAVAILABLE' });
+      await expect(lazy.randomBytes(4)).rejects.toMatchObject({ code: 'ERR_HSM_UNAVAILABLE' });
+      expect(await initToken({ module: hsm.module, label, soPin: hsm.soPin, pin: hsm.pin })).toEqual({ created: true });
+      expect((await lazy.randomBytes(4)).length).toBe(4);
+      expect((await lazy.health()).ok).toBe(true);
+    } finally {
+      await lazy.close();
+    }
   });
 
   it('opens the store used below', async () => {
