@@ -224,18 +224,129 @@ export class KeyService {
    */
   async rotate(actor: string, name: string, reason?: string): Promise<KeyVersionView> {
     const k = await this.#key(name);
+    // A version already published (pre-active) is the one relying parties know: promote it.
+    const pre = (await this.#d.store.listVersions(name)).find((x) => x.state === 'pre-active');
+    if (pre) return this.activateVersion(actor, name, pre.version, 'key.rotate', reason ? { reason } : {});
+    return this.createVersion(actor, k.name, 'active', 'key.rotate', reason ? { reason } : {});
+  }
+
+  /**
+   * Generates a new version in the HSM and records it as `active` (the previous active version is
+   * deactivated in the same transaction) or `pre-active` (published for verification only).
+   */
+  async createVersion(actor: string, name: string, state: 'active' | 'pre-active', action: string, details: Record<string, unknown> = {}): Promise<KeyVersionView> {
+    const k = await this.#key(name);
     const version = await this.#d.store.tx((t) => t.allocateVersion(name));
-    const v = await this.#generateVersion(actor, k, version, 'active', async (t, nv) => {
-      const now = nv.createdAt;
-      const current = (await t.listVersions(name)).find((x) => x.state === 'active');
-      if (current) await t.updateVersion(name, current.version, { state: 'deactivated', deactivatedAt: now });
+    const v = await this.#generateVersion(actor, k, version, state, async (t, nv) => {
+      let previous: number | null = null;
+      if (state === 'active') {
+        const current = (await t.listVersions(name)).find((x) => x.state === 'active');
+        if (current) await t.updateVersion(name, current.version, { state: 'deactivated', deactivatedAt: nv.createdAt });
+        previous = current?.version ?? null;
+      }
       await t.insertVersion(nv);
       await this.#audit(t, {
-        actor, action: 'key.rotate', subject: name, outcome: 'success',
-        details: { version: nv.version, kid: nv.kid, hsmId: nv.hsmId, previousVersion: current?.version ?? null, ...(reason ? { reason } : {}) },
+        actor, action, subject: name, outcome: 'success',
+        details: { version: nv.version, state, kid: nv.kid, hsmId: nv.hsmId, previousVersion: previous, ...details },
       });
     });
     return versionView(v);
+  }
+
+  /** pre-active → active; the current active version (if any) is deactivated atomically. */
+  async activateVersion(actor: string, name: string, version: number, action = 'key.activate', details: Record<string, unknown> = {}): Promise<KeyVersionView> {
+    return this.#d.store.tx(async (t) => {
+      const versions = await t.listVersions(name);
+      const v = versions.find((x) => x.version === version);
+      if (!v) throw new CustosError('ERR_KEY_VERSION_NOT_FOUND');
+      if (v.state === 'active') return versionView(v);
+      if (v.state !== 'pre-active') throw new CustosError('ERR_KEY_STATE', `version ${version} is ${v.state}`, { details: { state: v.state } });
+      const now = this.#now();
+      const current = versions.find((x) => x.state === 'active');
+      if (current) await t.updateVersion(name, current.version, { state: 'deactivated', deactivatedAt: now });
+      await t.updateVersion(name, version, { state: 'active', activatedAt: now });
+      await this.#audit(t, { actor, action, subject: name, outcome: 'success', details: { version, kid: v.kid, previousVersion: current?.version ?? null, ...details } });
+      return versionView({ ...v, state: 'active', activatedAt: now });
+    });
+  }
+
+  /**
+   * Moves a version between lifecycle states inside one transaction, checking the transition is
+   * allowed (DESIGN.md key lifecycle). Destruction itself goes through {@link destroyVersion}.
+   */
+  async transition(
+    actor: string,
+    name: string,
+    version: number,
+    to: 'deactivated' | 'destroy-scheduled' | 'compromised',
+    opts: { action: string; destroyAt?: Date; details?: Record<string, unknown> },
+  ): Promise<KeyVersionView> {
+    return this.#d.store.tx(async (t) => {
+      const v = (await t.listVersions(name)).find((x) => x.version === version);
+      if (!v) throw new CustosError('ERR_KEY_VERSION_NOT_FOUND');
+      if (v.state === to) return versionView(v);
+      const allowed: Record<typeof to, KeyState[]> = {
+        deactivated: ['active', 'destroy-scheduled'],
+        'destroy-scheduled': ['deactivated', 'compromised', 'pre-active'],
+        compromised: ['pre-active', 'active', 'deactivated', 'destroy-scheduled'],
+      };
+      if (!allowed[to].includes(v.state)) throw new CustosError('ERR_KEY_STATE', `version ${version} is ${v.state} and cannot become ${to}`, { details: { state: v.state } });
+      const now = this.#now();
+      const patch: Partial<KeyVersionRecord> = { state: to };
+      if (to === 'deactivated' && v.state === 'active') patch.deactivatedAt = now;
+      if (to === 'deactivated' && v.state === 'destroy-scheduled') patch.destroyAt = null;
+      if (to === 'destroy-scheduled') {
+        if (!opts.destroyAt) throw new CustosError('ERR_INTERNAL', 'destroyAt is required');
+        patch.destroyAt = opts.destroyAt.toISOString();
+        if (v.state === 'pre-active' || v.state === 'active') patch.deactivatedAt = now;
+      }
+      if (to === 'compromised') patch.compromisedAt = now;
+      await t.updateVersion(name, version, patch);
+      await this.#audit(t, { actor, action: opts.action, subject: name, outcome: 'success', details: { version, from: v.state, to, ...(patch.destroyAt ? { destroyAt: patch.destroyAt } : {}), ...opts.details } });
+      return versionView({ ...v, ...patch } as KeyVersionRecord);
+    });
+  }
+
+  /**
+   * Destroys the HSM objects of a version whose destruction is due, journaled so that a crash
+   * between the HSM call and the store update is finished by the reconciler. Metadata and the
+   * audit trail stay; the version answers ERR_KEY_DESTROYED from then on.
+   */
+  async destroyVersion(actor: string, name: string, version: number, action = 'key.destroy'): Promise<KeyVersionView> {
+    const v = await this.#version(name, version);
+    if (v.state === 'destroyed') return versionView(v);
+    if (v.state !== 'destroy-scheduled') throw new CustosError('ERR_KEY_STATE', `version ${version} is ${v.state}; only a scheduled destruction can be carried out`);
+    if (v.destroyAt && v.destroyAt > this.#now()) throw new CustosError('ERR_KEY_STATE', `version ${version} is not due for destruction before ${v.destroyAt}`);
+    const intentId = randomBytes(12).toString('hex');
+    await this.#d.store.tx((t) => t.insertIntent({ id: intentId, op: 'destroy', hsmId: v.hsmId, keyName: name, version, actor, createdAt: this.#now() }));
+    await this.#d.hsm.destroy(v.hsmId);
+    this.#publicKeys.delete(v.hsmId);
+    return this.#d.store.tx(async (t) => {
+      const now = this.#now();
+      await t.updateVersion(name, version, { state: 'destroyed', destroyedAt: now });
+      await t.deleteIntent(intentId);
+      await this.#audit(t, { actor, action, subject: name, outcome: 'success', details: { version, kid: v.kid, hsmId: v.hsmId } });
+      return versionView({ ...v, state: 'destroyed', destroyedAt: now });
+    });
+  }
+
+  /**
+   * Marks a version compromised (from any live state). A compromised active version is replaced
+   * at once by a new active version; it stays usable for verify/decrypt only, and leaves JWKS.
+   */
+  async compromise(actor: string, name: string, version: number, reason?: string): Promise<{ compromised: KeyVersionView; replacement?: KeyVersionView }> {
+    const before = await this.#version(name, version);
+    if (before.state === 'destroyed') throw new CustosError('ERR_KEY_DESTROYED');
+    const wasActive = before.state === 'active';
+    const compromised = await this.transition(actor, name, version, 'compromised', { action: 'key.compromise', details: reason ? { reason } : {} });
+    if (!wasActive) return { compromised };
+    const replacement = await this.createVersion(actor, name, 'active', 'key.rotate', { reason: `version ${version} compromised` });
+    return { compromised, replacement };
+  }
+
+  /** destroy-scheduled → deactivated, within the pending window; audited. */
+  async cancelDestroy(actor: string, name: string, version: number): Promise<KeyVersionView> {
+    return this.transition(actor, name, version, 'deactivated', { action: 'key.destroy-cancelled' });
   }
 
   /**
