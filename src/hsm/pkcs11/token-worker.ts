@@ -239,6 +239,9 @@ export function tokenWorkerMain(env: WorkerEnv): void {
             if (a) out.push(a);
           }
         }
+        // A vanished object store lists as empty: never let that pass for "no keys" during
+        // reconciliation.
+        m.C_GetTokenInfo(slot as Handle);
         return out;
       }
       case 'pub': {
@@ -313,6 +316,8 @@ export function tokenWorkerMain(env: WorkerEnv): void {
             if (c === undefined || !handleStale.has(c)) throw e;
           }
         }
+        // Nothing to destroy is only "already destroyed" if the token still answers.
+        if (n === 0) m.C_GetTokenInfo(slot as Handle);
         return n;
       }
       case 'closeAllSessions':

@@ -213,8 +213,13 @@ describe('PKCS#11 adapter on SoftHSM2: attributes, outages, other processes', ()
     await rename(hsm.tokenDir, away);
     await mkdir(hsm.tokenDir);
     try {
+      // The first call after the loss is a destroy: "no object" must not read as success.
+      await expect(store.destroy(k.id)).rejects.toMatchObject({ code: 'ERR_HSM_UNAVAILABLE' });
       await expect(store.sign(k.id, 'ecdsa', 'sha256', digest)).rejects.toMatchObject({ code: 'ERR_HSM_UNAVAILABLE' });
       await expect(store.randomBytes(8)).rejects.toMatchObject({ code: 'ERR_HSM_UNAVAILABLE' });
+      // An empty object store must never read as "the key is gone".
+      await expect(store.findKey(k.id)).rejects.toMatchObject({ code: 'ERR_HSM_UNAVAILABLE' });
+      await expect(store.listKeys()).rejects.toMatchObject({ code: 'ERR_HSM_UNAVAILABLE' });
       const h = await store.health();
       expect(h).toMatchObject({ ok: false, part: 'token', code: 'ERR_HSM_UNAVAILABLE' });
     } finally {
