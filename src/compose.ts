@@ -11,8 +11,10 @@ import { loadTrustAnchors, type TrustAnchors } from './attestation/ek-chain.js';
 import { HostService } from './hosts/host-service.js';
 import { auditRoutes } from './http/routes/audit.js';
 import { hostRoutes } from './http/routes/hosts.js';
+import { sessionRoutes } from './http/routes/sessions.js';
 import { PolicySet } from './policy/policy-service.js';
 import { JwtIssuer } from './sessions/issuer.js';
+import { SessionService } from './sessions/session-service.js';
 import { systemClock, type Clock } from './lib/clock.js';
 import type { Logger } from './lib/logger.js';
 import { openStore } from './store/open-store.js';
@@ -43,6 +45,7 @@ export interface Service {
   hosts: HostService;
   policies: PolicySet;
   issuer: JwtIssuer;
+  sessions: SessionService;
   close(): Promise<void>;
 }
 
@@ -77,11 +80,12 @@ export async function composeService(config: Config, log: Logger, overrides: Ove
   const keys = new KeyService({ store, hsm: meteredHsm, clock });
   const issuer = new JwtIssuer(keys, meteredHsm);
   const hosts = new HostService({ store, clock, policies, anchors, issuer, issuerName: config.issuer, resultKey: config.attestationResultKey });
+  const sessions = new SessionService({ store, clock, policies, hosts, issuer, hsm: meteredHsm, issuerName: config.issuer, resultKey: config.attestationResultKey, metrics });
   const deps: AppDeps = {
     log, metrics, clock, store, hsm: meteredHsm, tokens, keys,
     clientRoles: config.tls?.clientRoles ?? [],
     bodyLimitBytes: config.bodyLimitBytes,
-    extraRoutes: [hostRoutes(hosts), auditRoutes(policies)],
+    extraRoutes: [hostRoutes(hosts), sessionRoutes(sessions), auditRoutes(policies)],
   };
   const app = createApp(deps);
   return {
@@ -90,6 +94,7 @@ export async function composeService(config: Config, log: Logger, overrides: Ove
     hosts,
     policies,
     issuer,
+    sessions,
     async close() {
       await hsm.close();
       await store.close();

@@ -395,8 +395,12 @@ export class HostService {
     };
   }
 
-  /** Records the outcome of an appraisal on the host (counters only from a quote that verified). */
-  async recordAppraisal(t: Repos, a: Appraised, action: string, extra: Record<string, unknown> = {}): Promise<void> {
+  /**
+   * Records the outcome of an appraisal on the host (counters only from a quote that verified).
+   * `outcome` overrides the audit outcome derived from the verdict (a caller that refuses a
+   * verified quote for its own reasons records `denied`).
+   */
+  async recordAppraisal(t: Repos, a: Appraised, action: string, extra: Record<string, unknown> = {}, outcome?: 'success' | 'failure' | 'denied'): Promise<void> {
     const now = this.#now().toISOString();
     const summary = { status: a.status, time: now, policyId: a.policy.id, policyVersion: a.policy.version, pcrDigest: a.pcrDigestHex };
     const c = a.verdict.parsed.counters;
@@ -404,7 +408,7 @@ export class HostService {
       lastAttestation: summary,
       ...(a.verdict.ok ? { lastClock: { clock: c.clock.toString(), resetCount: c.resetCount, restartCount: c.restartCount } } : {}),
     });
-    await this.#audit(t, `host:${a.host.id}`, action, a.host.id, a.verdict.ok ? 'success' : 'failure', {
+    await this.#audit(t, `host:${a.host.id}`, action, a.host.id, outcome ?? (a.verdict.ok ? 'success' : 'failure'), {
       verdict: a.status, failures: a.failures.map((f) => f.code), evidenceSha256: a.evidenceHash, akName: a.host.akName,
       pcrDigest: a.pcrDigestHex, policyId: a.policy.id, policyVersion: a.policy.version, ...extra,
     });
