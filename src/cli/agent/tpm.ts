@@ -4,9 +4,10 @@
  *
  * - Tools run through execFile (never a shell), one at a time per driver: swtpm serves a single
  *   TCP client and has no resource manager.
- * - After every step the transient objects (and, after steps that use sessions, the sessions)
- *   are flushed: without a resource manager the TPM runs out of object slots after three
- *   (TPM_RC_OBJECT_MEMORY). With the kernel resource manager the flush is a no-op.
+ * - After every step that loads a key the transient objects (and, after steps that use
+ *   sessions, the sessions) are flushed: without a resource manager the TPM runs out of object
+ *   slots after three (TPM_RC_OBJECT_MEMORY). With the kernel resource manager the flush is a
+ *   no-op. Steps that only read NV, PCRs or capabilities, or use a persistent key, load nothing.
  * - Working files live in a private temp folder (mode 0700) removed by close(). Secrets (the
  *   activated credential secret) only travel through files there, never argv or stdout logs;
  *   the secret's file is removed as soon as it is read.
@@ -92,6 +93,9 @@ export interface TpmDriverOptions {
   readonly tmpDir?: string;
 }
 
+/** What a step leaves loaded and must be flushed after it. */
+type Flush = 'none' | 'objects' | 'all';
+
 /** Outcome of one tool run. */
 interface ToolRun {
   readonly stdout: string;
@@ -168,7 +172,7 @@ export class TpmDriver {
     this.closed = true;
     try {
       await this.queue.catch(() => undefined);
-      await this.flush(true).catch(() => undefined);
+      await this.flush('all').catch(() => undefined);
     } finally {
       await rm(this.workDir, { recursive: true, force: true });
     }
@@ -205,27 +209,32 @@ export class TpmDriver {
     });
   }
 
-  private async flush(sessions: boolean): Promise<void> {
+  private async flush(what: Flush): Promise<void> {
+    if (what === 'none') return;
     await this.run('tpm2_flushcontext', ['-t']);
-    if (sessions) {
+    if (what === 'all') {
       // Nothing to flush is not an error for these; a failure here must not hide the step's own.
       await this.run('tpm2_flushcontext', ['-l']).catch(() => undefined);
       await this.run('tpm2_flushcontext', ['-s']).catch(() => undefined);
     }
   }
 
-  /** Runs `body` alone on the TPM, then flushes what it left loaded, success or not. */
-  private step<T>(sessions: boolean, body: () => Promise<T>): Promise<T> {
+  /**
+   * Runs `body` alone on the TPM, then flushes what it left loaded, success or not: transient
+   * objects after steps that load keys, sessions too after steps that start them; nothing after
+   * steps that only read NV, PCRs or capabilities.
+   */
+  private step<T>(flush: Flush, body: () => Promise<T>): Promise<T> {
     if (this.closed) return Promise.reject(new CustosError('ERR_TPM_UNAVAILABLE', 'the TPM driver is closed'));
     const next = this.queue.then(async () => {
       let out: T;
       try {
         out = await body();
       } catch (e) {
-        await this.flush(sessions).catch(() => undefined);
+        await this.flush(flush).catch(() => undefined);
         throw e;
       }
-      await this.flush(sessions);
+      await this.flush(flush);
       return out;
     });
     this.queue = next.catch(() => undefined);
@@ -252,7 +261,7 @@ export class TpmDriver {
     for (const alg of ['rsa', 'ecc384'] as const) {
       const index = EK_CERT_NV_INDEX[alg];
       if (!present.includes(index)) continue;
-      const raw = await this.step(false, async () => {
+      const raw = await this.step('none', async () => {
         const f = this.file(`ek-${alg}-cert.der`);
         await this.run('tpm2_nvread', [handleHex(index), '-o', f]);
         return this.readAndRemove(f);
@@ -264,13 +273,13 @@ export class TpmDriver {
 
   /** NV indices defined in the TPM. */
   async nvIndices(): Promise<number[]> {
-    const { stdout } = await this.step(false, () => this.run('tpm2_getcap', ['handles-nv-index']));
+    const { stdout } = await this.step('none', () => this.run('tpm2_getcap', ['handles-nv-index']));
     return [...stdout.matchAll(/0x([0-9a-fA-F]{1,8})/g)].map((m) => parseInt(m[1]!, 16));
   }
 
   /** Persistent handles in use. */
   async persistentHandles(): Promise<number[]> {
-    const { stdout } = await this.step(false, () => this.run('tpm2_getcap', ['handles-persistent']));
+    const { stdout } = await this.step('none', () => this.run('tpm2_getcap', ['handles-persistent']));
     return [...stdout.matchAll(/0x([0-9a-fA-F]{1,8})/g)].map((m) => parseInt(m[1]!, 16));
   }
 
@@ -281,7 +290,7 @@ export class TpmDriver {
    */
   async createEk(alg: EkAlg): Promise<EkObject> {
     if (alg !== 'rsa' && alg !== 'ecc384') throw new CustosError('ERR_BAD_REQUEST', `unknown EK type ${String(alg)}`);
-    return this.step(false, async () => {
+    return this.step('objects', async () => {
       const ctx = this.file(`ek-${alg}.ctx`);
       const pub = this.file(`ek-${alg}.pub`);
       await this.run('tpm2_createek', ['-c', ctx, '-G', alg, '-u', pub]);
@@ -298,7 +307,7 @@ export class TpmDriver {
    */
   async createAk(ek: EkObject, alg: AkAlg): Promise<AkObject> {
     if (alg !== 'rsa' && alg !== 'ecc') throw new CustosError('ERR_BAD_REQUEST', `unknown AK type ${String(alg)}`);
-    return this.step(true, async () => {
+    return this.step('all', async () => {
       const ctx = this.file(`ak-${alg}.ctx`);
       const pub = this.file(`ak-${alg}.pub`);
       const name = this.file(`ak-${alg}.name`);
@@ -319,14 +328,14 @@ export class TpmDriver {
   async persistAk(ak: AkObject, handle: number = DEFAULT_AK_HANDLE): Promise<number> {
     parsePersistentHandle(handle);
     if ((await this.persistentHandles()).includes(handle)) await this.evict(handle);
-    await this.step(false, () => this.run('tpm2_evictcontrol', ['-C', 'o', '-c', ak.context, handleHex(handle)]));
+    await this.step('objects', () => this.run('tpm2_evictcontrol', ['-C', 'o', '-c', ak.context, handleHex(handle)]));
     return handle;
   }
 
   /** Removes a persistent object. @throws ERR_TPM_COMMAND if there is none at `handle`. */
   async evict(handle: number): Promise<void> {
     parsePersistentHandle(handle);
-    await this.step(false, () => this.run('tpm2_evictcontrol', ['-C', 'o', '-c', handleHex(handle)]));
+    await this.step('none', () => this.run('tpm2_evictcontrol', ['-C', 'o', '-c', handleHex(handle)]));
   }
 
   /**
@@ -334,7 +343,7 @@ export class TpmDriver {
    * @throws ERR_TPM_COMMAND when nothing is persisted at `handle`
    */
   async readPublic(handle: number): Promise<{ public: Buffer; name: Buffer }> {
-    return this.step(false, async () => {
+    return this.step('none', async () => {
       const pub = this.file('readpublic.pub');
       await this.run('tpm2_readpublic', ['-c', handleHex(handle), '-o', pub]);
       const bytes = await this.readAndRemove(pub);
@@ -358,7 +367,7 @@ export class TpmDriver {
   async activateCredential(ek: EkObject, ak: KeyRef, credentialBlob: Buffer, encryptedSecret: Buffer): Promise<Buffer> {
     const credFile = writeCredentialFile({ credentialBlob, encryptedSecret });
     const userWithAuth = parseTpm2bPublic(ek.public).objectAttributes.userWithAuth;
-    return this.step(true, async () => {
+    return this.step('all', async () => {
       const cred = this.file('credential.bin');
       const out = this.file('secret.bin');
       await writeFile(cred, credFile, { mode: 0o600 });
@@ -389,7 +398,7 @@ export class TpmDriver {
   async quote(ak: KeyRef, pcrList: string, extraData: Buffer): Promise<QuoteOutput> {
     const wanted = parsePcrList(pcrList);
     if (extraData.length > MAX_QUALIFYING_DATA) throw new CustosError('ERR_BAD_REQUEST', `extraData must be at most ${MAX_QUALIFYING_DATA} bytes`);
-    return this.step(false, async () => {
+    return this.step(typeof ak === 'number' ? 'none' : 'objects', async () => {
       const m = this.file('quote.attest');
       const s = this.file('quote.sig');
       const o = this.file('quote.pcrs');
@@ -413,7 +422,7 @@ export class TpmDriver {
    */
   async pcrRead(pcrList: string): Promise<PcrHexValues> {
     const wanted: PcrBank[] = parsePcrList(pcrList);
-    return this.step(false, async () => {
+    return this.step('none', async () => {
       const o = this.file('pcrread.bin');
       await this.run('tpm2_pcrread', [formatPcrList(wanted), '-o', o, '-F', 'values']);
       return splitPcrValues(wanted, await this.readAndRemove(o));
@@ -435,7 +444,7 @@ export class TpmDriver {
       digests[h.nodeHash] = createHash(h.nodeHash).update(data).digest('hex');
     }
     const spec = `${index}:` + Object.entries(digests).map(([b, d]) => `${b}=${d}`).join(',');
-    await this.step(false, () => this.run('tpm2_pcrextend', [spec]));
+    await this.step('none', () => this.run('tpm2_pcrextend', [spec]));
     return digests;
   }
 }

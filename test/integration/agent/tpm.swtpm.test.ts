@@ -9,6 +9,7 @@ import { parseTpm2bPublic, tpmPublicEqualsKey } from '../../../src/attestation/t
 import { TpmDriver, type AkObject, type EkObject } from '../../../src/cli/agent/tpm.js';
 import type { PcrHexValues } from '../../../src/cli/agent/pcr.js';
 import { startSwtpm, type Swtpm } from '../../helpers/swtpm.js';
+import { tpm2Raw } from '../../helpers/tpm2-tools.js';
 
 let tpm: Swtpm;
 let driver: TpmDriver;
@@ -172,6 +173,20 @@ describe('TpmDriver on swtpm', () => {
     expect(verify(akEcc, ekEcc, q, nonce).ok).toBe(true);
     await driver.evict(handle);
     await expect(driver.readPublic(handle)).rejects.toMatchObject({ code: 'ERR_TPM_COMMAND' });
+  });
+
+  it('leaves no transient object or session loaded after its steps', async () => {
+    const ek = await driver.createEk('ecc384');
+    const ak = await driver.createAk(ek, 'ecc');
+    const made = makeCredential(ek.public, ak.name, randomBytes(16));
+    await driver.activateCredential(ek, ak, made.credentialBlob, made.encryptedSecret);
+    await driver.quote(ak, PCRS, randomBytes(8));
+    const wrong = makeCredential(ek.public, akRsa.name, randomBytes(16));
+    await expect(driver.activateCredential(ek, ak, wrong.credentialBlob, wrong.encryptedSecret)).rejects.toMatchObject({ code: 'ERR_TPM_COMMAND' });
+    const transient = await tpm2Raw(tpm.env, 'tpm2_getcap', ['handles-transient']);
+    const sessions = await tpm2Raw(tpm.env, 'tpm2_getcap', ['handles-loaded-session']);
+    expect(transient.stdout.trim()).toBe('');
+    expect(sessions.stdout.trim()).toBe('');
   });
 
   it('reports an unreachable TPM as ERR_TPM_UNAVAILABLE', async () => {
