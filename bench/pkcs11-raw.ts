@@ -1,5 +1,7 @@
 import { randomBytes } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
 import pkcs11js from 'pkcs11js';
+import type { KeyStore } from '../src/hsm/key-store.js';
 
 export interface RawSignOptions {
   module: string;
@@ -78,5 +80,62 @@ export async function rawSignRate(opts: RawSignOptions): Promise<{ ecP256: numbe
     }
   } finally {
     if (initialized) m.C_Finalize();
+  }
+}
+
+export interface AdapterRate {
+  opsPerSec: number;
+  /** Main-thread event-loop utilization while measuring (0..1). */
+  mainThreadElu: number;
+  /** Main-thread busy time per operation, in microseconds. */
+  mainThreadUsPerOp: number;
+  p50Ms: number;
+  p99Ms: number;
+}
+
+/**
+ * Sign throughput through a KeyStore (the PKCS#11 adapter under test) with `concurrency`
+ * callers in this process, for ECDSA P-256 and RSA-2048 PKCS#1 v1.5 keys that it generates and
+ * destroys. Compare with {@link rawSignRate}.
+ */
+export async function adapterSignRate(
+  store: KeyStore,
+  opts: { concurrency?: number; durationMs?: number } = {},
+): Promise<{ ecP256: AdapterRate; rsa2048: AdapterRate }> {
+  const concurrency = opts.concurrency ?? 64;
+  const duration = opts.durationMs ?? 2000;
+  const digest = randomBytes(32);
+  const measure = async (id: string, scheme: 'ecdsa' | 'rsa-pkcs1'): Promise<AdapterRate> => {
+    const lat: number[] = [];
+    const elu0 = performance.eventLoopUtilization();
+    const start = performance.now();
+    const end = start + duration;
+    const worker = async (): Promise<void> => {
+      while (performance.now() < end) {
+        const t = performance.now();
+        await store.sign(id, scheme, 'sha256', digest);
+        lat.push(performance.now() - t);
+      }
+    };
+    await Promise.all(Array.from({ length: concurrency }, worker));
+    const elapsed = performance.now() - start;
+    const elu = performance.eventLoopUtilization(elu0);
+    lat.sort((a, b) => a - b);
+    const q = (p: number): number => Math.round((lat[Math.min(lat.length - 1, Math.floor(lat.length * p))] ?? 0) * 100) / 100;
+    return {
+      opsPerSec: Math.round((lat.length * 1000) / elapsed),
+      mainThreadElu: Math.round(elu.utilization * 100) / 100,
+      mainThreadUsPerOp: Math.round(((elu.active * 1000) / Math.max(1, lat.length)) * 10) / 10,
+      p50Ms: q(0.5),
+      p99Ms: q(0.99),
+    };
+  };
+  const ec = await store.generateKeyPair({ id: randomBytes(16).toString('hex'), label: 'custos:bench-ec:v1', type: 'ec-p256' });
+  const rsa = await store.generateKeyPair({ id: randomBytes(16).toString('hex'), label: 'custos:bench-rsa:v1', type: 'rsa-2048' });
+  try {
+    return { ecP256: await measure(ec.id, 'ecdsa'), rsa2048: await measure(rsa.id, 'rsa-pkcs1') };
+  } finally {
+    await store.destroy(ec.id);
+    await store.destroy(rsa.id);
   }
 }
