@@ -48,8 +48,12 @@ export interface AuditCheckpoint {
   hash: string;
   time: string;
   kid: string;
+  /** JOSE algorithm of the audit key version: ES256, ES384, RS256 or PS256. */
   alg: string;
-  /** base64 signature over {@link checkpointSigningInput}. */
+  /**
+   * base64 (standard, padded) of the signature over {@link checkpointSigningInput}, in JWS form:
+   * raw r‖s for ES256/ES384 (RFC 7518 §3.4), the RSA signature octets for RS256/PS256.
+   */
   signature: string;
 }
 

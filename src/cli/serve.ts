@@ -11,6 +11,7 @@ export function serveCommand(): Command {
     const log = createLogger(config.logLevel);
     const service = await composeService(config, log);
     const { server, url } = await listen(service.app, config, log);
+    service.startBackground();
     // One parseable line on stdout for scripts that start the server and wait for it.
     process.stdout.write(JSON.stringify({ listening: url }) + '\n');
     let stopping = false;

@@ -64,6 +64,7 @@ const fileSchema = z.strictObject({
     .strictObject({
       enabled: z.boolean().optional(),
       intervalSeconds: z.number().int().min(1).max(86_400).optional(),
+      reconcileGraceSeconds: z.number().int().min(0).max(86_400).optional(),
     })
     .optional(),
 });
@@ -85,7 +86,7 @@ export interface Config {
   pkcs11: { module: string; tokenLabel: string; pinFile: string; workers: number; poolSize: number };
   tls: { cert: string; key: string; clientCa?: string; clientRoles: ClientRoleRule[] } | null;
   audit: { checkpointEvery: number; checkpointSeconds: number; signingKey: string };
-  rotation: { enabled: boolean; intervalSeconds: number };
+  rotation: { enabled: boolean; intervalSeconds: number; reconcileGraceSeconds: number };
 }
 
 const ENV_FIELDS: Record<string, string> = {
@@ -109,9 +110,10 @@ const ENV_FIELDS: Record<string, string> = {
   CUSTOS_AUDIT_CHECKPOINT_SECONDS: 'audit.checkpointSeconds',
   CUSTOS_ROTATION_ENABLED: 'rotation.enabled',
   CUSTOS_ROTATION_INTERVAL_SECONDS: 'rotation.intervalSeconds',
+  CUSTOS_RECONCILE_GRACE_SECONDS: 'rotation.reconcileGraceSeconds',
 };
 
-const NUMERIC = new Set(['bodyLimitBytes', 'pkcs11.workers', 'audit.checkpointEvery', 'audit.checkpointSeconds', 'rotation.intervalSeconds']);
+const NUMERIC = new Set(['bodyLimitBytes', 'pkcs11.workers', 'audit.checkpointEvery', 'audit.checkpointSeconds', 'rotation.intervalSeconds', 'rotation.reconcileGraceSeconds', 'timeScale']);
 const BOOLEAN = new Set(['allowInsecureHttp', 'rotation.enabled']);
 
 function setPath(obj: Record<string, unknown>, path: string, value: unknown): void {
@@ -221,9 +223,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd: string = p
     audit: {
       checkpointEvery: f.audit?.checkpointEvery ?? 1000,
       checkpointSeconds: f.audit?.checkpointSeconds ?? 60,
-      signingKey: f.audit?.signingKey ?? 'custos-audit',
+      signingKey: f.audit?.signingKey ?? 'audit-checkpoint',
     },
-    rotation: { enabled: f.rotation?.enabled ?? true, intervalSeconds: f.rotation?.intervalSeconds ?? 60 },
+    rotation: {
+      enabled: f.rotation?.enabled ?? true,
+      intervalSeconds: f.rotation?.intervalSeconds ?? 60,
+      reconcileGraceSeconds: f.rotation?.reconcileGraceSeconds ?? 120,
+    },
   };
 }
 
