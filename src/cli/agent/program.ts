@@ -66,7 +66,7 @@ async function readSecretFile(path: string, what: string): Promise<string> {
 }
 
 function parseLabel(value: string, previous: Record<string, string> = {}): Record<string, string> {
-  const m = /^([A-Za-z0-9._/-]{1,63})=(.{0,256})$/.exec(value);
+  const m = /^([a-z0-9][a-z0-9._/-]{0,62})=(.{0,256})$/.exec(value);
   if (m === null) throw new CliError(`--label must be key=value, got "${value}"`, EXIT.usage);
   return { ...previous, [m[1]!]: m[2]! };
 }
@@ -394,7 +394,7 @@ function buildProgram(io: AgentIo, done: (code: number) => void): Command {
 
   program
     .command('attest')
-    .description('quote the PCRs over a fresh nonce and print custos verdict (exit 0 only when affirming)')
+    .description('quote the PCRs over a fresh nonce and print the verdict of custos (exit 0 only when affirming)')
     .option('--pcrs <list>', 'PCR selection', DEFAULT_PCRS)
     .exitOverride()
     .action(async (o) => done(await agent.attest(o)));
