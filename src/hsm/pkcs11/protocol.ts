@@ -84,7 +84,6 @@ export type WorkerOp =
   | { op: 'forget'; id: string }
   | { op: 'drop' }
   | { op: 'reinit' }
-  | { op: 'finalize' }
   | { op: 'closeAllSessions' }
   | { op: 'logout' };
 

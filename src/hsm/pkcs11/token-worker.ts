@@ -340,18 +340,6 @@ export function tokenWorkerMain(env: WorkerEnv): void {
         dropSession();
         slot = null;
         return true;
-      case 'finalize':
-        session = null;
-        slot = null;
-        cache.clear();
-        if (loaded) {
-          try {
-            m.C_Finalize();
-          } catch {
-            // Not initialized any more: fine.
-          }
-        }
-        return true;
       case 'reinit': {
         // SoftHSM2 builds its slot list at C_Initialize and keeps a token whose object store
         // vanished broken until the module is finalized and initialized again (hsm/README.md).
