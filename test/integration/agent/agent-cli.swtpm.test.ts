@@ -125,6 +125,24 @@ describe('custos-agent against swtpm', () => {
     expect(r.out).not.toContain(key.toString('base64url'));
   });
 
+  for (const tamper of ['jkt', 'aud', 'sub'] as const) {
+    it(`refuses a session token with another ${tamper} (exit 1, no key or token written)`, async () => {
+      const state = join(dir, 'ecc', 'state.json');
+      const keyOut = join(dir, 'ecc', `tampered-${tamper}.key`);
+      const tokenOut = join(dir, 'ecc', `tampered-${tamper}.jwt`);
+      server.tamper = tamper;
+      try {
+        const r = await agent([...globals(state), 'session', '--audience', 'ledger-a', '--key-out', keyOut, '--token-out', tokenOut]);
+        expect(r.code).toBe(1);
+        expect(r.err).toMatch(/ERR_TOKEN_INVALID/);
+      } finally {
+        server.tamper = 'none';
+      }
+      await expect(stat(keyOut)).rejects.toMatchObject({ code: 'ENOENT' });
+      await expect(stat(tokenOut)).rejects.toMatchObject({ code: 'ENOENT' });
+    });
+  }
+
   it('refuses an enrollment without the provisioning token (exit 1) and keeps the earlier state', async () => {
     const state = join(dir, 'rsa', 'state.json');
     const before = await readFile(state, 'utf8');

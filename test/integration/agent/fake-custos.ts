@@ -32,6 +32,8 @@ export interface FakeCustos {
   readonly sessionKeys: Map<string, Buffer>;
   /** Authorization headers seen on enroll. */
   readonly enrollAuth: Array<string | undefined>;
+  /** Makes /v1/sessions answer with a token naming another key, audience or host. */
+  tamper: 'none' | 'jkt' | 'aud' | 'sub';
   close(): Promise<void>;
 }
 
@@ -64,7 +66,7 @@ export async function startFakeCustos(opts: { provisioningToken?: string } = {})
   const signer: JoseKey = privateKey;
   const pending = new Map<string, { ak: AkPublic; ekName: Buffer; secret: Buffer }>();
   const nonces = new Map<string, string>();
-  const state: Omit<FakeCustos, 'url' | 'close'> = { reference: {}, hosts: new Map(), enrollments: [], sessionKeys: new Map(), enrollAuth: [] };
+  const state: Omit<FakeCustos, 'url' | 'close'> = { reference: {}, hosts: new Map(), enrollments: [], sessionKeys: new Map(), enrollAuth: [], tamper: 'none' };
 
   function checkQuote(hostId: string, body: Record<string, unknown>, extra: (nonce: Buffer) => Buffer) {
     const host = state.hosts.get(hostId);
@@ -126,11 +128,12 @@ export async function startFakeCustos(opts: { provisioningToken?: string } = {})
       if (!v.ok) throw new HttpError(403, 'ERR_ATTESTATION_FAILED');
       const jti = randomUUID();
       const now = Math.floor(Date.now() / 1000);
-      const token = await new SignJWT({ cnf: { jkt: eph.thumbprint.toString('base64url') }, 'ear.status': 'affirming', eat_nonce: String(body.nonce) })
+      const jkt = state.tamper === 'jkt' ? Buffer.alloc(32, 1).toString('base64url') : eph.thumbprint.toString('base64url');
+      const token = await new SignJWT({ cnf: { jkt }, 'ear.status': 'affirming', eat_nonce: String(body.nonce) })
         .setProtectedHeader({ alg: 'ES256', kid: 'issuer/1' })
         .setIssuer('custos-test')
-        .setSubject(hostId)
-        .setAudience(String(body.audience))
+        .setSubject(state.tamper === 'sub' ? 'h-other' : hostId)
+        .setAudience(state.tamper === 'aud' ? 'other-audience' : String(body.audience))
         .setIssuedAt(now)
         .setExpirationTime(now + 300)
         .setJti(jti)
@@ -178,6 +181,12 @@ export async function startFakeCustos(opts: { provisioningToken?: string } = {})
     },
     set reference(v) {
       state.reference = v;
+    },
+    get tamper() {
+      return state.tamper;
+    },
+    set tamper(v) {
+      state.tamper = v;
     },
     hosts: state.hosts,
     enrollments: state.enrollments,
