@@ -3,7 +3,9 @@ import { Command, CommanderError } from 'commander';
 import { ConfigError } from '../config/config.js';
 import { CustosError } from '../lib/errors.js';
 import { CliError, EXIT, type ClientOptions } from './client.js';
+import { hsmCommand } from './hsm/init-token.js';
 import { initCommand } from './init.js';
+import { quoteCommand } from './quote/verify.js';
 import { keysCommand } from './keys/index.js';
 import { serveCommand } from './serve.js';
 import { tokensCommand } from './tokens/index.js';
@@ -22,6 +24,8 @@ program.addCommand(initCommand(globals));
 program.addCommand(serveCommand());
 program.addCommand(keysCommand(globals));
 program.addCommand(tokensCommand(globals));
+program.addCommand(hsmCommand());
+program.addCommand(quoteCommand());
 
 try {
   await program.parseAsync(process.argv);

@@ -1,14 +1,15 @@
 import { Command } from 'commander';
 import { loadConfig } from '../config/config.js';
-import { composeService } from '../compose.js';
 import { createLogger } from '../lib/logger.js';
-import { listen } from '../server.js';
 
 /** `custos serve`: starts the service with the configuration from file + environment. */
 export function serveCommand(): Command {
   return new Command('serve').description('run the custos server').action(async () => {
     const config = loadConfig();
     const log = createLogger(config.logLevel);
+    // Loaded on demand so that the client commands start fast.
+    const { composeService } = await import('../compose.js');
+    const { listen } = await import('../server.js');
     const service = await composeService(config, log);
     const { server, url } = await listen(service.app, config, log);
     service.startBackground();

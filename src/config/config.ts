@@ -212,7 +212,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd: string = p
     pkcs11: {
       module: abs(module),
       tokenLabel: f.pkcs11?.tokenLabel ?? 'custos',
-      pinFile: abs(f.pkcs11?.pinFile ?? join(stateDir, 'hsm', 'user.pin')),
+      pinFile: abs(f.pkcs11?.pinFile ?? join(stateDir, 'hsm', 'pin')),
       workers: f.pkcs11?.workers ?? 2,
       poolSize: f.pkcs11?.poolSize ?? 128,
     },

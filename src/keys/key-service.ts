@@ -524,6 +524,8 @@ export class KeyService {
         await this.#d.store.tx((t) =>
           this.#audit(t, { actor, action: 'key.decrypt', subject: name, outcome: 'failure', details: { version: v.version, reason: 'ERR_DECRYPT' } }),
         );
+        // The public message says what failed, not how the HSM reported it.
+        throw new CustosError('ERR_DECRYPT', undefined, { cause: e });
       }
       throw e;
     }

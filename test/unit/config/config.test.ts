@@ -26,7 +26,7 @@ describe('configuration', () => {
     expect(c.database).toEqual({ kind: 'sqlite', path: join(cwd, '.custos', 'custos.db') });
     expect(c.policyDir).toBe(join(cwd, 'policies'));
     expect(c.ekCaDir).toBe(join(cwd, 'attestation', 'ek-ca'));
-    expect(c.pkcs11.pinFile).toBe(join(cwd, '.custos', 'hsm', 'user.pin'));
+    expect(c.pkcs11.pinFile).toBe(join(cwd, '.custos', 'hsm', 'pin'));
     expect(c.tls).toBeNull();
   });
 
