@@ -13,6 +13,9 @@ import { auditRoutes } from './http/routes/audit.js';
 import { hostRoutes } from './http/routes/hosts.js';
 import { sessionRoutes } from './http/routes/sessions.js';
 import { PolicySet } from './policy/policy-service.js';
+import { AuditCheckpointer } from './audit/checkpointer.js';
+import { rotationRoutes } from './http/routes/rotation.js';
+import { RotationService } from './rotation/rotation-service.js';
 import { JwtIssuer } from './sessions/issuer.js';
 import { SessionService } from './sessions/session-service.js';
 import { systemClock, type Clock } from './lib/clock.js';
@@ -45,6 +48,10 @@ export interface Service {
   hosts: HostService;
   policies: PolicySet;
   issuer: JwtIssuer;
+  rotation: RotationService;
+  checkpointer: AuditCheckpointer;
+  /** Starts the background work of a serving process: scheduler (lease-guarded) and checkpoints. */
+  startBackground(): void;
   sessions: SessionService;
   close(): Promise<void>;
 }
@@ -81,11 +88,19 @@ export async function composeService(config: Config, log: Logger, overrides: Ove
   const issuer = new JwtIssuer(keys, meteredHsm);
   const hosts = new HostService({ store, clock, policies, anchors, issuer, issuerName: config.issuer, resultKey: config.attestationResultKey });
   const sessions = new SessionService({ store, clock, policies, hosts, issuer, hsm: meteredHsm, issuerName: config.issuer, resultKey: config.attestationResultKey, metrics });
+  const rotation = new RotationService({
+    store, hsm: meteredHsm, keys, clock, policies, log: log.child({ part: 'rotation' }), metrics,
+    reconcileGraceMs: config.rotation.reconcileGraceSeconds * 1000,
+  });
+  const checkpointer = new AuditCheckpointer({
+    store, keys, hsm: meteredHsm, clock, log: log.child({ part: 'audit' }),
+    keyName: config.audit.signingKey, every: config.audit.checkpointEvery, seconds: config.audit.checkpointSeconds,
+  });
   const deps: AppDeps = {
     log, metrics, clock, store, hsm: meteredHsm, tokens, keys,
     clientRoles: config.tls?.clientRoles ?? [],
     bodyLimitBytes: config.bodyLimitBytes,
-    extraRoutes: [hostRoutes(hosts), sessionRoutes(sessions), auditRoutes(policies)],
+    extraRoutes: [hostRoutes(hosts), sessionRoutes(sessions), auditRoutes(policies), rotationRoutes(rotation, keys)],
   };
   const app = createApp(deps);
   return {
@@ -95,7 +110,15 @@ export async function composeService(config: Config, log: Logger, overrides: Ove
     policies,
     issuer,
     sessions,
+    rotation,
+    checkpointer,
+    startBackground() {
+      if (config.rotation.enabled) rotation.start(config.rotation.intervalSeconds * 1000);
+      checkpointer.start();
+    },
     async close() {
+      await rotation.stop();
+      await checkpointer.stop();
       await hsm.close();
       await store.close();
     },
