@@ -33,6 +33,8 @@ export const DEFAULT_PCRS = 'sha256:0,1,2,3,4,5,6,7';
 interface GlobalOptions {
   url?: string;
   tcti?: string;
+  ownerAuthFile?: string;
+  endorsementAuthFile?: string;
   state?: string;
   caFile?: string;
   json?: boolean;
@@ -124,7 +126,12 @@ class Agent {
   }
 
   async tpm(): Promise<TpmDriver> {
-    return TpmDriver.open({ tcti: resolveTcti(this.globals().tcti, this.io.env) });
+    const g = this.globals();
+    return TpmDriver.open({
+      tcti: resolveTcti(g.tcti, this.io.env),
+      ...(g.ownerAuthFile ? { ownerAuthFile: g.ownerAuthFile } : {}),
+      ...(g.endorsementAuthFile ? { endorsementAuthFile: g.endorsementAuthFile } : {}),
+    });
   }
 
   print(value: unknown, readable: () => string): void {
@@ -373,6 +380,8 @@ function buildProgram(io: AgentIo, done: (code: number) => void): Command {
     .description('custos host agent: enroll this TPM, attest, and obtain attested sessions')
     .option('--url <url>', 'custos server URL (else CUSTOS_URL, else the URL recorded at enrollment)')
     .option('--tcti <tcti>', `TCTI for tpm2-tools (else TPM2TOOLS_TCTI, else ${resolveTcti(undefined, {})})`)
+    .option('--owner-auth-file <file>', 'file holding the TPM owner hierarchy password (when one is set)')
+    .option('--endorsement-auth-file <file>', 'file holding the TPM endorsement hierarchy password (when one is set)')
     .option('--state <file>', 'state file (else CUSTOS_AGENT_STATE, else ~/.config/custos-agent/state.json)')
     .option('--ca-file <file>', 'CA certificate to trust for an HTTPS server (else CUSTOS_CA_FILE)')
     .option('--json', 'machine-readable output')

@@ -18,7 +18,7 @@ import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdtemp, readFile, rm, unlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve as resolvePath } from 'node:path';
 import { CustosError } from '../../lib/errors.js';
 import { parseTpmsAttest } from '../../attestation/tpm2/attest.js';
 import { writeCredentialFile } from '../../attestation/tpm2/credential.js';
@@ -91,6 +91,13 @@ export interface TpmDriverOptions {
   readonly timeoutMs?: number;
   /** Base folder for the private temp folder (default os.tmpdir()). */
   readonly tmpDir?: string;
+  /**
+   * File holding the owner hierarchy password (raw bytes), for TPM2_EvictControl. Passed to the
+   * tools as `file:PATH`, so the password never appears on a command line.
+   */
+  readonly ownerAuthFile?: string;
+  /** File holding the endorsement hierarchy password, for creating the EK and AK and PolicySecret. */
+  readonly endorsementAuthFile?: string;
 }
 
 /** What a step leaves loaded and must be flushed after it. */
@@ -155,6 +162,8 @@ export class TpmDriver {
     /** The private working folder. */
     readonly workDir: string,
     private readonly timeoutMs: number,
+    private readonly ownerAuth: string[],
+    private readonly endorsementAuth: string[],
   ) {}
 
   /**
@@ -163,7 +172,8 @@ export class TpmDriver {
    */
   static async open(options: TpmDriverOptions = {}): Promise<TpmDriver> {
     const dir = await mkdtemp(join(options.tmpDir ?? tmpdir(), 'custos-agent-'));
-    return new TpmDriver(resolveTcti(options.tcti), dir, options.timeoutMs ?? 60_000);
+    const auth = (file: string | undefined): string[] => (file === undefined ? [] : ['-P', `file:${resolvePath(file)}`]);
+    return new TpmDriver(resolveTcti(options.tcti), dir, options.timeoutMs ?? 60_000, auth(options.ownerAuthFile), auth(options.endorsementAuthFile));
   }
 
   /** Flushes transient objects and sessions and removes the temp folder. Idempotent. */
@@ -293,7 +303,7 @@ export class TpmDriver {
     return this.step('objects', async () => {
       const ctx = this.file(`ek-${alg}.ctx`);
       const pub = this.file(`ek-${alg}.pub`);
-      await this.run('tpm2_createek', ['-c', ctx, '-G', alg, '-u', pub]);
+      await this.run('tpm2_createek', ['-c', ctx, '-G', alg, '-u', pub, ...this.endorsementAuth]);
       const bytes = await readFile(pub);
       return { alg, context: ctx, public: bytes, name: objectName(parseTpm2bPublic(bytes)) };
     });
@@ -311,7 +321,7 @@ export class TpmDriver {
       const ctx = this.file(`ak-${alg}.ctx`);
       const pub = this.file(`ak-${alg}.pub`);
       const name = this.file(`ak-${alg}.name`);
-      await this.run('tpm2_createak', ['-C', ek.context, '-c', ctx, '-G', alg, '-g', 'sha256', '-s', alg === 'rsa' ? 'rsassa' : 'ecdsa', '-u', pub, '-n', name]);
+      await this.run('tpm2_createak', ['-C', ek.context, '-c', ctx, '-G', alg, '-g', 'sha256', '-s', alg === 'rsa' ? 'rsassa' : 'ecdsa', '-u', pub, '-n', name, ...this.endorsementAuth]);
       const bytes = await readFile(pub);
       const computed = objectName(parseTpm2bPublic(bytes));
       const reported = await readFile(name);
@@ -321,21 +331,22 @@ export class TpmDriver {
   }
 
   /**
-   * Makes the AK persistent at `handle` (owner hierarchy, empty owner authorization), evicting
+   * Makes the AK persistent at `handle` (owner hierarchy, authorized with the owner password file
+   * when one is configured, else the empty password), evicting
    * whatever was persisted there before.
    * @throws ERR_BAD_REQUEST for a handle outside the persistent range; ERR_TPM_COMMAND
    */
   async persistAk(ak: AkObject, handle: number = DEFAULT_AK_HANDLE): Promise<number> {
     parsePersistentHandle(handle);
     if ((await this.persistentHandles()).includes(handle)) await this.evict(handle);
-    await this.step('objects', () => this.run('tpm2_evictcontrol', ['-C', 'o', '-c', ak.context, handleHex(handle)]));
+    await this.step('objects', () => this.run('tpm2_evictcontrol', ['-C', 'o', '-c', ak.context, ...this.ownerAuth, handleHex(handle)]));
     return handle;
   }
 
   /** Removes a persistent object. @throws ERR_TPM_COMMAND if there is none at `handle`. */
   async evict(handle: number): Promise<void> {
     parsePersistentHandle(handle);
-    await this.step('none', () => this.run('tpm2_evictcontrol', ['-C', 'o', '-c', handleHex(handle)]));
+    await this.step('none', () => this.run('tpm2_evictcontrol', ['-C', 'o', '-c', handleHex(handle), ...this.ownerAuth]));
   }
 
   /**
@@ -376,7 +387,8 @@ export class TpmDriver {
         if (!userWithAuth) {
           const session = this.file('ek-policy.session');
           await this.run('tpm2_startauthsession', ['--policy-session', '-S', session]);
-          await this.run('tpm2_policysecret', ['-S', session, '-c', 'e']);
+          // The endorsement password, if any, is PolicySecret's positional auth argument.
+          await this.run('tpm2_policysecret', ['-S', session, '-c', 'e', ...this.endorsementAuth.slice(1)]);
           args.push('-P', `session:${session}`);
         }
         await this.run('tpm2_activatecredential', args);

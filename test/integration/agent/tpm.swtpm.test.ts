@@ -1,5 +1,7 @@
 import { createHash, randomBytes, X509Certificate } from 'node:crypto';
 import { existsSync, statSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { checkAkPublic } from '../../../src/attestation/ak.js';
 import { makeCredential } from '../../../src/attestation/make-credential.js';
@@ -187,6 +189,35 @@ describe('TpmDriver on swtpm', () => {
     const sessions = await tpm2Raw(tpm.env, 'tpm2_getcap', ['handles-loaded-session']);
     expect(transient.stdout.trim()).toBe('');
     expect(sessions.stdout.trim()).toBe('');
+  });
+
+  it('uses owner and endorsement passwords from files when the hierarchies have them', async () => {
+    const pw = await TpmDriver.open({ tcti: tpm.tcti });
+    const ownerFile = join(pw.workDir, 'owner.pw');
+    const endorsementFile = join(pw.workDir, 'endorsement.pw');
+    await writeFile(ownerFile, 'owner-secret', { mode: 0o600 });
+    await writeFile(endorsementFile, 'endorsement-secret', { mode: 0o600 });
+    await tpm2Raw(tpm.env, 'tpm2_changeauth', ['-c', 'o', `file:${ownerFile}`]);
+    await tpm2Raw(tpm.env, 'tpm2_changeauth', ['-c', 'e', `file:${endorsementFile}`]);
+    const withAuth = await TpmDriver.open({ tcti: tpm.tcti, ownerAuthFile: ownerFile, endorsementAuthFile: endorsementFile });
+    try {
+      // Without the passwords the hierarchy refuses.
+      await expect(pw.createEk('ecc384')).rejects.toMatchObject({ code: 'ERR_TPM_COMMAND' });
+      const ek = await withAuth.createEk('rsa');
+      const ak = await withAuth.createAk(ek, 'ecc');
+      const secret = randomBytes(24);
+      const made = makeCredential(ek.public, ak.name, secret);
+      expect(await withAuth.activateCredential(ek, ak, made.credentialBlob, made.encryptedSecret)).toEqual(secret);
+      await expect(pw.persistAk(ak, 0x81010043)).rejects.toMatchObject({ code: 'ERR_TPM_COMMAND' });
+      await withAuth.persistAk(ak, 0x81010043);
+      expect((await withAuth.readPublic(0x81010043)).name).toEqual(ak.name);
+      await withAuth.evict(0x81010043);
+    } finally {
+      await tpm2Raw(tpm.env, 'tpm2_changeauth', ['-c', 'o', '-p', `file:${ownerFile}`]);
+      await tpm2Raw(tpm.env, 'tpm2_changeauth', ['-c', 'e', '-p', `file:${endorsementFile}`]);
+      await withAuth.close();
+      await pw.close();
+    }
   });
 
   it('reports an unreachable TPM as ERR_TPM_UNAVAILABLE', async () => {
