@@ -5,6 +5,7 @@ import type { Clock } from '../lib/clock.js';
 import { ecdsaDerToRaw, ecdsaRawToDer } from '../lib/ecdsa-signature.js';
 import { fromBase64 } from '../lib/encoding.js';
 import { CustosError } from '../lib/errors.js';
+import { failpoint } from '../lib/failpoint.js';
 import type { AuditEventInput, KeyRecord, KeyState, KeyVersionRecord } from '../store/records.js';
 import type { Repos, Store } from '../store/store.js';
 
@@ -265,6 +266,7 @@ export class KeyService {
       const current = versions.find((x) => x.state === 'active');
       if (current) await t.updateVersion(name, current.version, { state: 'deactivated', deactivatedAt: now });
       await t.updateVersion(name, version, { state: 'active', activatedAt: now });
+      failpoint('activate.inside-transaction');
       await this.#audit(t, { actor, action, subject: name, outcome: 'success', details: { version, kid: v.kid, previousVersion: current?.version ?? null, ...details } });
       return versionView({ ...v, state: 'active', activatedAt: now });
     });
@@ -319,7 +321,9 @@ export class KeyService {
     if (v.destroyAt && v.destroyAt > this.#now()) throw new CustosError('ERR_KEY_STATE', `version ${version} is not due for destruction before ${v.destroyAt}`);
     const intentId = randomBytes(12).toString('hex');
     await this.#d.store.tx((t) => t.insertIntent({ id: intentId, op: 'destroy', hsmId: v.hsmId, keyName: name, version, actor, createdAt: this.#now() }));
+    failpoint('destroy.after-intent');
     await this.#d.hsm.destroy(v.hsmId);
+    failpoint('destroy.after-hsm');
     this.#publicKeys.delete(v.hsmId);
     return this.#d.store.tx(async (t) => {
       const now = this.#now();
@@ -366,8 +370,10 @@ export class KeyService {
     await this.#d.store.tx((t) =>
       t.insertIntent({ id: intentId, op: 'generate', hsmId, keyName: k.name, version, actor, createdAt: this.#now() }),
     );
+    failpoint('generate.after-intent');
     const spec = { id: hsmId, label: `custos:${k.name}:v${version}`, type: info.type as KeyType };
     const obj = info.kind === 'aes' ? await this.#d.hsm.generateSecretKey(spec) : await this.#d.hsm.generateKeyPair(spec);
+    failpoint('generate.after-hsm');
     const publicKey = info.kind === 'aes' ? null : (await this.#d.hsm.getPublicKey(hsmId)).toString('base64');
     const now = this.#now();
     const v: KeyVersionRecord = {
@@ -382,6 +388,7 @@ export class KeyService {
         await commit(t, v);
         await t.deleteIntent(intentId);
       });
+      failpoint('generate.after-commit');
     } catch (e) {
       // The version never became visible: remove its HSM object, then the intent. If the HSM is
       // unreachable now, the intent stays and the reconciler finishes the job later.

@@ -4,6 +4,7 @@ import type { KeyType } from '../hsm/key-types.js';
 import type { KeyService } from '../keys/key-service.js';
 import type { Clock } from '../lib/clock.js';
 import { isCustosError } from '../lib/errors.js';
+import { failpoint } from '../lib/failpoint.js';
 import type { Logger } from '../lib/logger.js';
 import type { Metrics } from '../http/metrics.js';
 import type { PolicySet } from '../policy/policy-service.js';
@@ -202,6 +203,7 @@ export class RotationService {
         throw e;
       }
       applied.push(next);
+      failpoint('rotation.after-step');
     }
     this.#failures = 0;
     return applied;
