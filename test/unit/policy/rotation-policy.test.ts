@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { isCustosError } from '../../../src/lib/errors.js';
 import { PolicyError } from '../../../src/policy/policy-error.js';
+import { registerAllPolicyKinds } from '../../../src/policy/policy-service.js';
 import { lintPolicies, loadRegisteredPolicies } from '../../../src/policy/registry.js';
 import {
   ROTATION_POLICY_SCHEMA,
@@ -57,6 +58,7 @@ describe('rotation policy schema and checks', () => {
   });
 
   it('the example policies in the repository lint clean', () => {
+    registerAllPolicyKinds();
     const r = lintPolicies(join(REPO, 'policies'));
     expect(r.errors).toEqual([]);
     expect(r.loaded.filter((l) => l.kind === 'rotation').map((l) => l.id).sort()).toEqual(['audit-key', 'data-keys', 'issuer-keys', 'manual-keys']);
