@@ -5,7 +5,9 @@ import { CustosError } from '../lib/errors.js';
 import { CliError, EXIT, type ClientOptions } from './client.js';
 import { hsmCommand } from './hsm/init-token.js';
 import { initCommand } from './init.js';
+import { policyCommand } from './policy/lint.js';
 import { quoteCommand } from './quote/verify.js';
+import { rotationCommand } from './rotation/index.js';
 import { keysCommand } from './keys/index.js';
 import { serveCommand } from './serve.js';
 import { tokensCommand } from './tokens/index.js';
@@ -26,6 +28,8 @@ program.addCommand(keysCommand(globals));
 program.addCommand(tokensCommand(globals));
 program.addCommand(hsmCommand());
 program.addCommand(quoteCommand());
+program.addCommand(policyCommand());
+program.addCommand(rotationCommand(globals));
 
 try {
   await program.parseAsync(process.argv);
