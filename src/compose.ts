@@ -84,7 +84,7 @@ export async function composeService(config: Config, log: Logger, overrides: Ove
   }
   const meteredHsm = new MeteredKeyStore(hsm, metrics);
   const tokens = new TokenService(store, clock);
-  const keys = new KeyService({ store, hsm: meteredHsm, clock });
+  const keys = new KeyService({ store, hsm: meteredHsm, clock, rotationPolicies: () => policies.rotation.map((p) => p.doc) });
   const issuer = new JwtIssuer(keys, meteredHsm);
   const hosts = new HostService({ store, clock, policies, anchors, issuer, issuerName: config.issuer, resultKey: config.attestationResultKey });
   const sessions = new SessionService({ store, clock, policies, hosts, issuer, hsm: meteredHsm, issuerName: config.issuer, resultKey: config.attestationResultKey, metrics });

@@ -8,6 +8,7 @@ import { CustosError } from '../lib/errors.js';
 import { failpoint } from '../lib/failpoint.js';
 import type { AuditEventInput, KeyRecord, KeyState, KeyVersionRecord } from '../store/records.js';
 import type { Repos, Store } from '../store/store.js';
+import { resolvePolicyForKey, type RotationPolicy } from '../policy/rotation-policy.js';
 
 export const KEY_NAME_PATTERN = /^[a-z0-9][a-z0-9_-]{0,62}$/;
 
@@ -96,6 +97,8 @@ export interface KeyServiceDeps {
   store: Store;
   hsm: KeyStore;
   clock: Clock;
+  /** Loaded rotation policies: every key must be governed by exactly one, or be manual. */
+  rotationPolicies?: () => readonly RotationPolicy[];
 }
 
 export interface CreateKeyInput {
@@ -181,12 +184,40 @@ export class KeyService {
   async ensureKey(actor: string, name: string, type: KeyType, purpose: 'sign' | 'encrypt', rotationPolicy?: string): Promise<KeyRecord> {
     const existing = await this.#d.store.getKey(name);
     if (existing) return existing;
+    let policy = rotationPolicy;
+    if (policy === undefined) {
+      try {
+        this.#checkGoverned({ name, type, purpose }, type);
+      } catch (e) {
+        // A service key no policy selects is kept, rotated by hand; the key shows it.
+        if (!(e instanceof CustosError && e.code === 'ERR_ROTATION_POLICY')) throw e;
+        policy = 'manual';
+      }
+    }
     try {
-      await this.create(actor, { name, type, purpose, ...(rotationPolicy ? { rotationPolicy } : {}) });
+      await this.create(actor, { name, type, purpose, ...(policy ? { rotationPolicy: policy } : {}) });
     } catch (e) {
       if (!(e instanceof CustosError && (e.code === 'ERR_KEY_EXISTS' || e.code === 'ERR_CONFLICT'))) throw e;
     }
     return this.#key(name);
+  }
+
+  /**
+   * Every key has exactly one governing rotation policy or is explicitly manual: a named policy
+   * must be loaded, and without one exactly one policy's selector must match.
+   */
+  #checkGoverned(input: CreateKeyInput, type: KeyType): void {
+    const policies = this.#d.rotationPolicies?.();
+    if (!policies) return;
+    try {
+      resolvePolicyForKey(policies, {
+        name: input.name, type, purpose: input.purpose as 'sign' | 'encrypt', labels: input.labels ?? {},
+        rotationPolicy: input.rotationPolicy, createdAt: this.#d.clock.now(), versions: [],
+      });
+    } catch (e) {
+      if (e instanceof CustosError) throw new CustosError('ERR_ROTATION_POLICY', e.message, { cause: e, details: e.details ?? {} });
+      throw e;
+    }
   }
 
   /** Creates a key with version 1 active. */
@@ -197,6 +228,7 @@ export class KeyService {
     if (input.purpose !== 'sign' && input.purpose !== 'encrypt') throw new CustosError('ERR_BAD_REQUEST', 'purpose must be sign or encrypt', { details: { field: 'purpose' } });
     if (!info.purposes.includes(input.purpose)) throw new CustosError('ERR_KEY_PURPOSE', `a ${info.type} key cannot be used to ${input.purpose}`);
     if (await this.#d.store.getKey(input.name)) throw new CustosError('ERR_KEY_EXISTS', `key ${input.name} exists`);
+    this.#checkGoverned(input, info.type);
     const now = this.#now();
     const record: KeyRecord = {
       name: input.name,

@@ -84,6 +84,7 @@ export const ERROR_TABLE = {
   ERR_TOKEN_INVALID: [401, 'The token is invalid.'],
   // rotation
   ERR_ROTATION_LOCKED: [409, 'Another scheduler holds the rotation lock.'],
+  ERR_ROTATION_POLICY: [400, 'No single rotation policy governs this key; name one, or manual.'],
   // catch-all
   ERR_INTERNAL: [500, 'Internal error.'],
 } as const satisfies Record<string, readonly [number, string]>;

@@ -33,7 +33,7 @@ describe('keys API on SoftHSM2', () => {
       ['sig-p256', 'ec-p256', 'sign'], ['sig-p384', 'ec-p384', 'sign'], ['sig-rsa', 'rsa-2048', 'sign'],
       ['sig-rsa3k', 'rsa-3072', 'sign'], ['data', 'aes-256', 'encrypt'],
     ] as const) {
-      const r = await svc.call('POST', '/v1/keys', { name, type, purpose });
+      const r = await svc.call('POST', '/v1/keys', { name, type, purpose, ...(purpose === 'sign' ? { rotationPolicy: 'manual' } : {}) });
       expect(r.status, JSON.stringify(r.body)).toBe(201);
       expect(r.body.versions).toHaveLength(1);
       expect(r.body.versions[0].state).toBe('active');
@@ -53,6 +53,9 @@ describe('keys API on SoftHSM2', () => {
   it('refuses a duplicate name, an unknown type and a type that cannot serve the purpose', async () => {
     const before = await auditCount();
     expect((await svc.call('POST', '/v1/keys', { name: 'sig-p256', type: 'ec-p256', purpose: 'sign' })).body.error.code).toBe('ERR_KEY_EXISTS');
+    // every key is governed by exactly one rotation policy, or explicitly manual
+    expect((await svc.call('POST', '/v1/keys', { name: 'ungoverned', type: 'ec-p256', purpose: 'sign' })).body.error.code).toBe('ERR_ROTATION_POLICY');
+    expect((await svc.call('POST', '/v1/keys', { name: 'ghost', type: 'ec-p256', purpose: 'sign', rotationPolicy: 'no-such-policy' })).body.error.code).toBe('ERR_ROTATION_POLICY');
     expect((await svc.call('POST', '/v1/keys', { name: 'x1', type: 'ed25519', purpose: 'sign' })).body.error.code).toBe('ERR_KEY_TYPE');
     expect((await svc.call('POST', '/v1/keys', { name: 'x2', type: 'aes-256', purpose: 'sign' })).body.error.code).toBe('ERR_KEY_PURPOSE');
     expect((await svc.call('POST', '/v1/keys', { name: 'Bad Name', type: 'aes-256', purpose: 'encrypt' })).body.error.code).toBe('ERR_BAD_REQUEST');
@@ -222,7 +225,7 @@ describe('keys API on SoftHSM2', () => {
       expect(s.status).toBe(503);
       expect(s.body.error.code).toBe('ERR_AUDIT_WRITE');
       expect(s.body.signature).toBeUndefined();
-      const c = await svc.call('POST', '/v1/keys', { name: 'never', type: 'ec-p256', purpose: 'sign' });
+      const c = await svc.call('POST', '/v1/keys', { name: 'never', type: 'ec-p256', purpose: 'sign', rotationPolicy: 'manual' });
       expect(c.body.error.code).toBe('ERR_AUDIT_WRITE');
       const rot = await svc.call('POST', '/v1/keys/sig-p384/rotate', {});
       expect(rot.body.error.code).toBe('ERR_AUDIT_WRITE');

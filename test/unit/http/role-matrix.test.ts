@@ -27,7 +27,7 @@ const MATRIX: { method: string; path: string; body?: unknown; allowed: Role[] }[
 let svc: TestService;
 beforeAll(async () => {
   svc = await startTestService({ hsm: new MemoryKeyStore() });
-  expect((await svc.call('POST', '/v1/keys', { name: 'm-sig', type: 'ec-p256', purpose: 'sign' })).status).toBe(201);
+  expect((await svc.call('POST', '/v1/keys', { name: 'm-sig', type: 'ec-p256', purpose: 'sign', rotationPolicy: 'manual' })).status).toBe(201);
   expect((await svc.call('POST', '/v1/keys', { name: 'm-enc', type: 'aes-256', purpose: 'encrypt' })).status).toBe(201);
 });
 afterAll(async () => svc?.close());
