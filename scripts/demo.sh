@@ -26,16 +26,77 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
 
-section "0. Set-up: a SoftHSM2 token and the custos state under $STATE"
+section "0. Set-up: a SoftHSM2 token, a swtpm TPM with EK certificates, custos on SQLite ($STATE)"
 bash hsm/init-token.sh "$STATE" custos >/dev/null
 export SOFTHSM2_CONF="$STATE/hsm/softhsm2.conf"
 export CUSTOS_STATE_DIR="$STATE"
 export CUSTOS_PKCS11_TOKEN_LABEL=custos
 export CUSTOS_PKCS11_PIN_FILE="$STATE/hsm/pin"
+ok "token 'custos' ready (PINs in $STATE/hsm, mode 0600, never on a command line)"
+
+# A software TPM that looks like a provisioned machine: RSA and P-384 EK certificates in NV,
+# issued by a local CA that this demo (and only this demo) adds to the EK trust anchors.
+TPM_DIR="$STATE/swtpm"
+[ -d "$TPM_DIR/tpm" ] || sh attestation/swtpm/create-tpm.sh "$TPM_DIR" >/dev/null
+TPM_PORT=$(free_port)
+sh attestation/swtpm/start-tpm.sh "$TPM_DIR" "$TPM_PORT" >"$STATE/swtpm.log" 2>&1 &
+PIDS+=("$!")
+export TPM2TOOLS_TCTI="swtpm:host=127.0.0.1,port=$TPM_PORT"
+for _ in $(seq 1 50); do tpm2_getcap properties-fixed >/dev/null 2>&1 && break; sleep 0.1; done
+mkdir -p "$STATE/ek-ca"
+cp attestation/ek-ca/*.pem "$TPM_DIR/localca/swtpm-localca-rootca-cert.pem" "$TPM_DIR/localca/issuercert.pem" "$STATE/ek-ca/"
+ok "swtpm on $TPM2TOOLS_TCTI with EK certificates from a local CA"
+
+# Policies: the repository's, plus the demo's own (a host policy pinned to this TPM's PCR 7,
+# a session policy, and a rotation policy with periods of seconds so rotations happen now).
+POL="$STATE/policies"
+rm -rf "$POL"; mkdir -p "$POL"
+cp -r policies/rotation policies/attestation policies/sessions "$POL/"
+PCR7=$(tpm2_pcrread sha256:7 -o "$STATE/pcr7.bin" >/dev/null && od -An -tx1 -v "$STATE/pcr7.bin" | tr -d ' \n')
+cat >"$POL/attestation/demo-hosts.yaml" <<YAML
+id: demo-hosts
+version: 1
+hosts:
+  labels: { role: demo-host }
+enrollment:
+  requireEkCertificate: true
+pcrs:
+  bank: sha256
+  indices: [0, 1, 2, 3, 4, 5, 6, 7]
+  referenceValues:
+    "7": ["$PCR7"]
+nonceTtl: PT60S
+YAML
+cat >"$POL/sessions/demo-enclaves.yaml" <<YAML
+id: demo-enclaves
+version: 1
+hosts:
+  labels: { role: demo-host }
+attestationPolicy: demo-hosts
+audiences: ["urn:custos:audience:ledger"]
+tokenTtl: PT5M
+disclose: [ear.trustworthiness-vector, ear.appraisal-policy-id]
+issuerKey: session-issuer
+YAML
+cat >"$POL/rotation/demo-fast.yaml" <<YAML
+id: demo-fast
+version: 1
+profile: test
+selector:
+  names: ["demo-rotating-*"]
+  types: [ec-p256]
+rotateEvery: PT20S
+prePublish: PT5S
+deactivateAfter: PT10S
+destroyAfter: PT15S
+destroyPendingWindow: PT5S
+YAML
+show custos policy lint "$POL"
+export CUSTOS_POLICY_DIR="$POL" CUSTOS_EK_CA_DIR="$STATE/ek-ca"
+export CUSTOS_ROTATION_INTERVAL_SECONDS=1 CUSTOS_AUDIT_CHECKPOINT_SECONDS=2 CUSTOS_ISSUER="https://custos.demo"
 PORT=$(free_port)
 export CUSTOS_LISTEN="127.0.0.1:$PORT"
 export CUSTOS_URL="http://127.0.0.1:$PORT"
-ok "token 'custos' ready (PINs in $STATE/hsm, mode 0600, never on a command line)"
 show custos init
 
 start_server() {
@@ -50,13 +111,16 @@ start_server() {
 }
 start_server
 ok "custos serving on $CUSTOS_URL (SQLite at $STATE/custos.db; log in $STATE/server.log)"
+SUFFIX=$(date +%s)
+ROTATING="demo-rotating-$SUFFIX"
+custos keys create "$ROTATING" --type ec-p256 --purpose sign >/dev/null
+ok "key $ROTATING created under the demo-fast rotation policy; the scheduler rotates it while the demo goes on"
 
 section "1. Custody: keys live in the HSM"
-SUFFIX=$(date +%s)
 SIG="ledger-signing-$SUFFIX"; RSA="payments-rsa-$SUFFIX"; DATA="ledger-data-$SUFFIX"
 step "Create an ECDSA P-256 signing key, an RSA-2048 signing key and an AES-256 data key"
-show custos keys create "$SIG" --type ec-p256 --purpose sign
-show custos keys create "$RSA" --type rsa-2048 --purpose sign
+show custos keys create "$SIG" --type ec-p256 --purpose sign --rotation-policy manual
+show custos keys create "$RSA" --type rsa-2048 --purpose sign --rotation-policy manual
 show custos keys create "$DATA" --type aes-256 --purpose encrypt
 
 step "Sign in the HSM, verify with openssl using the public key custos returns"
@@ -81,3 +145,40 @@ show custos keys show "$SIG"
 step "An independent PKCS#11 client (OpenSC pkcs11-tool) sees only sensitive, never-extractable keys"
 PKCS11_PIN=$(cat "$STATE/hsm/pin") pkcs11-tool --module "${CUSTOS_PKCS11_MODULE:-/usr/lib/softhsm/libsofthsm2.so}" --token-label custos --login --pin env:PKCS11_PIN --list-objects --type privkey 2>/dev/null \
   | grep -E "Private Key|label|Access" | head -12
+
+section "2. Hosts: a TPM proves itself, then attests"
+AGENT_STATE="$STATE/agent/state.json"
+mkdir -p "$STATE/agent" && chmod 700 "$STATE/agent"
+step "The operator issues a single-use provisioning token for a demo host"
+show custos hosts provisioning-token --label role=demo-host --uses 1 --ttl-seconds 600 --output "$STATE/agent/provisioning.token"
+step "The host's agent reads its EK certificate from NV, makes an AK, enrolls, and activates the credential only its TPM can open"
+show agent --state "$AGENT_STATE" enroll --provisioning-token-file "$STATE/agent/provisioning.token" --ak ecc
+HOST_ID=$(node -e "console.log(JSON.parse(require('fs').readFileSync('$AGENT_STATE','utf8')).hostId)")
+show custos hosts show "$HOST_ID"
+step "Attest: a fresh nonce, a quote over PCRs 0-7, appraised against the demo-hosts policy"
+show agent --state "$AGENT_STATE" attest
+
+section "3. Enclaves: an attested session"
+step "The enclave makes an ephemeral P-256 key and quotes over SHA-256(nonce ‖ its JWK thumbprint)"
+show agent --state "$AGENT_STATE" session --audience urn:custos:audience:ledger --token-out "$STATE/agent/session.jwt" --key-out "$STATE/agent/session.key"
+ok "session key: $(stat -c %s "$STATE/agent/session.key") bytes in $STATE/agent/session.key (mode $(stat -c %a "$STATE/agent/session.key")), opened with the ephemeral private key"
+step "A relying party verifies the token offline against the live JWKS"
+show node examples/verify-token/verify.mjs --token "@$STATE/agent/session.jwt" --jwks "$CUSTOS_URL/.well-known/jwks.json" --issuer "$CUSTOS_ISSUER" --audience urn:custos:audience:ledger
+step "Replaying captured evidence is refused (the nonce is single-use)"
+show node scripts/demo-replay.mjs "$AGENT_STATE" urn:custos:audience:ledger
+introspect() {
+  node -e "fetch(process.env.CUSTOS_URL+'/v1/sessions/introspect',{method:'POST',headers:{'content-type':'application/json'},body:JSON.stringify({token:require('fs').readFileSync('$STATE/agent/session.jwt','utf8').trim()})}).then(r=>r.json()).then(b=>console.log('introspect: active='+b.active))"
+}
+introspect
+
+section "2b. Hosts: a changed PCR"
+step "Something unexpected is measured into PCR 7 (the Secure Boot state)"
+show agent --state "$AGENT_STATE" pcr extend --index 7 --data "unsigned boot component"
+if agent --state "$AGENT_STATE" attest; then fail "a changed PCR 7 was still affirming"; fi
+ok "contraindicated: PCR 7 no longer matches the reference value"
+if agent --state "$AGENT_STATE" session --audience urn:custos:audience:ledger --token-out "$STATE/agent/refused.jwt" --key-out "$STATE/agent/refused.key" 2>"$STATE/err.txt"; then fail "a session was issued on contraindicated evidence"; fi
+ok "and no session for it: $(tail -1 "$STATE/err.txt")"
+
+step "The operator revokes the host: its live session stops verifying at introspection"
+show custos hosts revoke "$HOST_ID" --reason "PCR 7 changed"
+introspect

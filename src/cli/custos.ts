@@ -4,6 +4,7 @@ import { ConfigError } from '../config/config.js';
 import { CustosError } from '../lib/errors.js';
 import { CliError, EXIT, type ClientOptions } from './client.js';
 import { hsmCommand } from './hsm/init-token.js';
+import { hostsCommand } from './hosts/index.js';
 import { initCommand } from './init.js';
 import { policyCommand } from './policy/lint.js';
 import { quoteCommand } from './quote/verify.js';
@@ -28,6 +29,7 @@ program.addCommand(keysCommand(globals));
 program.addCommand(tokensCommand(globals));
 program.addCommand(hsmCommand());
 program.addCommand(quoteCommand());
+program.addCommand(hostsCommand(globals));
 program.addCommand(policyCommand());
 program.addCommand(rotationCommand(globals));
 
