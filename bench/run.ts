@@ -1,0 +1,296 @@
+/**
+ * `npm run bench`: every figure the issues ask for, measured in one run on this machine.
+ *
+ * 1. Raw PKCS#11 ceiling: synchronous pkcs11js C_Sign in this process (ECDSA P-256, RSA-2048),
+ *    before anything else loads the machine.
+ * 2. Quote verification in-process next to crypto.verify for the same key (RSA and ECC AKs).
+ * 3. Rotation planning over 100k keys; audit chain verification (when bench/audit-verify exists).
+ * 4. A custos server in a child process (production wiring, SoftHSM2 token made here, SQLite and
+ *    policies in a temp folder) and this process as the load generator over keep-alive HTTP:
+ *    key sign (ec-p256, rsa-2048) closed-loop at several concurrencies and open-loop at half the
+ *    measured peak; sessions end to end (challenge, quote verify, policy, HSM-signed JWT, HPKE
+ *    seal, audit append, nonce consume) with software AKs (test/helpers/soft-tpm.ts), closed-loop
+ *    and open-loop at 1,000/s.
+ * Prints readable tables, then one line `BENCH_JSON {...}` with every figure.
+ *
+ * Environment: BENCH_SCALE (default 1) multiplies every measuring time (0.2 for a smoke run).
+ */
+import { fork, type ChildProcess } from 'node:child_process';
+import { createHash, generateKeyPairSync, randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { cpus, loadavg, tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { planRotations } from '../src/rotation/planner.js';
+import type { KeyVersionInfo, KeyWithVersions } from '../src/rotation/types.js';
+import type { AutomaticRotationPolicy } from '../src/policy/rotation-policy.js';
+import { startSoftHsm, type SoftHsm } from '../test/helpers/softhsm.js';
+import { SoftAk } from '../test/helpers/soft-tpm.js';
+import { closedLoop, JsonClient, openLoop, type RunResult } from './load.js';
+import { rawSignRate } from './pkcs11-raw.js';
+import { quoteVerifyRate } from './quote-verify.js';
+import type { BenchHost, FromServer, ToServer } from './server.js';
+
+const SCALE = Number(process.env.BENCH_SCALE ?? '1') > 0 ? Number(process.env.BENCH_SCALE ?? '1') : 1;
+const ms = (n: number): number => Math.max(200, Math.round(n * SCALE));
+const HERE = dirname(fileURLToPath(import.meta.url));
+const PCR0 = Buffer.alloc(32, 0x11);
+const PCR1 = Buffer.alloc(32, 0x22);
+const ECC_HOSTS = 64;
+const RSA_HOSTS = 16;
+
+const load = (): string => loadavg().map((l) => l.toFixed(2)).join(' ');
+const fmt = (n: number): string => n.toLocaleString('en-US');
+const ratio = (a: number, b: number): number => Math.round((a / b) * 100) / 100;
+
+// ---------- planning ----------
+
+function planningBench(): { keys: number; ms: number; steps: number } {
+  const DAY = 86_400_000;
+  const now = new Date(Date.UTC(2026, 5, 1));
+  const policies: AutomaticRotationPolicy[] = ['a', 'b', 'c'].map((p, i) => ({
+    id: `bench-${p}`, version: 1, selector: { names: [`${p}-*`] }, rotateEvery: ['P30D', 'P90D', 'P365D'][i]!, prePublish: 'P7D',
+    deactivateAfter: 'P30D', destroyAfter: 'P44D', destroyPendingWindow: 'P14D', jitter: 'PT6H',
+  }));
+  const keys: KeyWithVersions[] = [];
+  for (let i = 0; i < 100_000; i++) {
+    const created = new Date(now.getTime() - (i % 400) * DAY);
+    const versions: KeyVersionInfo[] = [{ version: 1, state: 'active', createdAt: created, activatedAt: created }];
+    if (i % 3 === 0) versions.push({ version: 2, state: 'pre-active', createdAt: new Date(now.getTime() - 2 * DAY) });
+    if (i % 5 === 0) {
+      versions.unshift({ version: 0, state: 'deactivated', createdAt: created, activatedAt: created, deactivatedAt: new Date(now.getTime() - (i % 60) * DAY) });
+    }
+    keys.push({ name: `${['a', 'b', 'c'][i % 3]}-${i}`, type: 'ec-p256', purpose: 'sign', createdAt: created, versions });
+  }
+  planRotations(policies, keys.slice(0, 2000), now);
+  const t = performance.now();
+  const steps = planRotations(policies, keys, now);
+  return { keys: keys.length, ms: Math.round((performance.now() - t) * 10) / 10, steps: steps.length };
+}
+
+// Figures other modules of bench/ may provide; the file is looked for next to this one so that
+// the bench still runs before it exists.
+async function optionalModule(name: string): Promise<Record<string, unknown> | undefined> {
+  const p = join(HERE, `${name}.js`);
+  if (!existsSync(p)) return undefined;
+  return (await import(pathToFileURL(p).href)) as Record<string, unknown>;
+}
+
+// ---------- server child ----------
+
+interface ServerHandle {
+  child: ChildProcess;
+  url: string;
+  token: string;
+  request(m: ToServer, answer: FromServer['type']): Promise<FromServer>;
+}
+
+async function startServer(hsm: SoftHsm, dir: string): Promise<ServerHandle> {
+  const policies = join(dir, 'policies');
+  await mkdir(join(policies, 'attestation'), { recursive: true });
+  await mkdir(join(policies, 'sessions'), { recursive: true });
+  await writeFile(join(policies, 'attestation', 'bench.yaml'), [
+    'id: bench-hosts', 'version: 1', 'hosts:', '  labels:', '    role: bench', 'enrollment:', '  requireEkCertificate: true',
+    'pcrs:', '  bank: sha256', '  indices: [0, 1]', '  referenceValues:', `    "1": ["${PCR1.toString('hex')}"]`, 'nonceTtl: PT60S', '',
+  ].join('\n'));
+  await writeFile(join(policies, 'sessions', 'bench.yaml'), [
+    'id: bench-sessions', 'version: 1', 'hosts:', '  labels:', '    role: bench', 'attestationPolicy: bench-hosts', 'audiences: [ledger]',
+    'tokenTtl: PT2M', 'disclose: [ear.verifier-id]', 'issuerKey: bench-issuer', '',
+  ].join('\n'));
+  const pinFile = join(dir, 'pin');
+  await writeFile(pinFile, hsm.pin, { mode: 0o600 });
+  const ekCa = join(dir, 'ek-ca');
+  await mkdir(ekCa, { recursive: true });
+  const child = fork(join(HERE, 'server.js'), [], {
+    env: {
+      ...hsm.env,
+      CUSTOS_STATE_DIR: join(dir, 'state'), CUSTOS_LISTEN: '127.0.0.1:0', CUSTOS_LOG_LEVEL: 'silent', CUSTOS_POLICY_DIR: policies,
+      CUSTOS_EK_CA_DIR: ekCa, CUSTOS_ISSUER: 'https://custos.bench', CUSTOS_PKCS11_MODULE: hsm.module,
+      CUSTOS_PKCS11_TOKEN_LABEL: hsm.tokenLabel, CUSTOS_PKCS11_PIN_FILE: pinFile, CUSTOS_ROTATION_ENABLED: 'false',
+    },
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  });
+  const waiters: { type: FromServer['type']; resolve: (m: FromServer) => void; reject: (e: Error) => void }[] = [];
+  child.on('message', (m: FromServer) => {
+    if (m.type === 'error') {
+      for (const w of waiters.splice(0)) w.reject(new Error(`server: ${m.message}`));
+      return;
+    }
+    const i = waiters.findIndex((w) => w.type === m.type);
+    if (i >= 0) waiters.splice(i, 1)[0]!.resolve(m);
+  });
+  child.on('exit', (code) => {
+    for (const w of waiters.splice(0)) w.reject(new Error(`server exited with ${code}`));
+  });
+  const wait = (type: FromServer['type']): Promise<FromServer> => new Promise((resolve, reject) => waiters.push({ type, resolve, reject }));
+  const ready = (await wait('ready')) as Extract<FromServer, { type: 'ready' }>;
+  return {
+    child, url: ready.url, token: ready.token,
+    request(m, answer) {
+      const p = wait(answer);
+      child.send(m);
+      return p;
+    },
+  };
+}
+
+// ---------- operations ----------
+
+function signOp(client: JsonClient, token: string, key: string): () => Promise<void> {
+  return async () => {
+    const r = await client.post(`/v1/keys/${key}/sign`, { digest: randomBytes(32).toString('base64') }, token);
+    if (r.status !== 200) throw new Error(`sign ${r.status} ${JSON.stringify(r.body).slice(0, 200)}`);
+  };
+}
+
+/** RFC 7638 thumbprint of an EC P-256 public JWK (members in lexicographic order). */
+function thumbprint(x: string, y: string): Buffer {
+  return createHash('sha256').update(`{"crv":"P-256","kty":"EC","x":"${x}","y":"${y}"}`).digest();
+}
+
+function sessionOp(client: JsonClient, hosts: { id: string; ak: SoftAk }[]): (slot: number) => Promise<void> {
+  return async (slot) => {
+    const h = hosts[slot % hosts.length]!;
+    const c = await client.post('/v1/challenges', { hostId: h.id });
+    if (c.status !== 200) throw new Error(`challenge ${c.status} ${JSON.stringify(c.body).slice(0, 200)}`);
+    const nonce = Buffer.from((c.body as { nonce: string }).nonce, 'base64');
+    const { publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const jwk = publicKey.export({ format: 'jwk' }) as { x: string; y: string };
+    const extraData = createHash('sha256').update(nonce).update(thumbprint(jwk.x, jwk.y)).digest();
+    const q = h.ak.quote(extraData, [PCR0, PCR1]);
+    const s = await client.post('/v1/sessions', {
+      hostId: h.id, nonce: nonce.toString('base64'), ...q, ephemeralPublicKey: { kty: 'EC', crv: 'P-256', x: jwk.x, y: jwk.y }, audience: 'ledger',
+    });
+    if (s.status !== 201) throw new Error(`session ${s.status} ${JSON.stringify(s.body).slice(0, 300)}`);
+  };
+}
+
+// ---------- main ----------
+
+interface Row extends RunResult {
+  label: string;
+  concurrency?: number;
+  serverCpuUsPerOp?: number;
+  load: string;
+}
+
+async function main(): Promise<void> {
+  const t0 = performance.now();
+  const out: Record<string, unknown> = { machine: { cpus: cpus().length, node: process.version, loadavgStart: loadavg() }, scale: SCALE };
+  console.log(`custos bench — ${cpus().length} CPUs, node ${process.version}, load average at start ${load()}, scale ${SCALE}`);
+  const hsm = await startSoftHsm({ label: `custos-bench-${randomBytes(3).toString('hex')}` });
+  const dir = await mkdtemp(join(tmpdir(), 'custos-bench-'));
+  let server: ServerHandle | undefined;
+  try {
+    // 1. Raw PKCS#11 ceiling, with nothing else running in this run.
+    const raw = await rawSignRate({ module: hsm.module, tokenLabel: hsm.tokenLabel, pin: hsm.pin, durationMs: ms(2000) });
+    out.rawPkcs11 = raw;
+    console.log(`\n[raw PKCS#11] pkcs11js sync C_Sign, 1 session, this process (load ${load()})`);
+    console.log(`  ec-p256  ${fmt(raw.ecP256)} signs/s\n  rsa-2048 ${fmt(raw.rsa2048)} signs/s`);
+
+    // 2. Quote verification.
+    const qv = await quoteVerifyRate({ durationMs: ms(1000) });
+    out.quoteVerify = { ...qv, ratioRsa: ratio(qv.rsa.verify, qv.rsa.raw), ratioEcc: ratio(qv.ecc.verify, qv.ecc.raw), target: 0.9 };
+    console.log(`\n[quote verify] in-process, AK KeyObject cached (load ${load()})`);
+    for (const [k, v] of [['rsa-2048 AK', qv.rsa], ['ecc-p256 AK', qv.ecc]] as const) {
+      console.log(`  ${k}: verifyQuote ${fmt(v.verify)}/s, crypto.verify ${fmt(v.raw)}/s, ratio ${ratio(v.verify, v.raw)} (target ≥ 0.9)`);
+    }
+
+    // 3. Planning and audit verification.
+    const planMod = await optionalModule('plan');
+    const plan = planMod && typeof planMod['planBench'] === 'function'
+      ? ((await (planMod['planBench'] as () => Promise<unknown>)()) as Record<string, unknown>)
+      : planningBench();
+    out.planning = plan;
+    console.log(`\n[rotation planning] ${JSON.stringify(plan)} (target < 1000 ms for 100k keys)`);
+    const auditMod = await optionalModule('audit-verify');
+    if (auditMod && typeof auditMod['auditVerifyBench'] === 'function') {
+      const a = (await (auditMod['auditVerifyBench'] as () => Promise<unknown>)()) as Record<string, unknown>;
+      out.auditVerify = a;
+      console.log(`[audit verify] ${JSON.stringify(a)} (target ≥ 500,000 events/s)`);
+    } else {
+      out.auditVerify = 'not measured';
+      console.log('[audit verify] not measured (bench/audit-verify is not there)');
+    }
+
+    // 4. HTTP.
+    server = await startServer(hsm, dir);
+    const srv = server;
+    const usage = async (): Promise<number> => ((await srv.request({ type: 'usage' }, 'usage')) as Extract<FromServer, { type: 'usage' }>).cpuUs;
+    const eccHosts = Array.from({ length: ECC_HOSTS }, (_, i) => ({ id: `bench-ecc-${i}`, ak: new SoftAk('ecc') }));
+    const rsaHosts = Array.from({ length: RSA_HOSTS }, (_, i) => ({ id: `bench-rsa-${i}`, ak: new SoftAk('rsa') }));
+    const hostsMsg: BenchHost[] = [...eccHosts, ...rsaHosts].map((h) => ({
+      id: h.id, akPublic: h.ak.tpm2bPublic.toString('base64'), akName: h.ak.name.toString('hex'), akQualifiedName: h.ak.qualifiedName.toString('hex'),
+    }));
+    await srv.request({ type: 'hosts', hosts: hostsMsg }, 'hosts-ok');
+    const client = new JsonClient(srv.url, 256);
+    const rows: Row[] = [];
+    const measure = async (label: string, run: () => Promise<RunResult>, concurrency?: number): Promise<Row> => {
+      await usage();
+      const r = await run();
+      const cpu = await usage();
+      const row: Row = { label, ...r, ...(concurrency !== undefined ? { concurrency } : {}), serverCpuUsPerOp: Math.round(cpu / Math.max(1, r.ok + r.errors)), load: load() };
+      rows.push(row);
+      const extra = r.targetPerSec !== undefined ? ` at ${fmt(r.targetPerSec)}/s offered` : ` c=${concurrency}`;
+      console.log(
+        `  ${label.padEnd(26)}${extra.padEnd(20)} ${fmt(r.opsPerSec).padStart(7)}/s  p50 ${r.p50Ms} ms  p99 ${r.p99Ms} ms  server ${row.serverCpuUsPerOp} µs CPU/op` +
+          `${r.errors ? `  ERRORS ${r.errors}: ${r.firstError}` : ''}  (load ${row.load})`,
+      );
+      return row;
+    };
+
+    console.log(`\n[HTTP sign] POST /v1/keys/{name}/sign, keep-alive, server in a child process on ${srv.url}`);
+    await closedLoop(signOp(client, srv.token, 'bench-ec'), 16, ms(800)); // warm-up
+    const signRows: Record<string, Row[]> = { ec: [], rsa: [] };
+    for (const c of [1, 16, 64]) signRows.ec!.push(await measure('ec-p256 sign', () => closedLoop(signOp(client, srv.token, 'bench-ec'), c, ms(2000)), c));
+    for (const c of [1, 16, 64]) signRows.rsa!.push(await measure('rsa-2048 sign', () => closedLoop(signOp(client, srv.token, 'bench-rsa'), c, ms(2000)), c));
+    const ecPeak = Math.max(...signRows.ec!.map((r) => r.opsPerSec));
+    const rsaPeak = Math.max(...signRows.rsa!.map((r) => r.opsPerSec));
+    const halfRate = Math.max(10, Math.round(ecPeak / 2));
+    const ecOpen = await measure('ec-p256 sign (open loop)', () => openLoop(signOp(client, srv.token, 'bench-ec'), halfRate, ms(3000)));
+    console.log(`  ec-p256 peak ${fmt(ecPeak)}/s = ${ratio(ecPeak, raw.ecP256)} × raw (target ≥ 0.5); p99 at half the peak ${ecOpen.p99Ms} ms (target < 10 ms)`);
+    console.log(`  rsa-2048 peak ${fmt(rsaPeak)}/s = ${ratio(rsaPeak, raw.rsa2048)} × raw`);
+    out.httpSign = {
+      rows: [...signRows.ec!, ...signRows.rsa!, ecOpen],
+      ecPeak, rsaPeak, ecRatioToRaw: ratio(ecPeak, raw.ecP256), rsaRatioToRaw: ratio(rsaPeak, raw.rsa2048),
+      ecOpenLoopRate: halfRate, ecOpenLoopP99Ms: ecOpen.p99Ms, targets: { ecRatio: 0.5, p99Ms: 10 },
+    };
+
+    console.log(`\n[sessions] challenge + POST /v1/sessions end to end (software AKs: ${ECC_HOSTS} ECC P-256, ${RSA_HOSTS} RSA-2048 hosts)`);
+    await closedLoop(sessionOp(client, eccHosts), 16, ms(800)); // warm-up
+    const sess: Row[] = [];
+    for (const c of [16, 64]) sess.push(await measure('sessions ECC AK', () => closedLoop(sessionOp(client, eccHosts), c, ms(3000)), c));
+    sess.push(await measure('sessions RSA AK', () => closedLoop(sessionOp(client, rsaHosts), RSA_HOSTS, ms(3000)), RSA_HOSTS));
+    const eccOpen = await measure('sessions ECC AK (open)', () => openLoop(sessionOp(client, eccHosts), 1000, ms(3000), ECC_HOSTS));
+    const rsaOpen = await measure('sessions RSA AK (open)', () => openLoop(sessionOp(client, rsaHosts), 1000, ms(3000), RSA_HOSTS));
+    const eccPeak = Math.max(...sess.filter((r) => r.label.includes('ECC')).map((r) => r.opsPerSec));
+    const rsaSessPeak = Math.max(...sess.filter((r) => r.label.includes('RSA')).map((r) => r.opsPerSec));
+    console.log(`  ECC AK peak ${fmt(eccPeak)} sessions/s (target ≥ 2,000 = ${ratio(eccPeak, 2000)} of it), raw HSM ec-p256 sign ${fmt(raw.ecP256)}/s (sessions/raw ${ratio(eccPeak, raw.ecP256)})`);
+    console.log(`  RSA AK peak ${fmt(rsaSessPeak)} sessions/s; p99 at 1,000/s: ECC ${eccOpen.p99Ms} ms, RSA ${rsaOpen.p99Ms} ms (target ≤ 20 ms)`);
+    out.sessions = {
+      rows: [...sess, eccOpen, rsaOpen], eccPeak, rsaPeak: rsaSessPeak, rawHsmEcSign: raw.ecP256,
+      eccP99At1000Ms: eccOpen.p99Ms, rsaP99At1000Ms: rsaOpen.p99Ms, targets: { sessionsPerSec: 2000, p99Ms: 20 },
+    };
+    client.close();
+  } finally {
+    if (server) {
+      const exited = new Promise((r) => server!.child.once('exit', r));
+      server.child.send({ type: 'stop' } satisfies ToServer);
+      await Promise.race([exited, new Promise((r) => setTimeout(r, 5000))]);
+      if (server.child.exitCode === null) server.child.kill('SIGKILL');
+    }
+    await rm(dir, { recursive: true, force: true });
+    await hsm.cleanup();
+  }
+  out.loadavgEnd = loadavg();
+  out.seconds = Math.round((performance.now() - t0) / 100) / 10;
+  console.log(`\nload average at end ${load()}; ${out.seconds} s in all`);
+  console.log(`BENCH_JSON ${JSON.stringify(out)}`);
+}
+
+main().catch((e: unknown) => {
+  console.error(e);
+  process.exit(1);
+});

@@ -1,0 +1,91 @@
+/**
+ * The custos server as the benchmark runs it: a child process with the production wiring
+ * (composeService: PKCS#11 KeyStore with its worker threads on the SoftHSM2 token the parent made,
+ * SQLite in a temp folder, policies from files), listening on a free loopback port.
+ *
+ * The parent talks to it over the IPC channel:
+ * - child → parent `{type: 'ready', url, token, keys}` once it listens (token: an admin API token);
+ * - parent → child `{type: 'hosts', hosts}`: registers software-AK hosts directly in the store
+ *   (there is no swtpm behind them, so they skip enrollment), answered with `{type: 'hosts-ok'}`;
+ * - parent → child `{type: 'usage'}` → `{type: 'usage', cpuUs, elu}` since the previous call;
+ * - parent → child `{type: 'stop'}`: closes everything and exits.
+ * Configuration comes from CUSTOS_* variables set by the parent (PIN in a file, never argv).
+ */
+import { performance } from 'node:perf_hooks';
+import { pino } from 'pino';
+import { composeService } from '../src/compose.js';
+import { loadConfig } from '../src/config/config.js';
+import { Metrics } from '../src/http/metrics.js';
+import { listen } from '../src/server.js';
+import type { HostRecord } from '../src/store/records.js';
+
+export interface BenchHost {
+  id: string;
+  akPublic: string;
+  akName: string;
+  akQualifiedName: string;
+}
+
+export type ToServer = { type: 'hosts'; hosts: BenchHost[] } | { type: 'usage' } | { type: 'stop' };
+export type FromServer =
+  | { type: 'ready'; url: string; token: string; keys: { ec: string; rsa: string } }
+  | { type: 'hosts-ok' }
+  | { type: 'usage'; cpuUs: number; elu: number }
+  | { type: 'error'; message: string };
+
+const send = (m: FromServer): void => {
+  process.send?.(m);
+};
+
+async function main(): Promise<void> {
+  const config = loadConfig(process.env, process.cwd());
+  const log = pino({ level: 'silent' });
+  // No EK trust anchors: the bench hosts are registered directly, never enrolled.
+  const service = await composeService(config, log, { anchors: { certificates: [] }, metrics: new Metrics({ defaultMetrics: false }) });
+  const { server, url } = await listen(service.app, config, log);
+  const { token } = await service.deps.tokens.create('system:bench', { name: 'bench admin', role: 'admin' });
+  await service.deps.keys.create('system:bench', { name: 'bench-ec', type: 'ec-p256', purpose: 'sign', rotationPolicy: 'manual' });
+  await service.deps.keys.create('system:bench', { name: 'bench-rsa', type: 'rsa-2048', purpose: 'sign', rotationPolicy: 'manual' });
+  let cpu = process.cpuUsage();
+  let elu = performance.eventLoopUtilization();
+
+  process.on('message', (m: ToServer) => {
+    void (async () => {
+      try {
+        if (m.type === 'hosts') {
+          const now = new Date().toISOString();
+          await service.deps.store.tx(async (t) => {
+            for (const h of m.hosts) {
+              const rec: HostRecord = {
+                id: h.id, status: 'active', akName: h.akName, akPublic: h.akPublic, akQualifiedName: h.akQualifiedName,
+                ekPublicHash: '00'.repeat(32), ekCertificateSubject: null, ekCertificateIssuer: null, labels: { role: 'bench' },
+                policyId: 'bench-hosts', enrolledAt: now, revokedAt: null, lastAttestation: null, lastClock: null,
+              };
+              await t.insertHost(rec);
+            }
+          });
+          send({ type: 'hosts-ok' });
+        } else if (m.type === 'usage') {
+          const c = process.cpuUsage(cpu);
+          const e = performance.eventLoopUtilization(elu);
+          cpu = process.cpuUsage();
+          elu = performance.eventLoopUtilization();
+          send({ type: 'usage', cpuUs: c.user + c.system, elu: e.utilization });
+        } else if (m.type === 'stop') {
+          server.closeAllConnections();
+          await new Promise<void>((r) => server.close(() => r()));
+          await service.close();
+          process.exit(0);
+        }
+      } catch (e) {
+        send({ type: 'error', message: (e as Error).message });
+      }
+    })();
+  });
+  send({ type: 'ready', url, token, keys: { ec: 'bench-ec', rsa: 'bench-rsa' } });
+}
+
+main().catch((e: unknown) => {
+  send({ type: 'error', message: (e as Error).stack ?? String(e) });
+  process.exit(1);
+});
