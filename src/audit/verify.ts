@@ -1,0 +1,451 @@
+/**
+ * Offline verification of an audit export (./export-format.ts): no server, no HSM, only the file.
+ *
+ * Checked, in one streaming pass:
+ * - every event's hash: SHA-256(prevHash ‖ JCS(body)) (./chain.ts). For lines in the writer's
+ *   layout the body's text is hashed as it stands (it is the JCS text the writer hashed; any other
+ *   bytes would need a SHA-256 preimage to match); other lines are parsed and canonicalised.
+ *   `strictCanonical` re-canonicalises every event and reports text that is not RFC 8785;
+ * - every link: an event's prevHash equals the previous event's hash; the event with seq 1
+ *   starts from GENESIS_HASH;
+ * - seq continuity from the first event (or from the header's range.firstSeq) to the last (or to
+ *   range.lastSeq): missing events are `seq-gap`, events out of place `reordered`, a file that ends
+ *   early `truncated`;
+ * - every checkpoint: signed by an exported key (`unknown-key` otherwise) with a valid signature
+ *   over JCS({seq, hash, time, kid}) (`bad-checkpoint-signature`), and its hash equal to the hash
+ *   of the event at its seq (`checkpoint-mismatch`). ECDSA signatures are raw r‖s as in JWS
+ *   (RFC 7518 §3.4); DER is accepted too. RSA: RS256/RS384 (PKCS#1 v1.5) and PS256/PS384 (PSS,
+ *   MGF1 with the same hash, salt length = hash length, RFC 7518 §3.5);
+ * - events after the last valid checkpoint are reported as an unanchored tail: a warning, since
+ *   anyone who can write the file could have rewritten them.
+ * The result names the first bad seq (lowest seq with a problem) and its line.
+ */
+import { createPublicKey, verify as verifySignature, type KeyObject } from 'node:crypto';
+import type { Readable } from 'node:stream';
+import { GENESIS_HASH, checkpointSigningInput, computeEventHashFromCanonical, eventBodyJcs, isHashHex, type AuditEventBody } from './chain.js';
+import { AUDIT_EXPORT_FORMAT, EVENT_LINE_LAYOUT, EVENT_LINE_PREFIX, scanExportLines } from './export-format.js';
+
+export type AuditProblemKind =
+  | 'broken-link'
+  | 'bad-hash'
+  | 'seq-gap'
+  | 'reordered'
+  | 'bad-checkpoint-signature'
+  | 'checkpoint-mismatch'
+  | 'unknown-key'
+  | 'truncated'
+  | 'malformed';
+
+export interface AuditProblem {
+  readonly seq?: number;
+  readonly line: number;
+  kind: AuditProblemKind;
+  detail: string;
+}
+
+export interface AuditWarning {
+  readonly kind: 'unanchored-tail';
+  readonly fromSeq: number;
+  readonly toSeq: number;
+  readonly detail: string;
+}
+
+export interface AuditVerifyProgress {
+  readonly bytesRead: number;
+  readonly totalBytes?: number;
+  readonly lines: number;
+  readonly events: number;
+}
+
+export interface AuditVerifyOptions {
+  readonly onProgress?: (p: AuditVerifyProgress) => void;
+  /** Size of the input, for progress percentages (filled in for paths). */
+  readonly totalBytes?: number;
+  /** Re-canonicalise every event and report non-RFC 8785 text (slower). */
+  readonly strictCanonical?: boolean;
+}
+
+export interface AuditVerifyResult {
+  readonly ok: boolean;
+  readonly events: number;
+  readonly checkpoints: number;
+  /** Checkpoints whose signature and hash both verified. */
+  readonly validCheckpoints: number;
+  readonly firstSeq?: number;
+  readonly lastSeq?: number;
+  readonly firstBadSeq?: number;
+  readonly firstBadLine?: number;
+  readonly problems: AuditProblem[];
+  readonly warnings: AuditWarning[];
+}
+
+const OUTCOMES = new Set(['success', 'failure', 'denied']);
+const BODY_KEYS = 7;
+
+interface PendingCheckpoint {
+  readonly line: number;
+  readonly seq: number;
+  readonly hash: string;
+  readonly time: string;
+  readonly kid: string;
+  readonly alg: string;
+  readonly signature: string;
+}
+
+interface ExportedKey {
+  readonly key: KeyObject;
+  readonly alg: string;
+  readonly compromisedAt?: number;
+}
+
+const ALGS: Record<string, { hash: string; kind: 'ec' | 'rsa' | 'pss'; rawLen?: number }> = {
+  ES256: { hash: 'sha256', kind: 'ec', rawLen: 64 },
+  ES384: { hash: 'sha384', kind: 'ec', rawLen: 96 },
+  RS256: { hash: 'sha256', kind: 'rsa' },
+  RS384: { hash: 'sha384', kind: 'rsa' },
+  PS256: { hash: 'sha256', kind: 'pss' },
+  PS384: { hash: 'sha384', kind: 'pss' },
+};
+
+/** Verify one checkpoint signature; false for any failure (bad encoding included). */
+function checkSignature(k: ExportedKey, cp: PendingCheckpoint): boolean {
+  const a = ALGS[cp.alg];
+  if (!a) return false;
+  const sig = Buffer.from(cp.signature, 'base64');
+  if (sig.length === 0 || sig.toString('base64').replace(/=+$/, '') !== cp.signature.replace(/=+$/, '')) return false;
+  const data = checkpointSigningInput(cp);
+  try {
+    if (a.kind === 'ec') {
+      const dsaEncoding = sig.length === a.rawLen ? 'ieee-p1363' : 'der';
+      return verifySignature(a.hash, data, { key: k.key, dsaEncoding }, sig);
+    }
+    if (a.kind === 'pss') {
+      const saltLength = a.hash === 'sha256' ? 32 : 48;
+      return verifySignature(a.hash, data, { key: k.key, padding: 6 /* RSA_PKCS1_PSS_PADDING */, saltLength }, sig);
+    }
+    return verifySignature(a.hash, data, k.key, sig);
+  } catch {
+    return false;
+  }
+}
+
+function keyTypeMatches(k: KeyObject, alg: string): boolean {
+  const a = ALGS[alg];
+  if (!a) return false;
+  if (a.kind === 'ec') {
+    const curve = k.asymmetricKeyDetails?.namedCurve;
+    return k.asymmetricKeyType === 'ec' && curve === (alg === 'ES256' ? 'prime256v1' : 'secp384r1');
+  }
+  return k.asymmetricKeyType === 'rsa' || (a.kind === 'pss' && k.asymmetricKeyType === 'rsa-pss');
+}
+
+/**
+ * Verify an audit export offline. Never throws for a bad file (every defect is a problem in the
+ * result); rejects only when the source cannot be read.
+ */
+export async function verifyAuditExport(source: string | Readable, options: AuditVerifyOptions = {}): Promise<AuditVerifyResult> {
+  const problems: AuditProblem[] = [];
+  const warnings: AuditWarning[] = [];
+  const keys = new Map<string, ExportedKey>();
+  const checkpoints: PendingCheckpoint[] = [];
+  const strict = options.strictCanonical === true;
+
+  let header: { firstSeq?: number; lastSeq?: number } | undefined;
+  let sawHeader = false;
+  let events = 0;
+  let firstSeq: number | undefined;
+  let expected: number | undefined;
+  let lastHash: string | undefined;
+  let lastSeqInFile = -1;
+  // Links whose previous event has not been read yet (events out of order), by that event's seq.
+  const pendingLinks = new Map<number, { seq: number; line: number; prevHash: string }>();
+  let maxSeq = -Infinity;
+  let lastLine = 0;
+  // Missing seqs reported as a gap, so that a late arrival turns the gap into `reordered`.
+  const gaps = new Map<number, AuditProblem>();
+  // Event hashes by seq, 32 bytes each, for checkpoints (which may come before or after their event).
+  // Seqs below the first event's are rare (a reordered start) and kept in a small map.
+  let hashBuf = Buffer.alloc(32 * 4096);
+  let present = new Uint8Array(4096);
+  const early = new Map<number, string>();
+  let baseSeq: number | undefined;
+
+  const seen = (seq: number): boolean => {
+    if (baseSeq === undefined) return false;
+    const idx = seq - baseSeq;
+    return idx < 0 ? early.has(seq) : idx < present.length && present[idx] === 1;
+  };
+  const storeHash = (seq: number, hex: string) => {
+    baseSeq ??= seq;
+    const idx = seq - baseSeq;
+    if (idx < 0) {
+      early.set(seq, hex);
+      return;
+    }
+    if (idx >= present.length) {
+      const n = Math.max(present.length * 2, idx + 1);
+      const biggerHashes = Buffer.alloc(n * 32);
+      hashBuf.copy(biggerHashes);
+      hashBuf = biggerHashes;
+      const biggerPresent = new Uint8Array(n);
+      biggerPresent.set(present);
+      present = biggerPresent;
+    }
+    hashBuf.write(hex, idx * 32, 'hex');
+    present[idx] = 1;
+  };
+  const hashAt = (seq: number): string | undefined => {
+    if (!seen(seq)) return undefined;
+    const idx = seq - baseSeq!;
+    return idx < 0 ? early.get(seq) : hashBuf.toString('hex', idx * 32, idx * 32 + 32);
+  };
+
+  const problem = (p: AuditProblem) => problems.push(p);
+
+  const onEvent = (line: number, text: string, e: Record<string, unknown>, fast: boolean) => {
+    const seq = e['seq'];
+    const prevHash = e['prevHash'];
+    const hash = e['hash'];
+    const keyCount = Object.keys(e).length;
+    if (
+      typeof seq !== 'number' || !Number.isSafeInteger(seq) || seq < 1 ||
+      !isHashHex(prevHash) || !isHashHex(hash) ||
+      typeof e['time'] !== 'string' || typeof e['actor'] !== 'string' || typeof e['action'] !== 'string' ||
+      typeof e['subject'] !== 'string' || !OUTCOMES.has(e['outcome'] as string) ||
+      e['details'] === null || typeof e['details'] !== 'object' || Array.isArray(e['details']) ||
+      keyCount !== BODY_KEYS + 3
+    ) {
+      problem({ ...(typeof seq === 'number' ? { seq } : {}), line, kind: 'malformed', detail: 'event line lacks a field, has an extra one, or a field has the wrong type' });
+      return;
+    }
+    events++;
+    // Hash: the writer's layout carries the body's canonical text verbatim after the two hashes.
+    // The layout is only trusted when the hashes the parser saw are the ones at the fixed offsets.
+    fast =
+      fast &&
+      text.startsWith(prevHash, EVENT_LINE_LAYOUT.prevHash) &&
+      text.startsWith('","hash":"', EVENT_LINE_LAYOUT.hashKey) &&
+      text.startsWith(hash, EVENT_LINE_LAYOUT.hash);
+    let canonical: string;
+    if (fast && !strict) {
+      canonical = '{' + text.slice(EVENT_LINE_LAYOUT.hashEnd + 2);
+    } else {
+      canonical = eventBodyJcs(e as unknown as AuditEventBody);
+      if (strict && fast && canonical !== '{' + text.slice(EVENT_LINE_LAYOUT.hashEnd + 2)) {
+        problem({ seq, line, kind: 'malformed', detail: 'event body is not in RFC 8785 canonical form' });
+      }
+    }
+    if (computeEventHashFromCanonical(prevHash, canonical) !== hash) {
+      problem({ seq, line, kind: 'bad-hash', detail: 'hash does not match SHA-256(prevHash ‖ JCS(event)): the event was altered' });
+    }
+    if (firstSeq === undefined) {
+      firstSeq = seq;
+      const start = header?.firstSeq ?? seq;
+      if (seq > start) {
+        const gap: AuditProblem = { seq: start, line, kind: 'seq-gap', detail: `events ${start}..${seq - 1} are missing before the first event` };
+        problem(gap);
+        for (let s = start; s < seq && s < start + 100_000; s++) gaps.set(s, gap);
+      } else if (seq < start) {
+        problem({ seq, line, kind: 'reordered', detail: `first event has seq ${seq}, before the header's range start ${start}` });
+      }
+      if (seq === 1 && prevHash !== GENESIS_HASH) {
+        problem({ seq, line, kind: 'broken-link', detail: 'the first event of the log must link to the genesis hash' });
+      }
+      expected = seq + 1;
+    } else {
+      if (seq === expected) {
+        expected = seq + 1;
+      } else if (seq > expected!) {
+        const gap: AuditProblem = { seq: expected!, line, kind: 'seq-gap', detail: `events ${expected}..${seq - 1} are missing (deleted or out of place)` };
+        problem(gap);
+        for (let s = expected!; s < seq && s < expected! + 100_000; s++) gaps.set(s, gap);
+        expected = seq + 1;
+      } else {
+        const gap = gaps.get(seq);
+        if (gap) {
+          gap.kind = 'reordered';
+          gap.detail = `event ${gap.seq} is not where the chain needs it (events are out of order)`;
+          gaps.delete(seq);
+          if (gap.seq !== seq) problem({ seq, line, kind: 'reordered', detail: `seq ${seq} comes after seq ${expected! - 1}` });
+        } else {
+          problem({ seq, line, kind: 'reordered', detail: seen(seq) ? `seq ${seq} appears twice` : `seq ${seq} comes after seq ${expected! - 1}` });
+        }
+      }
+      // The link is to the event with the previous seq, wherever it stands in the file.
+      if (seq - 1 === lastSeqInFile) {
+        if (prevHash !== lastHash) problem({ seq, line, kind: 'broken-link', detail: `prevHash does not equal the hash of event ${seq - 1}` });
+      } else if (seen(seq - 1)) {
+        if (prevHash !== hashAt(seq - 1)) problem({ seq, line, kind: 'broken-link', detail: `prevHash does not equal the hash of event ${seq - 1}` });
+      } else {
+        // Checked when event seq−1 turns up; if it never does, its gap is already reported.
+        pendingLinks.set(seq - 1, { seq, line, prevHash });
+      }
+    }
+    const pending = pendingLinks.get(seq);
+    if (pending) {
+      pendingLinks.delete(seq);
+      if (pending.prevHash !== hash) problem({ seq: pending.seq, line: pending.line, kind: 'broken-link', detail: `prevHash does not equal the hash of event ${seq}` });
+    }
+    lastSeqInFile = seq;
+    if (!seen(seq)) storeHash(seq, hash);
+    lastHash = hash;
+    if (seq > maxSeq) maxSeq = seq;
+  };
+
+  const onLine = (line: number, text: string, terminated: boolean) => {
+    lastLine = line;
+    if (text === '') return;
+    // Fast path: a writer-laid-out event line is recognised by its fixed prefix.
+    const fast = text.startsWith(EVENT_LINE_PREFIX) && text.charCodeAt(EVENT_LINE_LAYOUT.hashEnd) === 34 && text.charCodeAt(EVENT_LINE_LAYOUT.hashEnd + 1) === 44;
+    let v: unknown;
+    try {
+      v = JSON.parse(text);
+    } catch {
+      if (!terminated) problem({ line, kind: 'truncated', detail: 'the last line is cut short' });
+      else problem({ line, kind: 'malformed', detail: 'not valid JSON' });
+      return;
+    }
+    if (v === null || typeof v !== 'object' || Array.isArray(v)) {
+      problem({ line, kind: 'malformed', detail: 'not a JSON object' });
+      return;
+    }
+    const o = v as Record<string, unknown>;
+    const type = o['type'];
+    if (!sawHeader && type !== 'header') {
+      sawHeader = true;
+      problem({ line, kind: 'malformed', detail: 'the first line must be the export header' });
+    }
+    switch (type) {
+      case 'event':
+        onEvent(line, text, o, fast);
+        return;
+      case 'checkpoint': {
+        const { seq, hash, time, kid, alg, signature } = o;
+        if (typeof seq !== 'number' || !Number.isSafeInteger(seq) || !isHashHex(hash) || typeof time !== 'string' || typeof kid !== 'string' || typeof alg !== 'string' || typeof signature !== 'string') {
+          problem({ ...(typeof seq === 'number' ? { seq } : {}), line, kind: 'malformed', detail: 'checkpoint line lacks a field or a field has the wrong type' });
+          return;
+        }
+        checkpoints.push({ line, seq, hash, time, kid, alg, signature });
+        return;
+      }
+      case 'key': {
+        const { kid, alg, jwk, pem, states } = o;
+        if (typeof kid !== 'string' || typeof alg !== 'string' || (jwk === undefined) === (pem === undefined)) {
+          problem({ line, kind: 'malformed', detail: 'key line needs kid, alg and exactly one of jwk or pem' });
+          return;
+        }
+        let key: KeyObject;
+        try {
+          key = typeof pem === 'string' ? createPublicKey(pem) : createPublicKey({ key: jwk as import('node:crypto').JsonWebKey, format: 'jwk' });
+        } catch {
+          problem({ line, kind: 'malformed', detail: `key ${kid} is not a valid public key` });
+          return;
+        }
+        if (key.type !== 'public' || !keyTypeMatches(key, alg)) {
+          problem({ line, kind: 'malformed', detail: `key ${kid} does not fit its algorithm ${alg}` });
+          return;
+        }
+        let compromisedAt: number | undefined;
+        if (Array.isArray(states)) {
+          for (const s of states as Array<{ state?: unknown; at?: unknown }>) {
+            if (s && s.state === 'compromised' && typeof s.at === 'string') compromisedAt = Date.parse(s.at);
+          }
+        }
+        keys.set(kid, { key, alg, ...(compromisedAt === undefined ? {} : { compromisedAt }) });
+        return;
+      }
+      case 'header': {
+        if (sawHeader) {
+          problem({ line, kind: 'malformed', detail: 'a second header line' });
+          return;
+        }
+        sawHeader = true;
+        if (o['format'] !== AUDIT_EXPORT_FORMAT || o['version'] !== 1) {
+          problem({ line, kind: 'malformed', detail: `not a ${AUDIT_EXPORT_FORMAT} version 1 file` });
+        }
+        const r = o['range'] as { firstSeq?: unknown; lastSeq?: unknown } | null | undefined;
+        header = {};
+        if (r && typeof r.firstSeq === 'number' && typeof r.lastSeq === 'number') header = { firstSeq: r.firstSeq, lastSeq: r.lastSeq };
+        return;
+      }
+      default:
+        problem({ line, kind: 'malformed', detail: `unknown line type ${JSON.stringify(type)}` });
+    }
+  };
+
+  const total = options.totalBytes ?? (typeof source === 'string' ? await fileSize(source) : undefined);
+  await scanExportLines(source, onLine, options.onProgress
+    ? (p) => options.onProgress!({ bytesRead: p.bytesRead, lines: p.lines, events, ...(total === undefined ? {} : { totalBytes: total }) })
+    : undefined);
+
+  if (!sawHeader) problem({ line: 1, kind: 'malformed', detail: 'empty file: no header' });
+  if (header?.lastSeq !== undefined && (events === 0 || maxSeq < header.lastSeq)) {
+    const from = events === 0 ? (header.firstSeq ?? 1) : maxSeq + 1;
+    problem({ seq: from, line: lastLine + 1, kind: 'truncated', detail: `the header promises events up to ${header.lastSeq}; the file ends after ${events === 0 ? 'no event' : maxSeq}` });
+  }
+
+  // Checkpoints last: keys may be listed anywhere, and a checkpoint may precede its event.
+  let anchoredTo = -Infinity;
+  let validCheckpoints = 0;
+  for (const cp of checkpoints) {
+    const k = keys.get(cp.kid);
+    if (!k) {
+      problem({ seq: cp.seq, line: cp.line, kind: 'unknown-key', detail: `checkpoint signed by ${cp.kid}, which the export does not list` });
+      continue;
+    }
+    if (k.alg !== cp.alg || !checkSignature(k, cp)) {
+      problem({ seq: cp.seq, line: cp.line, kind: 'bad-checkpoint-signature', detail: `signature by ${cp.kid} (${cp.alg}) does not verify` });
+      continue;
+    }
+    if (k.compromisedAt !== undefined && Date.parse(cp.time) >= k.compromisedAt) {
+      problem({ seq: cp.seq, line: cp.line, kind: 'bad-checkpoint-signature', detail: `${cp.kid} was compromised before this checkpoint was signed` });
+      continue;
+    }
+    const h = hashAt(cp.seq);
+    if (h === undefined) {
+      if (cp.seq > maxSeq) {
+        problem({ seq: cp.seq, line: cp.line, kind: 'truncated', detail: `checkpoint covers seq ${cp.seq}, past the last event in the file` });
+      } else {
+        problem({ seq: cp.seq, line: cp.line, kind: 'checkpoint-mismatch', detail: `no event with seq ${cp.seq} in the file` });
+      }
+      continue;
+    }
+    if (h !== cp.hash) {
+      problem({ seq: cp.seq, line: cp.line, kind: 'checkpoint-mismatch', detail: `checkpoint hash differs from the hash of event ${cp.seq}: history was rewritten` });
+      continue;
+    }
+    validCheckpoints++;
+    anchoredTo = Math.max(anchoredTo, cp.seq);
+  }
+  if (events > 0 && maxSeq > anchoredTo) {
+    const fromSeq = anchoredTo === -Infinity ? firstSeq! : anchoredTo + 1;
+    warnings.push({ kind: 'unanchored-tail', fromSeq, toSeq: maxSeq, detail: `events ${fromSeq}..${maxSeq} are not covered by a valid checkpoint` });
+  }
+
+  let first: AuditProblem | undefined;
+  for (const p of problems) {
+    if (p.seq === undefined) continue;
+    if (!first || p.seq < first.seq! || (p.seq === first.seq && p.line < first.line)) first = p;
+  }
+  if (!first) first = problems[0];
+  return {
+    ok: problems.length === 0,
+    events,
+    checkpoints: checkpoints.length,
+    validCheckpoints,
+    ...(firstSeq === undefined ? {} : { firstSeq, lastSeq: maxSeq }),
+    ...(first?.seq === undefined ? {} : { firstBadSeq: first.seq }),
+    ...(first === undefined ? {} : { firstBadLine: first.line }),
+    problems,
+    warnings,
+  };
+}
+
+async function fileSize(path: string): Promise<number | undefined> {
+  try {
+    const { stat } = await import('node:fs/promises');
+    return (await stat(path)).size;
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,242 @@
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { computeEventHash, type AuditEvent } from '../../../src/audit/chain.js';
+import { auditExportLines, readExportLines } from '../../../src/audit/export-format.js';
+import { verifyAuditExport } from '../../../src/audit/verify.js';
+import { makeCheckpoint, makeEvents, makeSigner, writeExport, type Signer } from './fixtures.js';
+
+let dir: string;
+let signer: Signer;
+let events: AuditEvent[];
+let good: string;
+let goodLines: string[];
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'custos-audit-'));
+  signer = makeSigner('ES256');
+  events = makeEvents(30);
+  good = join(dir, 'good.jsonl');
+  await writeExport(good, events, [makeCheckpoint(signer, events[9]!), makeCheckpoint(signer, events[19]!), makeCheckpoint(signer, events[29]!)], [signer.keyLine]);
+  goodLines = readFileSync(good, 'utf8').split('\n');
+});
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+/** Line index (0-based) of the event with this seq in the good file. */
+const lineOf = (seq: number) => goodLines.findIndex((l) => l.startsWith('{"type":"event"') && JSON.parse(l).seq === seq);
+
+function variant(name: string, lines: string[]): string {
+  const p = join(dir, name);
+  writeFileSync(p, lines.join('\n'));
+  return p;
+}
+
+describe('export format', () => {
+  it('writes header, keys, then events with each checkpoint right after its event', () => {
+    const types = goodLines.filter(Boolean).map((l) => JSON.parse(l).type as string);
+    expect(types[0]).toBe('header');
+    expect(types[1]).toBe('key');
+    expect(types.filter((t) => t === 'event')).toHaveLength(30);
+    const cpIdx = goodLines.findIndex((l) => l.startsWith('{"type":"checkpoint"'));
+    expect(JSON.parse(goodLines[cpIdx - 1]!).seq).toBe(10);
+    expect(JSON.parse(goodLines[0]!)).toMatchObject({ format: 'custos-audit-export', version: 1, range: { firstSeq: 1, lastSeq: 30 } });
+  });
+
+  it('event lines carry every field and round-trip', () => {
+    const e = JSON.parse(goodLines[lineOf(13)]!);
+    expect(e).toEqual({ type: 'event', ...events[12] });
+  });
+
+  it('streams lines back with their numbers', async () => {
+    const got: number[] = [];
+    for await (const l of readExportLines(good)) if (l.text.startsWith('{"type":"header"')) got.push(l.line);
+    expect(got).toEqual([1]);
+  });
+
+  it('the generator yields the same text as the writer', async () => {
+    let text = '';
+    for await (const l of auditExportLines({ exportedAt: '2026-06-01T00:00:00.000Z', issuer: 'https://custos.test', range: { firstSeq: 1, lastSeq: 30 }, keys: [signer.keyLine], events, checkpoints: [makeCheckpoint(signer, events[29]!)] })) text += l;
+    expect(text.split('\n').filter((l) => l.startsWith('{"type":"event"'))).toEqual(goodLines.filter((l) => l.startsWith('{"type":"event"')));
+  });
+});
+
+describe('verifyAuditExport', () => {
+  it('accepts an intact export', async () => {
+    const progress: number[] = [];
+    const r = await verifyAuditExport(good, { onProgress: (p) => progress.push(p.bytesRead) });
+    expect(r).toMatchObject({ ok: true, events: 30, checkpoints: 3, validCheckpoints: 3, firstSeq: 1, lastSeq: 30, problems: [], warnings: [] });
+    expect(r.firstBadSeq).toBeUndefined();
+    expect(progress.length).toBeGreaterThan(0);
+  });
+
+  it('accepts a stream, strict canonical mode, and CRLF line ends', async () => {
+    expect((await verifyAuditExport(Readable.from([readFileSync(good)]))).ok).toBe(true);
+    expect((await verifyAuditExport(good, { strictCanonical: true })).ok).toBe(true);
+    expect((await verifyAuditExport(variant('crlf.jsonl', goodLines.map((l) => (l ? l + '\r' : l))))).ok).toBe(true);
+  });
+
+  it('accepts event lines in another key order (canonicalising them)', async () => {
+    const lines = [...goodLines];
+    const i = lineOf(7);
+    const e = JSON.parse(lines[i]!);
+    lines[i] = JSON.stringify({ hash: e.hash, details: e.details, seq: e.seq, type: 'event', time: e.time, actor: e.actor, action: e.action, subject: e.subject, outcome: e.outcome, prevHash: e.prevHash });
+    expect((await verifyAuditExport(variant('order.jsonl', lines))).ok).toBe(true);
+  });
+
+  it('names a tampered event (content changed, hash kept)', async () => {
+    const lines = [...goodLines];
+    const i = lineOf(13);
+    lines[i] = lines[i]!.replace('"user:alice"', '"user:mallory"');
+    const r = await verifyAuditExport(variant('tampered.jsonl', lines));
+    expect(r.ok).toBe(false);
+    expect(r.firstBadSeq).toBe(13);
+    expect(r.firstBadLine).toBe(i + 1);
+    expect(r.problems[0]).toMatchObject({ seq: 13, kind: "bad-hash" });
+  });
+
+  it('finds a rewritten event whose hash was recomputed: the link breaks and the checkpoint disagrees', async () => {
+    const lines = [...goodLines];
+    const i = lineOf(15);
+    const e = JSON.parse(lines[i]!);
+    const body = { ...e, actor: 'user:mallory' };
+    const hash = computeEventHash(e.prevHash, body);
+    lines[i] = JSON.stringify({ ...body, hash });
+    const r = await verifyAuditExport(variant('rewritten.jsonl', lines));
+    expect(r.firstBadSeq).toBe(16);
+    expect(r.problems.map((p) => p.kind)).toEqual(['broken-link']);
+  });
+
+  it('finds a history rewritten to the end by its checkpoint', async () => {
+    const evs = makeEvents(30);
+    const forged = [...evs.slice(0, 24), ...makeEvents(6, 25, evs[23]!.hash).map((e) => e)];
+    const changed = forged.map((e) => ({ ...e }));
+    // Rewrite event 25 onwards with other content and consistent hashes; the signed checkpoint at 30 still names the old head.
+    let prev = changed[23]!.hash;
+    for (let k = 24; k < 30; k++) {
+      const b = { ...changed[k]!, subject: 'key:forged' };
+      const hash = computeEventHash(prev, b);
+      changed[k] = { ...b, prevHash: prev, hash };
+      prev = hash;
+    }
+    const p = join(dir, 'history.jsonl');
+    await writeExport(p, changed, [makeCheckpoint(signer, evs[19]!), makeCheckpoint(signer, evs[29]!)], [signer.keyLine]);
+    const r = await verifyAuditExport(p);
+    expect(r.ok).toBe(false);
+    expect(r.problems).toEqual([expect.objectContaining({ seq: 30, kind: 'checkpoint-mismatch' })]);
+    expect(r.warnings[0]).toMatchObject({ kind: 'unanchored-tail', fromSeq: 21, toSeq: 30 });
+  });
+
+  it('names the first of two swapped events as reordered', async () => {
+    const lines = [...goodLines];
+    const a = lineOf(5);
+    const b = lineOf(6);
+    [lines[a], lines[b]] = [lines[b]!, lines[a]!];
+    const r = await verifyAuditExport(variant('swapped.jsonl', lines));
+    expect(r.firstBadSeq).toBe(5);
+    expect(r.problems.map((p) => [p.seq, p.kind])).toEqual([[5, 'reordered']]);
+    expect(r.problems.find((p) => p.seq === 5)).toBeDefined();
+  });
+
+  it('names a deleted event as a gap', async () => {
+    const lines = goodLines.filter((_, i) => i !== lineOf(8));
+    const r = await verifyAuditExport(variant('deleted.jsonl', lines));
+    expect(r.firstBadSeq).toBe(8);
+    expect(r.problems[0]).toMatchObject({ seq: 8, kind: 'seq-gap' });
+  });
+
+  it('names a deleted first event', async () => {
+    const r = await verifyAuditExport(variant('nofirst.jsonl', goodLines.filter((_, i) => i !== lineOf(1))));
+    expect(r.firstBadSeq).toBe(1);
+    expect(r.problems[0]).toMatchObject({ kind: 'seq-gap' });
+  });
+
+  it('names a file cut short, cleanly or mid-line', async () => {
+    const cut = lineOf(27);
+    const clean = await verifyAuditExport(variant('cut.jsonl', goodLines.slice(0, cut)));
+    expect(clean.firstBadSeq).toBe(27);
+    expect(clean.problems.map((p) => p.kind)).toContain('truncated');
+    const mid = await verifyAuditExport(variant('mid.jsonl', [...goodLines.slice(0, cut), goodLines[cut]!.slice(0, 40)]));
+    expect(mid.firstBadSeq).toBe(27);
+    expect(mid.problems.map((p) => p.kind)).toEqual(expect.arrayContaining(['truncated']));
+  });
+
+  it('rejects a bad checkpoint signature and an unknown signing key', async () => {
+    const lines = [...goodLines];
+    const i = lines.findIndex((l) => l.startsWith('{"type":"checkpoint"'));
+    const cp = JSON.parse(lines[i]!);
+    const sig = Buffer.from(cp.signature, 'base64');
+    sig[5] ^= 1;
+    lines[i] = JSON.stringify({ ...cp, signature: sig.toString('base64') });
+    const r = await verifyAuditExport(variant('badsig.jsonl', lines));
+    expect(r.problems).toEqual([expect.objectContaining({ seq: 10, kind: 'bad-checkpoint-signature', line: i + 1 })]);
+
+    const moved = [...goodLines];
+    moved[i] = JSON.stringify({ ...cp, seq: 11 });
+    expect((await verifyAuditExport(variant('movedcp.jsonl', moved))).problems[0]).toMatchObject({ kind: 'bad-checkpoint-signature' });
+
+    const noKey = goodLines.filter((l) => !l.startsWith('{"type":"key"'));
+    const r2 = await verifyAuditExport(variant('nokey.jsonl', noKey));
+    expect(r2.problems.map((p) => p.kind)).toEqual(['unknown-key', 'unknown-key', 'unknown-key']);
+  });
+
+  it('refuses a checkpoint signed by a key the export marks compromised before it', async () => {
+    const compromised = { ...signer.keyLine, states: [{ state: 'active', at: '2026-01-01T00:00:00.000Z' }, { state: 'compromised', at: '2026-01-01T00:00:15.000Z' }] };
+    const p = join(dir, 'compromised.jsonl');
+    await writeExport(p, events, [makeCheckpoint(signer, events[9]!), makeCheckpoint(signer, events[29]!)], [compromised]);
+    const r = await verifyAuditExport(p);
+    expect(r.problems).toEqual([expect.objectContaining({ seq: 30, kind: 'bad-checkpoint-signature' })]);
+  });
+
+  it('warns about an unanchored tail without failing', async () => {
+    const p = join(dir, 'tail.jsonl');
+    await writeExport(p, events, [makeCheckpoint(signer, events[19]!)], [signer.keyLine]);
+    const r = await verifyAuditExport(p);
+    expect(r.ok).toBe(true);
+    expect(r.warnings).toEqual([expect.objectContaining({ kind: 'unanchored-tail', fromSeq: 21, toSeq: 30 })]);
+  });
+
+  it('verifies ES384 (DER and raw), RS256 and PS256 checkpoints and PEM keys', async () => {
+    const s384 = makeSigner('ES384', 'a384', true);
+    const rs = makeSigner('RS256', 'rs');
+    const ps = makeSigner('PS256', 'ps', true);
+    const p = join(dir, 'algs.jsonl');
+    await writeExport(p, events, [makeCheckpoint(s384, events[4]!, true), makeCheckpoint(s384, events[9]!), makeCheckpoint(rs, events[14]!), makeCheckpoint(ps, events[29]!)], [s384.keyLine, rs.keyLine, ps.keyLine]);
+    const r = await verifyAuditExport(p);
+    expect(r.problems).toEqual([]);
+    expect(r.validCheckpoints).toBe(4);
+  });
+
+  it('rejects a key line whose key does not fit its algorithm', async () => {
+    const lines = [...goodLines];
+    const i = lines.findIndex((l) => l.startsWith('{"type":"key"'));
+    lines[i] = JSON.stringify({ ...JSON.parse(lines[i]!), alg: 'ES384' });
+    const r = await verifyAuditExport(variant('keyalg.jsonl', lines));
+    expect(r.problems.map((p) => p.kind)).toEqual(['malformed', 'unknown-key', 'unknown-key', 'unknown-key']);
+  });
+
+  it('reports malformed lines, a missing header and a body that is not canonical in strict mode', async () => {
+    const lines = [...goodLines];
+    lines.splice(lineOf(3), 0, '{not json');
+    const r = await verifyAuditExport(variant('garbage.jsonl', lines));
+    expect(r.problems[0]).toMatchObject({ kind: 'malformed', line: lineOf(3) + 1 });
+    const noHeader = await verifyAuditExport(variant('nohead.jsonl', goodLines.slice(1)));
+    expect(noHeader.problems[0]).toMatchObject({ kind: 'malformed', line: 1 });
+    expect((await verifyAuditExport(variant('empty.jsonl', [])))).toMatchObject({ ok: false });
+    const spaced = [...goodLines];
+    const j = lineOf(4);
+    spaced[j] = spaced[j]!.replace('"actor":', '"actor": ');
+    const strict = await verifyAuditExport(variant('spaced.jsonl', spaced), { strictCanonical: true });
+    expect(strict.problems[0]).toMatchObject({ seq: 4, kind: 'malformed' });
+    expect((await verifyAuditExport(variant('spaced2.jsonl', spaced))).problems[0]).toMatchObject({ seq: 4, kind: 'bad-hash' });
+  });
+
+  it('names a duplicated event', async () => {
+    const lines = [...goodLines];
+    lines.splice(lineOf(9) + 1, 0, lines[lineOf(9)]!);
+    const r = await verifyAuditExport(variant('dup.jsonl', lines));
+    expect(r.firstBadSeq).toBe(9);
+    expect(r.problems[0]).toMatchObject({ kind: 'reordered' });
+  });
+});
