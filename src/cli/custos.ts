@@ -33,6 +33,14 @@ program.addCommand(hostsCommand(globals));
 program.addCommand(policyCommand());
 program.addCommand(rotationCommand(globals));
 
+// Subcommands built with `new Command()` do not inherit exitOverride: apply it everywhere so that
+// every usage error goes through the one exit-code mapping below.
+const overrideAll = (c: Command): void => {
+  c.exitOverride();
+  c.commands.forEach(overrideAll);
+};
+overrideAll(program);
+
 try {
   await program.parseAsync(process.argv);
 } catch (e) {

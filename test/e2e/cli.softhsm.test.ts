@@ -1,0 +1,126 @@
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startSoftHsm, type SoftHsm } from '../helpers/softhsm.js';
+
+/**
+ * The operator's path as scripts take it: `custos init`, `custos serve` and the client commands
+ * as real processes from the build output, against a real SoftHSM2 token. Exit codes: 0 done,
+ * 1 refused, 2 usage/config, 3 unavailable.
+ */
+const BIN = join(process.cwd(), 'bin', 'custos.js');
+let hsm: SoftHsm;
+let dir: string;
+let env: NodeJS.ProcessEnv;
+let server: ChildProcess;
+let serverLog = '';
+let url = '';
+
+function custos(args: string[], extra: NodeJS.ProcessEnv = {}) {
+  const r = spawnSync(process.execPath, [BIN, ...args], { env: { ...env, ...extra }, encoding: 'utf8', timeout: 30_000 });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+beforeAll(async () => {
+  hsm = await startSoftHsm();
+  dir = mkdtempSync(join(tmpdir(), 'custos-cli-'));
+  writeFileSync(join(dir, 'pin'), hsm.pin, { mode: 0o600 });
+  env = {
+    ...process.env, ...hsm.env, CUSTOS_STATE_DIR: dir, CUSTOS_PKCS11_MODULE: hsm.module, CUSTOS_PKCS11_TOKEN_LABEL: hsm.tokenLabel,
+    CUSTOS_PKCS11_PIN_FILE: join(dir, 'pin'), CUSTOS_LISTEN: '127.0.0.1:0', CUSTOS_ROTATION_ENABLED: 'false',
+  };
+  delete env.CUSTOS_URL;
+  delete env.CUSTOS_TOKEN_FILE;
+});
+
+afterAll(async () => {
+  if (server && server.exitCode === null) server.kill('SIGKILL');
+  await hsm?.cleanup();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe('custos CLI against a served instance', () => {
+  it('init writes the admin token to a 0600 file, never to stdout, and is idempotent', () => {
+    const r = custos(['init']);
+    expect(r.code, r.stderr).toBe(0);
+    const tokenFile = join(dir, 'admin.token');
+    const token = readFileSync(tokenFile, 'utf8').trim();
+    expect(token).toMatch(/^custos_/);
+    expect(statSync(tokenFile).mode & 0o777).toBe(0o600);
+    expect(statSync(dir).mode & 0o777).toBe(0o700);
+    expect(r.stdout + r.stderr).not.toContain(token);
+    const again = custos(['init', '--json']);
+    expect(again.code).toBe(0);
+    expect(JSON.parse(again.stdout).created).toBe(false);
+    expect(readFileSync(tokenFile, 'utf8').trim()).toBe(token);
+  });
+
+  it('serve starts and prints where it listens', async () => {
+    server = spawn(process.execPath, [BIN, 'serve'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    server.stderr!.on('data', (d: Buffer) => (serverLog += d.toString()));
+    url = await new Promise<string>((resolve, reject) => {
+      let out = '';
+      server.stdout!.on('data', (d: Buffer) => {
+        out += d.toString();
+        const m = /\{"listening":"([^"]+)"\}/.exec(out);
+        if (m) resolve(m[1]!);
+      });
+      server.on('exit', (c) => reject(new Error(`serve exited ${c}: ${serverLog}`)));
+    });
+    expect(url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
+    env.CUSTOS_URL = url;
+  });
+
+  it('creates, shows, signs and verifies with exit codes scripts can trust', () => {
+    const c = custos(['--json', 'keys', 'create', 'cli-key', '--type', 'ec-p256', '--purpose', 'sign', '--rotation-policy', 'manual']);
+    expect(c.code, c.stderr).toBe(0);
+    expect(JSON.parse(c.stdout).versions[0].state).toBe('active');
+    const s = custos(['--json', 'keys', 'sign', 'cli-key', '--data', 'hello']);
+    expect(s.code, s.stderr).toBe(0);
+    const sig = JSON.parse(s.stdout).signature as string;
+    expect(custos(['keys', 'verify', 'cli-key', '--data', 'hello', '--signature', sig]).code).toBe(0);
+    const bad = custos(['keys', 'verify', 'cli-key', '--data', 'other', '--signature', sig]);
+    expect(bad.code).toBe(1);
+    expect(bad.stdout).toContain('INVALID');
+    const rot = custos(['keys', 'rotate', 'cli-key', '--reason', 'cli test']);
+    expect(rot.code).toBe(0);
+    expect(rot.stdout).toContain('v2 is now active');
+    const list = custos(['keys', 'list']);
+    expect(list.stdout).toMatch(/v1\s+deactivated/);
+  });
+
+  it('refusals exit 1 with the error code; usage and configuration errors exit 2; an unreachable server exits 3', () => {
+    const nf = custos(['keys', 'show', 'nope']);
+    expect(nf.code).toBe(1);
+    expect(nf.stderr).toContain('ERR_KEY_NOT_FOUND');
+    expect(custos(['keys', 'create', 'x', '--type', 'ed25519', '--purpose', 'sign']).code).toBe(2);
+    const cfg = custos(['serve'], { CUSTOS_LISTEN: 'not-a-host-port' });
+    expect(cfg.code).toBe(2);
+    expect(cfg.stderr).toContain('listen');
+    const down = custos(['keys', 'list'], { CUSTOS_URL: 'http://127.0.0.1:9' });
+    expect(down.code).toBe(3);
+  });
+
+  it('a token with a weaker role is refused, and token files are written 0600', () => {
+    const f = join(dir, 'auditor.token');
+    const t = custos(['tokens', 'create', 'ci-auditor', '--role', 'auditor', '--output', f]);
+    expect(t.code, t.stderr).toBe(0);
+    expect(statSync(f).mode & 0o777).toBe(0o600);
+    expect(t.stdout).not.toContain(readFileSync(f, 'utf8').trim());
+    const r = custos(['--token-file', f, 'keys', 'create', 'y', '--type', 'ec-p256', '--purpose', 'sign', '--rotation-policy', 'manual']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('ERR_FORBIDDEN');
+    expect(custos(['--token-file', f, 'keys', 'list']).code).toBe(0);
+  });
+
+  it('stops cleanly on SIGTERM, and its log holds neither the PIN nor any token', async () => {
+    const exit = new Promise<number | null>((r) => server.on('exit', (c) => r(c)));
+    server.kill('SIGTERM');
+    expect(await exit).toBe(0);
+    expect(serverLog).toContain('custos listening');
+    expect(serverLog).not.toContain(hsm.pin);
+    expect(serverLog).not.toMatch(/custos_[A-Za-z0-9_-]{43}/);
+  });
+});
