@@ -22,6 +22,17 @@ const MATRIX: { method: string; path: string; body?: unknown; allowed: Role[] }[
   { method: 'POST', path: '/v1/tokens', body: { name: 't', role: 'auditor' }, allowed: ['admin'] },
   { method: 'GET', path: '/v1/tokens', allowed: ['admin'] },
   { method: 'DELETE', path: '/v1/tokens/00000000-0000-0000-0000-000000000000', allowed: ['admin'] },
+  { method: 'POST', path: '/v1/keys/m-comp/versions/1/compromise', body: {}, allowed: ['admin', 'operator'] },
+  { method: 'POST', path: '/v1/keys/m-sig/versions/1/cancel-destroy', body: {}, allowed: ['admin', 'operator'] },
+  { method: 'POST', path: '/v1/provisioning-tokens', body: { ttlSeconds: 600, uses: 1 }, allowed: ['admin', 'operator'] },
+  { method: 'POST', path: '/v1/hosts/enroll', body: { ekPublic: 'AA==', akPublic: 'AA==' }, allowed: ['admin', 'operator', 'provisioner'] },
+  { method: 'GET', path: '/v1/hosts', allowed: ['admin', 'operator', 'auditor'] },
+  { method: 'GET', path: '/v1/hosts/unknown-host', allowed: ['admin', 'operator', 'auditor'] },
+  { method: 'POST', path: '/v1/hosts/unknown-host/revoke', body: {}, allowed: ['admin', 'operator'] },
+  { method: 'GET', path: '/v1/policies', allowed: ['admin', 'operator', 'auditor'] },
+  { method: 'GET', path: '/v1/rotation/plan?days=7', allowed: ['admin', 'operator', 'auditor'] },
+  { method: 'GET', path: '/v1/audit', allowed: ['admin', 'auditor'] },
+  { method: 'GET', path: '/v1/audit/checkpoints', allowed: ['admin', 'auditor'] },
 ];
 
 let svc: TestService;
@@ -29,6 +40,7 @@ beforeAll(async () => {
   svc = await startTestService({ hsm: new MemoryKeyStore() });
   expect((await svc.call('POST', '/v1/keys', { name: 'm-sig', type: 'ec-p256', purpose: 'sign', rotationPolicy: 'manual' })).status).toBe(201);
   expect((await svc.call('POST', '/v1/keys', { name: 'm-enc', type: 'aes-256', purpose: 'encrypt' })).status).toBe(201);
+  expect((await svc.call('POST', '/v1/keys', { name: 'm-comp', type: 'ec-p256', purpose: 'sign', rotationPolicy: 'manual' })).status).toBe(201);
 });
 afterAll(async () => svc?.close());
 
@@ -45,6 +57,7 @@ describe('endpoint × role matrix', () => {
         }
       });
     }
+    if (row.path === '/v1/hosts/enroll') continue; // without an API token, enroll asks for a provisioning token (tested in e2e)
     it(`${row.method} ${row.path} without a token is 401`, async () => {
       const r = await svc.call(row.method, row.path, row.body, null);
       expect(r.status).toBe(401);
