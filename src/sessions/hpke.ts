@@ -1,5 +1,8 @@
 /**
- * Session-key sealing with HPKE (RFC 9180) through @hpke/core (WebCrypto underneath).
+ * Session-key sealing with HPKE (RFC 9180) through @hpke/core. The library runs the protocol
+ * (DHKEM encap/decap, key schedule, AEAD context); its primitives are the node:crypto-backed ones
+ * of ./hpke-node.ts (synchronous OpenSSL calls instead of ~18 WebCrypto jobs per seal), checked
+ * against the RFC 9180 vectors and against the stock WebCrypto suite in both directions.
  *
  * Suite (API.md, sessions): base mode (RFC 9180 §5.1.1), DHKEM(P-256, HKDF-SHA256) (KEM 0x0010),
  * HKDF-SHA256 (KDF 0x0001), AES-256-GCM (AEAD 0x0002); info = "custos session key" ‖ jti (UTF-8),
@@ -8,10 +11,11 @@
  * secrecy with respect to custos's long-term keys: nothing custos keeps can reopen a past session key.
  */
 import type { webcrypto } from 'node:crypto';
-import { Aes256Gcm, CipherSuite, DhkemP256HkdfSha256, HkdfSha256 } from '@hpke/core';
+import { AeadId, CipherSuite } from '@hpke/core';
 import { fromBase64Url } from '../lib/encoding.js';
 import { CustosError } from '../lib/errors.js';
-import { parseEphemeralJwk } from './ephemeral-key.js';
+import { parseEphemeralJwk, type EphemeralKey } from './ephemeral-key.js';
+import { NodeAesGcm, NodeDhkemP256HkdfSha256, NodeHkdfSha256 } from './hpke-node.js';
 
 type CryptoKey = webcrypto.CryptoKey;
 type CryptoKeyPair = webcrypto.CryptoKeyPair;
@@ -36,12 +40,18 @@ let suite: CipherSuite | undefined;
 
 /** The one HPKE suite custos uses for session keys. */
 export function sessionHpkeSuite(): CipherSuite {
-  suite ??= new CipherSuite({ kem: new DhkemP256HkdfSha256(), kdf: new HkdfSha256(), aead: new Aes256Gcm() });
+  suite ??= new CipherSuite({ kem: new NodeDhkemP256HkdfSha256(), kdf: new NodeHkdfSha256(), aead: new NodeAesGcm(AeadId.Aes256Gcm, 32) });
   return suite;
 }
 
 function checkJti(jti: string): void {
   if (typeof jti !== 'string' || jti.length === 0) throw new CustosError('ERR_BAD_REQUEST', 'jti must be a non-empty string');
+}
+
+function checkSessionKey(sessionKey: Buffer): void {
+  if (!Buffer.isBuffer(sessionKey) || sessionKey.length !== SESSION_KEY_BYTES) {
+    throw new CustosError('ERR_INTERNAL', `the session key must be ${SESSION_KEY_BYTES} bytes`);
+  }
 }
 
 /** info = utf8("custos session key") ‖ utf8(jti). */
@@ -64,15 +74,31 @@ export async function sealSessionKey(
   jti: string,
   testOnly?: { readonly ekm?: CryptoKeyPair },
 ): Promise<SealedSessionKey> {
-  if (!Buffer.isBuffer(sessionKey) || sessionKey.length !== SESSION_KEY_BYTES) {
-    throw new CustosError('ERR_INTERNAL', `the session key must be ${SESSION_KEY_BYTES} bytes`);
-  }
+  // Same order of checks as before the parsed-key variant existed: size, jti, then the JWK.
+  checkSessionKey(sessionKey);
+  checkJti(jti);
+  return sealSessionKeyTo(parseEphemeralJwk(recipientJwk), sessionKey, jti, testOnly);
+}
+
+/**
+ * {@link sealSessionKey} for a key parseEphemeralJwk already validated (the session request's),
+ * so the JWK is not parsed and checked a second time per session.
+ * @throws CustosError ERR_INTERNAL (session key not 32 bytes, HPKE failure), ERR_BAD_REQUEST (empty jti)
+ */
+export async function sealSessionKeyTo(
+  recipient: EphemeralKey,
+  sessionKey: Buffer,
+  jti: string,
+  testOnly?: { readonly ekm?: CryptoKeyPair },
+): Promise<SealedSessionKey> {
+  checkSessionKey(sessionKey);
   const info = sessionKeyInfo(jti);
-  const { jwk } = parseEphemeralJwk(recipientJwk);
+  const { jwk } = recipient;
   const s = sessionHpkeSuite();
   // SerializePublicKey for DHKEM(P-256) is the SEC1 uncompressed point (RFC 9180 §7.1.1).
   const point = Buffer.concat([Buffer.from([0x04]), Buffer.from(jwk.x, 'base64url'), Buffer.from(jwk.y, 'base64url')]);
   try {
+    // deserializePublicKey checks again that the point is on the curve (hpke-node.ts).
     const recipientPublicKey = await s.kem.deserializePublicKey(point);
     const params = testOnly?.ekm === undefined ? { recipientPublicKey, info } : { recipientPublicKey, info, ekm: testOnly.ekm };
     const sealed = await s.seal(params, sessionKey, new Uint8Array(0));

@@ -31,7 +31,7 @@ import type { SessionRecord } from '../store/records.js';
 import type { Store } from '../store/store.js';
 import { buildSessionClaims, type SessionClaims } from './claims.js';
 import { parseEphemeralJwk, sessionExtraData, type EphemeralKey } from './ephemeral-key.js';
-import { sealSessionKey, SESSION_KEY_BYTES, type SealedSessionKey } from './hpke.js';
+import { sealSessionKeyTo, SESSION_KEY_BYTES, type SealedSessionKey } from './hpke.js';
 import type { JwtIssuer } from './issuer.js';
 import { JwksBuilder, type JwkSet } from './jwks.js';
 import { resolveSessionPolicy, type ResolvedSessionPolicy } from './policy.js';
@@ -182,10 +182,11 @@ export class SessionService {
     let sealed: SealedSessionKey;
     let signed;
     try {
-      // Signing (HSM worker) and sealing (WebCrypto) are independent: run them side by side.
+      // Signing (HSM worker) and sealing (node:crypto, this thread) are independent: the seal
+      // runs while the HSM worker signs. `eph` was validated by parseEphemeralJwk in issue().
       [signed, sealed] = await Promise.all([
         this.#d.issuer.sign(policy.issuerKey, claims as unknown as Record<string, unknown>, SESSION_TOKEN_TYP),
-        sealSessionKey(eph.jwk, sessionKey, jti),
+        sealSessionKeyTo(eph, sessionKey, jti),
       ]);
     } finally {
       sessionKey.fill(0);
