@@ -1,0 +1,118 @@
+import { execFile } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { promisify } from 'node:util';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { computeEventHash, GENESIS_HASH } from '../../../src/audit/chain.js';
+import { CustosError } from '../../../src/lib/errors.js';
+import { SqliteStore } from '../../../src/store/sqlite/sqlite-store.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'custos-store-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+const file = (n: string) => join(dir, `${n}.db`);
+const CHILD = join(process.cwd(), 'test', 'fixtures', 'store-child.mjs');
+const child = async (...args: string[]) => (await promisify(execFile)(process.execPath, [CHILD, ...args])).stdout.trim();
+const ev = (i: number) => ({ actor: 'test', action: 'x', subject: `s${i}`, outcome: 'success' as const, details: { i } });
+
+describe('SQLite store', () => {
+  it('migrates once: reopening a database changes nothing', async () => {
+    const a = new SqliteStore(file('m'));
+    await a.tx((t) => t.appendAudit(ev(1), '2026-01-01T00:00:00.000Z'));
+    await a.close();
+    const b = new SqliteStore(file('m'));
+    expect((await b.listAudit(0, 10)).map((e) => e.seq)).toEqual([1]);
+    await b.close();
+  });
+
+  it('appends audit events only inside a transaction, as a hash chain', async () => {
+    const s = new SqliteStore(file('a'));
+    await expect(s.appendAudit(ev(0), 't')).rejects.toMatchObject({ code: 'ERR_INTERNAL' });
+    for (let i = 1; i <= 5; i++) await s.tx((t) => t.appendAudit(ev(i), `2026-01-01T00:00:0${i}.000Z`));
+    const events = await s.listAudit(0, 100);
+    let prev = GENESIS_HASH;
+    for (const e of events) {
+      expect(e.prevHash).toBe(prev);
+      expect(computeEventHash(prev, e)).toBe(e.hash);
+      prev = e.hash;
+    }
+    await s.close();
+  });
+
+  it('rolls back everything in a transaction that fails', async () => {
+    const s = new SqliteStore(file('r'));
+    await expect(
+      s.tx(async (t) => {
+        await t.appendAudit(ev(1), 't1');
+        await t.insertNonce({ nonceHash: 'n1', hostId: 'h', createdAt: 't', expiresAt: 'u' });
+        throw new CustosError('ERR_CONFLICT');
+      }),
+    ).rejects.toBeInstanceOf(CustosError);
+    expect(await s.lastAudit()).toBeNull();
+    expect(await s.tx((t) => t.takeNonce('n1'))).toBeNull();
+    await s.close();
+  });
+
+  it('several processes share one chain without forks', async () => {
+    const db = file('shared');
+    new SqliteStore(db).close();
+    expect(await Promise.all([child(db, 'append', '60'), child(db, 'append', '60'), child(db, 'append', '60')])).toEqual(['done', 'done', 'done']);
+    const s = new SqliteStore(db);
+    const events = await s.listAudit(0, 1000);
+    expect(events).toHaveLength(180);
+    expect(new Set(events.map((e) => e.actor)).size).toBe(3);
+    let prev = GENESIS_HASH;
+    events.forEach((e, i) => {
+      expect(e.seq).toBe(i + 1);
+      expect(e.prevHash).toBe(prev);
+      expect(computeEventHash(prev, e)).toBe(e.hash);
+      prev = e.hash;
+    });
+    await s.close();
+  }, 60_000);
+
+  it('a nonce is taken exactly once, even when processes race for it', async () => {
+    const db = file('nonce');
+    const s = new SqliteStore(db);
+    await s.tx((t) => t.insertNonce({ nonceHash: 'abc', hostId: 'h1', createdAt: 't', expiresAt: 'u' }));
+    const results = await Promise.all([1, 2, 3, 4].map(() => child(db, 'take', 'abc')));
+    expect(results.filter((r) => r === 'taken')).toHaveLength(1);
+    expect(await s.tx((t) => t.takeNonce('abc'))).toBeNull();
+    await s.close();
+  }, 60_000);
+
+  it('provisioning tokens are used up atomically and refuse after expiry', async () => {
+    const s = new SqliteStore(file('pt'));
+    await s.tx((t) => t.insertProvisioningToken({ id: 'p', tokenHash: 'h', createdAt: 't', createdBy: 'x', expiresAt: '2026-06-01T00:00:00.000Z', usesLeft: 2, labels: {} }));
+    const now = '2026-05-01T00:00:00.000Z';
+    const uses = await Promise.all([1, 2, 3].map(() => s.tx((t) => t.consumeProvisioningToken('h', now))));
+    expect(uses.filter((u) => u !== null)).toHaveLength(2);
+    await s.tx((t) => t.insertProvisioningToken({ id: 'q', tokenHash: 'h2', createdAt: 't', createdBy: 'x', expiresAt: '2026-06-01T00:00:00.000Z', usesLeft: 5, labels: {} }));
+    expect(await s.tx((t) => t.consumeProvisioningToken('h2', '2026-07-01T00:00:00.000Z'))).toBeNull();
+    await s.close();
+  });
+
+  it('a lease has one holder until it expires or is released', async () => {
+    const s = new SqliteStore(file('lease'));
+    const take = (holder: string, now: string, until: string) => s.tx((t) => t.acquireLease('sched', holder, now, until));
+    expect(await take('A', '2026-01-01T00:00:00.000Z', '2026-01-01T00:01:00.000Z')).toBe(true);
+    expect(await take('B', '2026-01-01T00:00:30.000Z', '2026-01-01T00:01:30.000Z')).toBe(false);
+    expect(await take('A', '2026-01-01T00:00:40.000Z', '2026-01-01T00:01:40.000Z')).toBe(true);
+    expect(await take('B', '2026-01-01T00:01:41.000Z', '2026-01-01T00:02:41.000Z')).toBe(true);
+    await s.tx((t) => t.releaseLease('sched', 'B'));
+    expect(await take('C', '2026-01-01T00:01:42.000Z', '2026-01-01T00:02:42.000Z')).toBe(true);
+    await s.close();
+  });
+
+  it('the database refuses a second active version of a key', async () => {
+    const s = new SqliteStore(file('active'));
+    const base = { keyName: 'k', kid: '', hsmId: '', pkcs11Uri: 'pkcs11:', publicKey: null, createdAt: 't', activatedAt: 't', deactivatedAt: null, destroyAt: null, destroyedAt: null, compromisedAt: null };
+    await s.tx(async (t) => {
+      await t.insertKey({ name: 'k', type: 'ec-p256', purpose: 'sign', rotationPolicy: 'manual', labels: {}, createdAt: 't' });
+      await t.insertVersion({ ...base, version: 1, state: 'active', kid: 'k.v1', hsmId: '01' });
+    });
+    await expect(s.tx((t) => t.insertVersion({ ...base, version: 2, state: 'active', kid: 'k.v2', hsmId: '02' }))).rejects.toMatchObject({ code: 'ERR_CONFLICT' });
+    expect((await s.listVersions('k')).map((v) => v.version)).toEqual([1]);
+    await s.close();
+  });
+});
