@@ -221,6 +221,39 @@ export async function scanExportLines(
   return { bytesRead, lines: line };
 }
 
+/**
+ * Byte-level line scan: `onLine` gets the chunk buffer and the line's byte range (without `\r\n`
+ * or `\n`), so a caller can hash bytes without decoding them. The buffer belongs to the caller
+ * from then on (it may modify the range it was given).
+ */
+export async function scanExportLineBytes(
+  source: string | Readable,
+  onLine: (line: number, buf: Buffer, start: number, end: number, terminated: boolean) => void,
+  onChunk?: (p: ReadProgress) => void,
+): Promise<ReadProgress> {
+  const stream = typeof source === 'string' ? createReadStream(source, { highWaterMark: 1 << 20 }) : source;
+  let rest: Buffer | undefined;
+  let line = 0;
+  let bytesRead = 0;
+  for await (const raw of stream as AsyncIterable<Buffer | string>) {
+    const chunk = typeof raw === 'string' ? Buffer.from(raw, 'utf8') : raw;
+    bytesRead += chunk.length;
+    const buf = rest === undefined ? chunk : Buffer.concat([rest, chunk]);
+    let start = 0;
+    for (;;) {
+      const nl = buf.indexOf(10, start);
+      if (nl < 0) break;
+      const end = nl > start && buf[nl - 1] === 13 ? nl - 1 : nl;
+      onLine(++line, buf, start, end, true);
+      start = nl + 1;
+    }
+    rest = start < buf.length ? buf.subarray(start) : undefined;
+    onChunk?.({ bytesRead, lines: line });
+  }
+  if (rest !== undefined) onLine(++line, rest, 0, rest.length, false);
+  return { bytesRead, lines: line };
+}
+
 /** Parse one line; undefined when it is not a JSON object with a string `type`. */
 export function parseExportLine(text: string): (Record<string, unknown> & { type: string }) | undefined {
   let v: unknown;

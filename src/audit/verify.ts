@@ -23,7 +23,8 @@
 import { createPublicKey, verify as verifySignature, type KeyObject } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { GENESIS_HASH, checkpointSigningInput, computeEventHashFromCanonical, eventBodyJcs, isHashHex, type AuditEventBody } from './chain.js';
-import { AUDIT_EXPORT_FORMAT, EVENT_LINE_LAYOUT, EVENT_LINE_PREFIX, scanExportLines } from './export-format.js';
+import * as nodeCrypto from 'node:crypto';
+import { AUDIT_EXPORT_FORMAT, EVENT_LINE_LAYOUT, EVENT_LINE_PREFIX, scanExportLineBytes } from './export-format.js';
 
 export type AuditProblemKind =
   | 'broken-link'
@@ -139,6 +140,42 @@ function keyTypeMatches(k: KeyObject, alg: string): boolean {
   return k.asymmetricKeyType === 'rsa' || (a.kind === 'pss' && k.asymmetricKeyType === 'rsa-pss');
 }
 
+const PREFIX_BYTES = Buffer.from(EVENT_LINE_PREFIX, 'latin1');
+const HASH_KEY_BYTES = Buffer.from('","hash":"', 'latin1');
+const SEQ_KEY_BYTES = Buffer.from(',"seq":', 'latin1');
+/** Byte offset of the body's text (after its `{`) in a writer-laid-out event line. */
+const BODY_AT = EVENT_LINE_LAYOUT.hashEnd + 2;
+/** Fast-path events awaiting a checkpoint line before they are parsed for well-formedness. */
+const MAX_UNPARSED_TAIL = 100_000;
+
+type BytesHash = (data: Buffer) => string;
+const bytesHash: BytesHash = (() => {
+  const one = (nodeCrypto as unknown as { hash?: (alg: string, data: Buffer, enc: 'hex') => string }).hash;
+  return one ? (d: Buffer) => one('sha256', d, 'hex') : (d: Buffer) => nodeCrypto.createHash('sha256').update(d).digest('hex');
+})();
+
+interface UnparsedEvent {
+  readonly line: number;
+  readonly seq: number;
+  readonly buf: Buffer;
+  /** Range of the body's canonical text, `{` included. */
+  readonly from: number;
+  readonly end: number;
+}
+
+/** Shape check of an event body (the seven fields, nothing else, right types). */
+function bodyShapeOk(b: Record<string, unknown>, extraKeys: number): boolean {
+  const seq = b['seq'];
+  const d = b['details'];
+  return (
+    typeof seq === 'number' && Number.isSafeInteger(seq) && seq >= 1 &&
+    typeof b['time'] === 'string' && typeof b['actor'] === 'string' && typeof b['action'] === 'string' &&
+    typeof b['subject'] === 'string' && OUTCOMES.has(b['outcome'] as string) &&
+    d !== null && typeof d === 'object' && !Array.isArray(d) &&
+    Object.keys(b).length === BODY_KEYS + extraKeys
+  );
+}
+
 /**
  * Verify an audit export offline. Never throws for a bad file (every defect is a problem in the
  * result); rejects only when the source cannot be read.
@@ -163,9 +200,10 @@ export async function verifyAuditExport(source: string | Readable, options: Audi
   let lastLine = 0;
   // Missing seqs reported as a gap, so that a late arrival turns the gap into `reordered`.
   const gaps = new Map<number, AuditProblem>();
-  // Event hashes by seq, 32 bytes each, for checkpoints (which may come before or after their event).
-  // Seqs below the first event's are rare (a reordered start) and kept in a small map.
-  let hashBuf = Buffer.alloc(32 * 4096);
+  // Event hashes by seq as their 64 hex characters (copied, never re-encoded), for checkpoints,
+  // which may come before or after their event. Seqs below the first event's are rare (a
+  // reordered start) and kept in a small map.
+  let hashBuf = Buffer.alloc(64 * 4096);
   let present = new Uint8Array(4096);
   const early = new Map<number, string>();
   let baseSeq: number | undefined;
@@ -175,29 +213,32 @@ export async function verifyAuditExport(source: string | Readable, options: Audi
     const idx = seq - baseSeq;
     return idx < 0 ? early.has(seq) : idx < present.length && present[idx] === 1;
   };
-  const storeHash = (seq: number, hex: string) => {
+  /** Slot for seq in hashBuf (growing it), or -1 for a seq below the first one. */
+  const slot = (seq: number): number => {
     baseSeq ??= seq;
     const idx = seq - baseSeq;
-    if (idx < 0) {
-      early.set(seq, hex);
-      return;
-    }
+    if (idx < 0) return -1;
     if (idx >= present.length) {
       const n = Math.max(present.length * 2, idx + 1);
-      const biggerHashes = Buffer.alloc(n * 32);
+      const biggerHashes = Buffer.alloc(n * 64);
       hashBuf.copy(biggerHashes);
       hashBuf = biggerHashes;
       const biggerPresent = new Uint8Array(n);
       biggerPresent.set(present);
       present = biggerPresent;
     }
-    hashBuf.write(hex, idx * 32, 'hex');
     present[idx] = 1;
+    return idx * 64;
+  };
+  const storeHash = (seq: number, hex: string) => {
+    const at = slot(seq);
+    if (at < 0) early.set(seq, hex);
+    else hashBuf.write(hex, at, 'latin1');
   };
   const hashAt = (seq: number): string | undefined => {
     if (!seen(seq)) return undefined;
     const idx = seq - baseSeq!;
-    return idx < 0 ? early.get(seq) : hashBuf.toString('hex', idx * 32, idx * 32 + 32);
+    return idx < 0 ? early.get(seq) : hashBuf.toString('latin1', idx * 64, idx * 64 + 64);
   };
 
   const problem = (p: AuditProblem) => problems.push(p);
@@ -206,15 +247,7 @@ export async function verifyAuditExport(source: string | Readable, options: Audi
     const seq = e['seq'];
     const prevHash = e['prevHash'];
     const hash = e['hash'];
-    const keyCount = Object.keys(e).length;
-    if (
-      typeof seq !== 'number' || !Number.isSafeInteger(seq) || seq < 1 ||
-      !isHashHex(prevHash) || !isHashHex(hash) ||
-      typeof e['time'] !== 'string' || typeof e['actor'] !== 'string' || typeof e['action'] !== 'string' ||
-      typeof e['subject'] !== 'string' || !OUTCOMES.has(e['outcome'] as string) ||
-      e['details'] === null || typeof e['details'] !== 'object' || Array.isArray(e['details']) ||
-      keyCount !== BODY_KEYS + 3
-    ) {
+    if (!isHashHex(prevHash) || !isHashHex(hash) || !bodyShapeOk(e, 3) || typeof seq !== 'number') {
       problem({ ...(typeof seq === 'number' ? { seq } : {}), line, kind: 'malformed', detail: 'event line lacks a field, has an extra one, or a field has the wrong type' });
       return;
     }
@@ -292,6 +325,90 @@ export async function verifyAuditExport(source: string | Readable, options: Audi
     if (seq > maxSeq) maxSeq = seq;
   };
 
+  // Events accepted by the fast path are parsed later, and only if no checkpoint line follows
+  // them: a body whose hash is anchored by a checkpoint is the writer's own JCS text, so it is
+  // well-formed; events past the last checkpoint could be anyone's and are parsed.
+  let tail: UnparsedEvent[] = [];
+  let tailStart = 0;
+  const parseLater = (u: UnparsedEvent) => {
+    let b: unknown;
+    try {
+      b = JSON.parse(u.buf.toString('utf8', u.from, u.end));
+    } catch {
+      b = undefined;
+    }
+    if (b === null || typeof b !== 'object' || Array.isArray(b) || !bodyShapeOk(b as Record<string, unknown>, 0) || (b as { seq: unknown }).seq !== u.seq) {
+      problem({ seq: u.seq, line: u.line, kind: 'malformed', detail: 'event body is not a well-formed event' });
+    }
+  };
+  const releaseTail = (uptoSeq: number) => {
+    while (tailStart < tail.length && tail[tailStart]!.seq <= uptoSeq) tailStart++;
+    if (tailStart > 4096 && tailStart * 2 > tail.length) {
+      tail = tail.slice(tailStart);
+      tailStart = 0;
+    }
+  };
+  const scratch = Buffer.alloc(65);
+
+  /**
+   * The common case in one pass over bytes, with no JSON parse and no re-serialisation: a
+   * writer-laid-out line for exactly the next seq, linking to the previous event, whose body
+   * bytes hash to its hash. Anything else returns false and goes through the full parse below.
+   */
+  const tryFast = (line: number, buf: Buffer, start: number, end: number): boolean => {
+    if (strict || lastHash === undefined || expected === undefined || pendingLinks.size > 0) return false;
+    const P = EVENT_LINE_LAYOUT.prevHash;
+    const b = start + BODY_AT;
+    if (end - b < 20 || buf[end - 1] !== 125 || buf[b - 2] !== 34 || buf[b - 1] !== 44) return false;
+    if (buf.compare(PREFIX_BYTES, 0, PREFIX_BYTES.length, start, start + P) !== 0) return false;
+    if (buf.compare(HASH_KEY_BYTES, 0, HASH_KEY_BYTES.length, start + EVENT_LINE_LAYOUT.hashKey, start + EVENT_LINE_LAYOUT.hash) !== 0) return false;
+    if (buf.toString('latin1', start + P, start + P + 64) !== lastHash) return false;
+    // The top-level seq is the last `,"seq":` of the line: subject and time follow it, and a JSON
+    // string cannot hold an unescaped quote.
+    const k = buf.lastIndexOf(SEQ_KEY_BYTES, end - SEQ_KEY_BYTES.length);
+    if (k < b) return false;
+    let i = k + SEQ_KEY_BYTES.length;
+    const first = i;
+    let seq = 0;
+    while (i < end && i - first < 15) {
+      const c = buf[i]!;
+      if (c < 48 || c > 57) break;
+      seq = seq * 10 + (c - 48);
+      i++;
+    }
+    if (i === first || buf[i] !== 44 || (buf[first] === 48 && i - first > 1)) return false;
+    if (seq !== expected || seq - 1 !== lastSeqInFile) return false;
+    const hashAt0 = start + EVENT_LINE_LAYOUT.hash;
+    const hash = buf.toString('latin1', hashAt0, hashAt0 + 64);
+    // Lay prevHash ‖ "{" out right before the body, in place, so that one hash call covers the
+    // exact bytes SHA-256 is defined over; restored if the event is not accepted.
+    buf.copy(scratch, 0, b - 65, b);
+    buf.copyWithin(b - 65, start + P, start + P + 64);
+    buf[b - 1] = 123;
+    if (bytesHash(buf.subarray(b - 65, end)) !== hash) {
+      scratch.copy(buf, b - 65);
+      return false;
+    }
+    events++;
+    expected = seq + 1;
+    lastSeqInFile = seq;
+    if (seq > maxSeq) maxSeq = seq;
+    lastHash = hash;
+    // The hash's bytes were overwritten above; they are in `hash`, and equal prevHash of the next line.
+    const at = slot(seq);
+    if (at >= 0) hashBuf.write(hash, at, 'latin1');
+    else early.set(seq, hash);
+    if (tail.length - tailStart >= MAX_UNPARSED_TAIL) parseLater(tail[tailStart++]!);
+    tail.push({ line, seq, buf, from: b - 1, end });
+    return true;
+  };
+
+  const onBytes = (line: number, buf: Buffer, start: number, end: number, terminated: boolean) => {
+    lastLine = line;
+    if (terminated && tryFast(line, buf, start, end)) return;
+    onLine(line, buf.toString('utf8', start, end), terminated);
+  };
+
   const onLine = (line: number, text: string, terminated: boolean) => {
     lastLine = line;
     if (text === '') return;
@@ -326,6 +443,7 @@ export async function verifyAuditExport(source: string | Readable, options: Audi
           return;
         }
         checkpoints.push({ line, seq, hash, time, kid, alg, signature });
+        releaseTail(seq);
         return;
       }
       case 'key': {
@@ -374,10 +492,12 @@ export async function verifyAuditExport(source: string | Readable, options: Audi
   };
 
   const total = options.totalBytes ?? (typeof source === 'string' ? await fileSize(source) : undefined);
-  await scanExportLines(source, onLine, options.onProgress
+  await scanExportLineBytes(source, onBytes, options.onProgress
     ? (p) => options.onProgress!({ bytesRead: p.bytesRead, lines: p.lines, events, ...(total === undefined ? {} : { totalBytes: total }) })
     : undefined);
 
+  for (let i = tailStart; i < tail.length; i++) parseLater(tail[i]!);
+  tail = [];
   if (!sawHeader) problem({ line: 1, kind: 'malformed', detail: 'empty file: no header' });
   if (header?.lastSeq !== undefined && (events === 0 || maxSeq < header.lastSeq)) {
     const from = events === 0 ? (header.firstSeq ?? 1) : maxSeq + 1;
