@@ -22,6 +22,8 @@ export interface ClientOptions {
 
 export interface ApiClient {
   url: string;
+  /** The bearer token in use (for streaming downloads); never printed. */
+  token: string | undefined;
   call<T = unknown>(method: string, path: string, body?: unknown): Promise<T>;
 }
 
@@ -50,6 +52,7 @@ export function apiClient(opts: ClientOptions, needToken = true): ApiClient {
   const base = url.replace(/\/+$/, '');
   return {
     url: base,
+    token,
     call: <T>(method: string, path: string, body?: unknown) => send<T>(base, method, path, body, token, ca),
   };
 }

@@ -4,6 +4,7 @@ import { ConfigError } from '../config/config.js';
 import { CustosError } from '../lib/errors.js';
 import { CliError, EXIT, type ClientOptions } from './client.js';
 import { hsmCommand } from './hsm/init-token.js';
+import { auditCommand } from './audit/index.js';
 import { hostsCommand } from './hosts/index.js';
 import { initCommand } from './init.js';
 import { policyCommand } from './policy/lint.js';
@@ -30,6 +31,7 @@ program.addCommand(tokensCommand(globals));
 program.addCommand(hsmCommand());
 program.addCommand(quoteCommand());
 program.addCommand(hostsCommand(globals));
+program.addCommand(auditCommand(globals));
 program.addCommand(policyCommand());
 program.addCommand(rotationCommand(globals));
 
