@@ -13,7 +13,8 @@
  *    and open-loop at 1,000/s.
  * Prints readable tables, then one line `BENCH_JSON {...}` with every figure.
  *
- * Environment: BENCH_SCALE (default 1) multiplies every measuring time (0.2 for a smoke run).
+ * Environment: BENCH_SCALE (default 1) multiplies every measuring time (0.2 for a smoke run);
+ * BENCH_ONLY=sign|sessions runs only that HTTP part; BENCH_CPU_PROF=<dir> profiles the server.
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { createHash, generateKeyPairSync, randomBytes } from 'node:crypto';
@@ -111,6 +112,8 @@ async function startServer(hsm: SoftHsm, dir: string): Promise<ServerHandle> {
       CUSTOS_PKCS11_TOKEN_LABEL: hsm.tokenLabel, CUSTOS_PKCS11_PIN_FILE: pinFile, CUSTOS_ROTATION_ENABLED: 'false',
     },
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    // BENCH_CPU_PROF=<dir>: V8 CPU profile of the server, written when it stops.
+    execArgv: process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : [],
   });
   const waiters: { type: FromServer['type']; resolve: (m: FromServer) => void; reject: (e: Error) => void }[] = [];
   child.on('message', (m: FromServer) => {
@@ -199,21 +202,22 @@ async function main(): Promise<void> {
     }
 
     // 3. Planning and audit verification.
-    const planMod = await optionalModule('plan');
-    const plan = planMod && typeof planMod['planBench'] === 'function'
-      ? ((await (planMod['planBench'] as () => Promise<unknown>)()) as Record<string, unknown>)
-      : planningBench();
+    // Another module's failure is reported and does not stop the HTTP figures.
+    const optional = async (name: string, fn: string): Promise<Record<string, unknown> | string | undefined> => {
+      try {
+        const mod = await optionalModule(name);
+        if (!mod || typeof mod[fn] !== 'function') return undefined;
+        return (await (mod[fn] as () => Promise<unknown>)()) as Record<string, unknown>;
+      } catch (e) {
+        return `failed: ${(e as Error).message}`;
+      }
+    };
+    const plan = (await optional('plan', 'planBench')) ?? planningBench();
     out.planning = plan;
     console.log(`\n[rotation planning] ${JSON.stringify(plan)} (target < 1000 ms for 100k keys)`);
-    const auditMod = await optionalModule('audit-verify');
-    if (auditMod && typeof auditMod['auditVerifyBench'] === 'function') {
-      const a = (await (auditMod['auditVerifyBench'] as () => Promise<unknown>)()) as Record<string, unknown>;
-      out.auditVerify = a;
-      console.log(`[audit verify] ${JSON.stringify(a)} (target ≥ 500,000 events/s)`);
-    } else {
-      out.auditVerify = 'not measured';
-      console.log('[audit verify] not measured (bench/audit-verify is not there)');
-    }
+    const audit = await optional('audit-verify', 'auditVerifyBench');
+    out.auditVerify = audit ?? 'not measured';
+    console.log(`[audit verify] ${audit === undefined ? 'not measured (bench/audit-verify is not there)' : JSON.stringify(audit)} (target ≥ 500,000 events/s)`);
 
     // 4. HTTP.
     server = await startServer(hsm, dir);
@@ -241,6 +245,8 @@ async function main(): Promise<void> {
       return row;
     };
 
+    const only = process.env.BENCH_ONLY;
+    if (only !== 'sessions') {
     console.log(`\n[HTTP sign] POST /v1/keys/{name}/sign, keep-alive, server in a child process on ${srv.url}`);
     await closedLoop(signOp(client, srv.token, 'bench-ec'), 16, ms(800)); // warm-up
     const signRows: Record<string, Row[]> = { ec: [], rsa: [] };
@@ -257,7 +263,9 @@ async function main(): Promise<void> {
       ecPeak, rsaPeak, ecRatioToRaw: ratio(ecPeak, raw.ecP256), rsaRatioToRaw: ratio(rsaPeak, raw.rsa2048),
       ecOpenLoopRate: halfRate, ecOpenLoopP99Ms: ecOpen.p99Ms, targets: { ecRatio: 0.5, p99Ms: 10 },
     };
+    }
 
+    if (only !== 'sign') {
     console.log(`\n[sessions] challenge + POST /v1/sessions end to end (software AKs: ${ECC_HOSTS} ECC P-256, ${RSA_HOSTS} RSA-2048 hosts)`);
     await closedLoop(sessionOp(client, eccHosts), 16, ms(800)); // warm-up
     const sess: Row[] = [];
@@ -273,6 +281,7 @@ async function main(): Promise<void> {
       rows: [...sess, eccOpen, rsaOpen], eccPeak, rsaPeak: rsaSessPeak, rawHsmEcSign: raw.ecP256,
       eccP99At1000Ms: eccOpen.p99Ms, rsaP99At1000Ms: rsaOpen.p99Ms, targets: { sessionsPerSec: 2000, p99Ms: 20 },
     };
+    }
     client.close();
   } finally {
     if (server) {
