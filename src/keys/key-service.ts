@@ -65,6 +65,8 @@ export interface KeyView {
   type: string;
   purpose: 'sign' | 'encrypt';
   rotationPolicy: string | null;
+  /** The policy that governs the key now (its own, or the one whose selector matches), or manual. */
+  governingPolicy: string | null;
   labels: Record<string, string>;
   createdAt: string;
   versions: KeyVersionView[];
@@ -144,7 +146,21 @@ export class KeyService {
   }
 
   #view(k: KeyRecord, versions: KeyVersionRecord[]): KeyView {
-    return { ...k, versions: versions.map(versionView) };
+    return { ...k, governingPolicy: this.#governing(k), versions: versions.map(versionView) };
+  }
+
+  #governing(k: KeyRecord): string | null {
+    const policies = this.#d.rotationPolicies?.();
+    if (!policies) return k.rotationPolicy;
+    try {
+      const p = resolvePolicyForKey(policies, {
+        name: k.name, type: k.type as KeyType, purpose: k.purpose, labels: k.labels,
+        rotationPolicy: k.rotationPolicy ?? undefined, createdAt: new Date(k.createdAt), versions: [],
+      });
+      return p === 'manual' ? 'manual' : p.id;
+    } catch {
+      return null;
+    }
   }
 
   async #key(name: string): Promise<KeyRecord> {

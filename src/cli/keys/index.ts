@@ -3,10 +3,10 @@ import { readFileSync } from 'node:fs';
 import { apiClient, output, type ClientOptions } from '../client.js';
 
 interface VersionOut { version: number; state: string; kid: string; createdAt: string; activatedAt?: string; deactivatedAt?: string; destroyAt?: string; pkcs11Uri: string }
-interface KeyOut { name: string; type: string; purpose: string; rotationPolicy: string | null; createdAt: string; versions: VersionOut[] }
+interface KeyOut { name: string; type: string; purpose: string; rotationPolicy: string | null; governingPolicy?: string | null; createdAt: string; versions: VersionOut[] }
 
 function renderKey(k: KeyOut): string {
-  const lines = [`${k.name}  ${k.type}  ${k.purpose}  policy=${k.rotationPolicy ?? 'manual'}  created ${k.createdAt}`];
+  const lines = [`${k.name}  ${k.type}  ${k.purpose}  policy=${k.governingPolicy ?? k.rotationPolicy ?? 'NONE (unresolved)'}  created ${k.createdAt}`];
   for (const v of k.versions) {
     lines.push(`  v${v.version}  ${v.state.padEnd(17)} kid=${v.kid}  ${v.activatedAt ? `activated ${v.activatedAt}` : ''}${v.destroyAt ? `  destroy at ${v.destroyAt}` : ''}`);
     lines.push(`       ${v.pkcs11Uri}`);
