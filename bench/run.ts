@@ -175,7 +175,10 @@ function sessionOp(client: JsonClient, hosts: { id: string; ak: SoftAk }[]): (sl
 interface Row extends RunResult {
   label: string;
   concurrency?: number;
+  /** CPU time of the server process (all its threads) per operation. */
   serverCpuUsPerOp?: number;
+  /** CPU time of this process (the load generator) per operation. */
+  generatorCpuUsPerOp?: number;
   load: string;
 }
 
@@ -233,13 +236,19 @@ async function main(): Promise<void> {
     const rows: Row[] = [];
     const measure = async (label: string, run: () => Promise<RunResult>, concurrency?: number): Promise<Row> => {
       await usage();
+      const gen0 = process.cpuUsage();
       const r = await run();
+      const gen = process.cpuUsage(gen0);
       const cpu = await usage();
-      const row: Row = { label, ...r, ...(concurrency !== undefined ? { concurrency } : {}), serverCpuUsPerOp: Math.round(cpu / Math.max(1, r.ok + r.errors)), load: load() };
+      const ops = Math.max(1, r.ok + r.errors);
+      const row: Row = {
+        label, ...r, ...(concurrency !== undefined ? { concurrency } : {}),
+        serverCpuUsPerOp: Math.round(cpu / ops), generatorCpuUsPerOp: Math.round((gen.user + gen.system) / ops), load: load(),
+      };
       rows.push(row);
       const extra = r.targetPerSec !== undefined ? ` at ${fmt(r.targetPerSec)}/s offered` : ` c=${concurrency}`;
       console.log(
-        `  ${label.padEnd(26)}${extra.padEnd(20)} ${fmt(r.opsPerSec).padStart(7)}/s  p50 ${r.p50Ms} ms  p99 ${r.p99Ms} ms  server ${row.serverCpuUsPerOp} µs CPU/op` +
+        `  ${label.padEnd(26)}${extra.padEnd(20)} ${fmt(r.opsPerSec).padStart(7)}/s  p50 ${r.p50Ms} ms  p99 ${r.p99Ms} ms  CPU/op server ${row.serverCpuUsPerOp} µs, load generator ${row.generatorCpuUsPerOp} µs` +
           `${r.errors ? `  ERRORS ${r.errors}: ${r.firstError}` : ''}  (load ${row.load})`,
       );
       return row;
