@@ -105,38 +105,79 @@ function newestFirst(a: KeyVersionInfo, b: KeyVersionInfo): number {
   return activationTime(b) - activationTime(a) || b.version - a.version;
 }
 
-function step(
-  key: KeyWithVersions,
-  c: CompiledRotationPolicy,
+/** A step before it is turned into a PlanStep: plain numbers, reason text built only if emitted. */
+interface Candidate {
+  readonly action: PlanAction;
+  readonly due: number;
+  readonly version: number | undefined;
+  readonly supersedes: number | undefined;
+  readonly destroyAt: number | undefined;
+  readonly why: 'extra-active' | 'extra-pre-active' | 'no-active' | 'pre-publish' | 'scheduled' | 'deactivated' | 'max-versions' | 'pending-over';
+  /** The instant or version number the reason names. */
+  readonly at: number;
+}
+
+function candidate(
   action: PlanAction,
-  dueAt: number,
-  reason: string,
-  extra?: { version?: number; supersedes?: number; destroyAt?: number },
-): PlanStep {
-  return {
-    key: key.name,
-    ...(extra?.version === undefined ? {} : { version: extra.version }),
-    action,
-    dueAt: new Date(dueAt),
-    reason,
-    policyId: c.policy.id,
-    ...(extra?.supersedes === undefined ? {} : { supersedes: extra.supersedes }),
-    ...(extra?.destroyAt === undefined ? {} : { destroyAt: new Date(extra.destroyAt) }),
-  };
+  due: number,
+  why: Candidate['why'],
+  at: number,
+  version?: number,
+  supersedes?: number,
+  destroyAt?: number,
+): Candidate {
+  return { action, due, version, supersedes, destroyAt, why, at };
 }
 
 const iso = (t: number): string => new Date(t).toISOString();
 
+function reasonText(c: CompiledRotationPolicy, k: Candidate): string {
+  switch (k.why) {
+    case 'extra-active':
+      return `more than one active version; v${k.at} is the newest`;
+    case 'extra-pre-active':
+      return `more than one pre-active version; v${k.at} is the newest`;
+    case 'no-active':
+      return 'no active version';
+    case 'pre-publish':
+      return `rotation due ${iso(k.at)}; publish ${c.policy.prePublish ?? 'PT0S'} before`;
+    case 'scheduled':
+      return `scheduled rotation (every ${c.policy.rotateEvery})`;
+    case 'deactivated':
+      return `deactivated ${iso(k.at)}; usable for ${c.policy.deactivateAfter}`;
+    case 'max-versions':
+      return `more than maxVersions (${c.policy.maxVersions}) live versions`;
+    case 'pending-over':
+      return 'pending window over';
+  }
+}
+
+function toStep(key: KeyWithVersions, c: CompiledRotationPolicy, k: Candidate): PlanStep {
+  const s: { -readonly [P in keyof PlanStep]: PlanStep[P] } = {
+    key: key.name,
+    action: k.action,
+    dueAt: new Date(k.due),
+    reason: reasonText(c, k),
+    policyId: c.policy.id,
+  };
+  if (k.version !== undefined) s.version = k.version;
+  if (k.supersedes !== undefined) s.supersedes = k.supersedes;
+  if (k.destroyAt !== undefined) s.destroyAt = new Date(k.destroyAt);
+  return s;
+}
+
 /** Every step the current state of one key calls for, due or not (dueAt may lie in the future). */
-function planKey(c: CompiledRotationPolicy, key: KeyWithVersions, now: number): PlanStep[] {
-  const out: PlanStep[] = [];
+function planKey(c: CompiledRotationPolicy, key: KeyWithVersions, now: number): Candidate[] {
+  const out: Candidate[] = [];
   const actives: KeyVersionInfo[] = [];
   const preActives: KeyVersionInfo[] = [];
   let newestLiveCreated = -Infinity;
   let live = 0;
+  let deactivatedCount = 0;
   for (const v of key.versions) {
     if (v.state === 'active') actives.push(v);
     else if (v.state === 'pre-active') preActives.push(v);
+    else if (v.state === 'deactivated') deactivatedCount++;
     if (v.state === 'active' || v.state === 'pre-active' || v.state === 'deactivated') {
       live++;
       newestLiveCreated = Math.max(newestLiveCreated, v.createdAt.getTime());
@@ -147,53 +188,52 @@ function planKey(c: CompiledRotationPolicy, key: KeyWithVersions, now: number): 
   const active = actives[0];
   const pre = preActives[0];
 
-  for (const extra of actives.slice(1)) {
-    out.push(step(key, c, 'deactivate', activationTime(active!), `more than one active version; v${active!.version} is the newest`, { version: extra.version }));
+  for (let i = 1; i < actives.length; i++) {
+    out.push(candidate('deactivate', activationTime(active!), 'extra-active', active!.version, actives[i]!.version));
   }
-  for (const extra of preActives.slice(1)) {
-    out.push(step(key, c, 'deactivate', pre!.createdAt.getTime(), `more than one pre-active version; v${pre!.version} is the newest`, { version: extra.version }));
+  for (let i = 1; i < preActives.length; i++) {
+    out.push(candidate('deactivate', pre!.createdAt.getTime(), 'extra-pre-active', pre!.version, preActives[i]!.version));
   }
 
   if (!active) {
-    if (pre) out.push(step(key, c, 'activate', now, 'no active version', { version: pre.version }));
-    else out.push(step(key, c, 'create-active', now, 'no active version'));
+    if (pre) out.push(candidate('activate', now, 'no-active', 0, pre.version));
+    else out.push(candidate('create-active', now, 'no-active', 0));
   } else {
     const r = nextRotationMs(c, key, activationTime(active));
     if (!pre) {
-      out.push(step(key, c, 'create-pre-active', r - c.prePublishMs, `rotation due ${iso(r)}; publish ${c.policy.prePublish ?? 'PT0S'} before`));
+      out.push(candidate('create-pre-active', r - c.prePublishMs, 'pre-publish', r));
     } else {
       let at = Math.max(r, pre.createdAt.getTime() + c.prePublishMs);
       if (c.window && at > r) at = alignToWindow(at, c.window).at;
-      out.push(step(key, c, 'activate', at, `scheduled rotation (every ${c.policy.rotateEvery})`, { version: pre.version, supersedes: active.version }));
+      out.push(candidate('activate', at, 'scheduled', r, pre.version, active.version));
     }
   }
 
-  const max = c.policy.maxVersions;
-  let excess = max === undefined ? 0 : live - max;
-  const deactivated = key.versions.filter((v) => v.state === 'deactivated').sort((a, b) => a.version - b.version);
-  for (const v of deactivated) {
-    const d = (v.deactivatedAt ?? v.activatedAt ?? v.createdAt).getTime();
-    const scheduleAt = addDurationMs(d, c.deactivateAfter);
-    const target = addDurationMs(d, c.destroyAfter);
-    let due = scheduleAt;
-    let reason = `deactivated ${iso(d)}; usable for ${c.policy.deactivateAfter}`;
-    let early = false;
-    if (excess > 0) {
-      excess--;
-      const pruneAt = Math.max(d, newestLiveCreated);
-      if (pruneAt < scheduleAt) {
-        due = pruneAt;
-        early = true;
-        reason = `more than maxVersions (${max}) live versions`;
+  if (deactivatedCount > 0) {
+    const max = c.policy.maxVersions;
+    let excess = max === undefined ? 0 : live - max;
+    const deactivated = deactivatedCount === 1 ? key.versions.filter((v) => v.state === 'deactivated') : key.versions.filter((v) => v.state === 'deactivated').sort((a, b) => a.version - b.version);
+    for (const v of deactivated) {
+      const d = (v.deactivatedAt ?? v.activatedAt ?? v.createdAt).getTime();
+      const scheduleAt = addDurationMs(d, c.deactivateAfter);
+      let due = scheduleAt;
+      let early = false;
+      if (excess > 0) {
+        excess--;
+        const pruneAt = Math.max(d, newestLiveCreated);
+        if (pruneAt < scheduleAt) {
+          due = pruneAt;
+          early = true;
+        }
       }
+      const notBefore = addDurationMs(Math.max(due, now), c.pendingWindow);
+      const destroyAt = early ? notBefore : Math.max(addDurationMs(d, c.destroyAfter), notBefore);
+      out.push(candidate('schedule-destroy', due, early ? 'max-versions' : 'deactivated', d, v.version, undefined, destroyAt));
     }
-    const notBefore = addDurationMs(Math.max(due, now), c.pendingWindow);
-    const destroyAt = early ? notBefore : Math.max(target, notBefore);
-    out.push(step(key, c, 'schedule-destroy', due, reason, { version: v.version, destroyAt }));
   }
   for (const v of key.versions) {
     if (v.state === 'destroy-scheduled' && v.destroyAt) {
-      out.push(step(key, c, 'destroy', v.destroyAt.getTime(), 'pending window over', { version: v.version }));
+      out.push(candidate('destroy', v.destroyAt.getTime(), 'pending-over', 0, v.version));
     }
   }
   return out;
@@ -207,6 +247,10 @@ const ACTION_ORDER: Record<PlanAction, number> = {
   'schedule-destroy': 4,
   destroy: 5,
 };
+
+function earlier(a: Candidate, b: Candidate): boolean {
+  return a.due < b.due || (a.due === b.due && (ACTION_ORDER[a.action] < ACTION_ORDER[b.action] || (ACTION_ORDER[a.action] === ACTION_ORDER[b.action] && (a.version ?? 0) < (b.version ?? 0))));
+}
 
 function byDue(a: PlanStep, b: PlanStep): number {
   return a.dueAt.getTime() - b.dueAt.getTime() || ACTION_ORDER[a.action] - ACTION_ORDER[b.action] || (a.version ?? 0) - (b.version ?? 0);
@@ -290,22 +334,20 @@ export function planRotationsDetailed(
     if (policy === 'manual') continue;
     const c = compileRotationPolicy(policy);
     if (!horizon) {
-      for (const s of planKey(c, key, t0)) if (s.dueAt.getTime() <= t0) steps.push(s);
+      for (const k of planKey(c, key, t0)) if (k.due <= t0) steps.push(toStep(key, c, k));
       continue;
     }
     const until = horizon.until.getTime();
     let state = key;
     let t = t0;
     for (let i = 0; i < MAX_SIMULATED_STEPS_PER_KEY; i++) {
-      const candidates = planKey(c, state, t);
-      if (candidates.length === 0) break;
-      candidates.sort(byDue);
-      const next = candidates[0]!;
-      const due = next.dueAt.getTime();
-      if (due > until) break;
-      steps.push(next);
-      t = Math.max(t, due);
-      state = applyPlanStep(state, next, new Date(t));
+      let next: Candidate | undefined;
+      for (const k of planKey(c, state, t)) if (!next || earlier(k, next)) next = k;
+      if (!next || next.due > until) break;
+      const s = toStep(key, c, next);
+      steps.push(s);
+      t = Math.max(t, next.due);
+      state = applyPlanStep(state, s, new Date(t));
     }
   }
   steps.sort((a, b) => byDue(a, b) || (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
