@@ -36,8 +36,10 @@ ok "token 'custos' ready (PINs in $STATE/hsm, mode 0600, never on a command line
 
 # A software TPM that looks like a provisioned machine: RSA and P-384 EK certificates in NV,
 # issued by a local CA that this demo (and only this demo) adds to the EK trust anchors.
+# A new machine every run: a host revoked in an earlier run stays revoked (its EK is remembered).
 TPM_DIR="$STATE/swtpm"
-[ -d "$TPM_DIR/tpm" ] || sh attestation/swtpm/create-tpm.sh "$TPM_DIR" >/dev/null
+rm -rf "$TPM_DIR" "$STATE/agent"
+sh attestation/swtpm/create-tpm.sh "$TPM_DIR" >/dev/null
 TPM_PORT=$(free_port)
 sh attestation/swtpm/start-tpm.sh "$TPM_DIR" "$TPM_PORT" >"$STATE/swtpm.log" 2>&1 &
 PIDS+=("$!")

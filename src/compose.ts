@@ -79,7 +79,7 @@ export async function composeService(config: Config, log: Logger, overrides: Ove
       lazy: true,
     });
     const h = await hsm.health();
-    if (h.ok) log.info({ module: config.pkcs11.module, token: config.pkcs11.tokenLabel }, 'HSM ready');
+    if (h.ok) log.info({ module: config.pkcs11.module, tokenLabel: config.pkcs11.tokenLabel }, 'HSM ready');
     else log.error({ part: h.part, code: h.code, reason: h.reason }, 'HSM not ready; requests needing it answer 503 until it is');
   }
   const meteredHsm = new MeteredKeyStore(hsm, metrics);
