@@ -201,23 +201,23 @@ export async function verifyAuditExport(source: string | Readable, options: Audi
   // Missing seqs reported as a gap, so that a late arrival turns the gap into `reordered`.
   const gaps = new Map<number, AuditProblem>();
   // Event hashes by seq as their 64 hex characters (copied, never re-encoded), for checkpoints,
-  // which may come before or after their event. Seqs below the first event's are rare (a
-  // reordered start) and kept in a small map.
+  // which may come before or after their event. Seqs below the first event's (a reordered start)
+  // or far beyond the dense range (a damaged seq) are rare and kept in a small map instead.
   let hashBuf = Buffer.alloc(64 * 4096);
   let present = new Uint8Array(4096);
-  const early = new Map<number, string>();
+  const sparse = new Map<number, string>();
   let baseSeq: number | undefined;
 
   const seen = (seq: number): boolean => {
     if (baseSeq === undefined) return false;
     const idx = seq - baseSeq;
-    return idx < 0 ? early.has(seq) : idx < present.length && present[idx] === 1;
+    return idx >= 0 && idx < present.length ? present[idx] === 1 : sparse.has(seq);
   };
-  /** Slot for seq in hashBuf (growing it), or -1 for a seq below the first one. */
+  /** Slot for seq in hashBuf (growing it), or -1 for a seq kept in the sparse map. */
   const slot = (seq: number): number => {
     baseSeq ??= seq;
     const idx = seq - baseSeq;
-    if (idx < 0) return -1;
+    if (idx < 0 || idx >= 2 * present.length + 1_000_000) return -1;
     if (idx >= present.length) {
       const n = Math.max(present.length * 2, idx + 1);
       const biggerHashes = Buffer.alloc(n * 64);
@@ -232,13 +232,13 @@ export async function verifyAuditExport(source: string | Readable, options: Audi
   };
   const storeHash = (seq: number, hex: string) => {
     const at = slot(seq);
-    if (at < 0) early.set(seq, hex);
+    if (at < 0) sparse.set(seq, hex);
     else hashBuf.write(hex, at, 'latin1');
   };
   const hashAt = (seq: number): string | undefined => {
     if (!seen(seq)) return undefined;
     const idx = seq - baseSeq!;
-    return idx < 0 ? early.get(seq) : hashBuf.toString('latin1', idx * 64, idx * 64 + 64);
+    return idx >= 0 && idx < present.length && present[idx] === 1 ? hashBuf.toString('latin1', idx * 64, idx * 64 + 64) : sparse.get(seq);
   };
 
   const problem = (p: AuditProblem) => problems.push(p);
@@ -397,7 +397,7 @@ export async function verifyAuditExport(source: string | Readable, options: Audi
     // The hash's bytes were overwritten above; they are in `hash`, and equal prevHash of the next line.
     const at = slot(seq);
     if (at >= 0) hashBuf.write(hash, at, 'latin1');
-    else early.set(seq, hash);
+    else sparse.set(seq, hash);
     if (tail.length - tailStart >= MAX_UNPARSED_TAIL) parseLater(tail[tailStart++]!);
     tail.push({ line, seq, buf, from: b - 1, end });
     return true;

@@ -232,6 +232,15 @@ describe('verifyAuditExport', () => {
     expect((await verifyAuditExport(variant('spaced2.jsonl', spaced))).problems[0]).toMatchObject({ seq: 4, kind: 'bad-hash' });
   });
 
+  it('survives a seq damaged to a huge number and names the event', async () => {
+    const lines = [...goodLines];
+    const i = lineOf(6);
+    lines[i] = lines[i]!.replace('"seq":6,', '"seq":900719925474099,');
+    const r = await verifyAuditExport(variant('hugeseq.jsonl', lines));
+    expect(r.ok).toBe(false);
+    expect(r.firstBadSeq).toBe(6);
+  });
+
   it('names a duplicated event', async () => {
     const lines = [...goodLines];
     lines.splice(lineOf(9) + 1, 0, lines[lineOf(9)]!);
