@@ -56,7 +56,9 @@ try {
     process.exitCode = EXIT.usage;
   } else if (e instanceof CustosError) {
     process.stderr.write(`custos: ${e.code}: ${e.message}\n`);
-    process.exitCode = e.status >= 500 ? EXIT.unavailable : EXIT.refused;
+    // Invalid policy files and configuration stop a command before it does anything: usage class.
+    const config = e.code === 'ERR_POLICY_INVALID' || e.code === 'ERR_CONFIG' || e.code === 'ERR_NOT_SUPPORTED';
+    process.exitCode = config ? EXIT.usage : e.status >= 500 ? EXIT.unavailable : EXIT.refused;
   } else {
     process.stderr.write(`custos: ${(e as Error).message}\n`);
     process.exitCode = EXIT.refused;
