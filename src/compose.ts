@@ -69,7 +69,7 @@ export async function composeService(config: Config, log: Logger, overrides: Ove
   } else {
     // lazy: the service starts even when the token is absent or the PIN refused; requests that
     // need the HSM answer 503 and /readyz names the failing part until it is back.
-    hsm = await openPkcs11KeyStore({
+    const pkcs11 = await openPkcs11KeyStore({
       module: config.pkcs11.module,
       tokenLabel: config.pkcs11.tokenLabel,
       pin: readPin(config.pkcs11.pinFile),
@@ -78,6 +78,8 @@ export async function composeService(config: Config, log: Logger, overrides: Ove
       logger: log.child({ part: 'pkcs11' }),
       lazy: true,
     });
+    hsm = pkcs11;
+    metrics.watchHsmPool(() => pkcs11.stats());
     const h = await hsm.health();
     if (h.ok) log.info({ module: config.pkcs11.module, tokenLabel: config.pkcs11.tokenLabel }, 'HSM ready');
     else log.error({ part: h.part, code: h.code, reason: h.reason }, 'HSM not ready; requests needing it answer 503 until it is');

@@ -24,6 +24,20 @@ export class Metrics {
     if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: 'custos_' });
   }
 
+  /** Reports the HSM worker pool (operations in flight and queued, recoveries) at each scrape. */
+  watchHsmPool(stats: () => { inFlight: number; queued: number; workers: number; recoveries: number }): void {
+    new Gauge({
+      name: 'custos_hsm_pool', help: 'HSM worker pool: operations in flight, queued; workers; recoveries', labelNames: ['measure'], registers: [this.registry],
+      collect() {
+        const s = stats();
+        this.set({ measure: 'in_flight' }, s.inFlight);
+        this.set({ measure: 'queued' }, s.queued);
+        this.set({ measure: 'workers' }, s.workers);
+        this.set({ measure: 'recoveries' }, s.recoveries);
+      },
+    });
+  }
+
   /** Wraps a KeyStore-like call, counting and timing it. */
   async timeHsm<T>(op: string, fn: () => Promise<T>): Promise<T> {
     const end = this.hsmDuration.startTimer({ op });
