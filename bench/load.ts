@@ -153,6 +153,11 @@ export interface RunResult {
   p99Ms: number;
   /** Open loop only: the rate asked for. */
   targetPerSec?: number;
+  /**
+   * Open loop only: arrivals stopped early because more than half a second's worth of them waited for
+   * a free slot (the server cannot keep up at this rate; p50/p99 then show the backlog).
+   */
+  saturated?: boolean;
   /** First error seen, for the report. */
   firstError?: string;
 }
@@ -221,6 +226,7 @@ export async function openLoop(op: Op, ratePerSec: number, durationMs: number, s
   const inflight: Promise<void>[] = [];
   const start = performance.now();
   let sent = 0;
+  let saturated = false;
   const launch = (due: number): void => {
     inflight.push((async () => {
       const slot = await take();
@@ -236,6 +242,10 @@ export async function openLoop(op: Op, ratePerSec: number, durationMs: number, s
     })());
   };
   while (sent < total) {
+    if (waiting.length > ratePerSec / 2) {
+      saturated = true;
+      break;
+    }
     const now = performance.now();
     while (sent < total && start + sent * interval <= now) {
       launch(start + sent * interval);
@@ -247,6 +257,6 @@ export async function openLoop(op: Op, ratePerSec: number, durationMs: number, s
     await new Promise<void>((r) => (wait > 1 ? setTimeout(r, Math.floor(wait)) : setImmediate(r)));
   }
   await Promise.all(inflight);
-  const r = summarize(lat, errors, Math.max(durationMs, performance.now() - start), firstError);
-  return { ...r, targetPerSec: ratePerSec };
+  const r = summarize(lat, errors, saturated ? performance.now() - start : Math.max(durationMs, performance.now() - start), firstError);
+  return { ...r, targetPerSec: ratePerSec, ...(saturated ? { saturated } : {}) };
 }
