@@ -11,6 +11,7 @@ import type { PolicySet } from '../policy/policy-service.js';
 import type { KeyVersionRecord } from '../store/records.js';
 import type { Store } from '../store/store.js';
 import { planRotationsDetailed, type RotationPlan } from './planner.js';
+import { rotationReport, type RotationReport } from './report.js';
 import type { KeyWithVersions, PlanStep } from './types.js';
 
 export const SCHEDULER_LEASE = 'rotation-scheduler';
@@ -94,6 +95,11 @@ export class RotationService {
     const now = this.#d.clock.now();
     const until = new Date(now.getTime() + days * 86_400_000);
     return planRotationsDetailed(this.#d.policies.rotation.map((p) => p.doc), await this.#plannerKeys(), now, { until });
+  }
+
+  /** Overdue steps, versions past their NIST SP 800-57 cryptoperiod, upcoming destructions. */
+  async report(): Promise<RotationReport> {
+    return rotationReport(this.#d.policies.rotation.map((p) => p.doc), await this.#plannerKeys(), this.#d.clock.now());
   }
 
   /** Reconciles the store's journal with the HSM (objects found by CKA_ID). Idempotent. */

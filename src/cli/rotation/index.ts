@@ -24,5 +24,33 @@ export function rotationCommand(globals: () => ClientOptions): Command {
       });
       if (p.unresolved.length > 0) process.exitCode = 1;
     });
+  rotation.command('report')
+    .description('keys overdue, versions past their NIST SP 800-57 cryptoperiod, upcoming destructions')
+    .action(async () => {
+      const g = globals();
+      const r = await apiClient(g).call<ReportOut>('GET', '/v1/rotation/report');
+      output(g.json, r, () => renderReport(r));
+      if (r.overdue.length > 0 || r.pastCryptoperiod.length > 0 || r.unresolved.length > 0) process.exitCode = 1;
+    });
   return rotation;
+}
+
+interface ReportOut {
+  generatedAt: string;
+  overdue: { key: string; version?: number; action: string; dueAt: string; overdueMs: number; policyId: string }[];
+  pastCryptoperiod: { key: string; version: number; state: string; period: string; limit: string }[];
+  upcomingDestructions: { key: string; version: number; destroyAt: string; scheduled: boolean }[];
+  upcomingRotations: { key: string; at: string; policyId: string }[];
+  unresolved: { key: string; code: string; message: string }[];
+}
+
+function renderReport(r: ReportOut): string {
+  const out = [`rotation report at ${r.generatedAt}`];
+  const section = (title: string, rows: string[]) => out.push(`\n${title} (${rows.length})`, ...(rows.length ? rows.map((x) => `  ${x}`) : ['  none']));
+  section('overdue', r.overdue.map((o) => `${o.key}${o.version ? ` v${o.version}` : ''} ${o.action} due ${o.dueAt} (${Math.round(o.overdueMs / 60_000)} min late, ${o.policyId})`));
+  section('past cryptoperiod (NIST SP 800-57 Part 1 Rev. 5)', r.pastCryptoperiod.map((p) => `${p.key} v${p.version} ${p.state}: beyond the ${p.period} period of ${p.limit}`));
+  section('upcoming destructions', r.upcomingDestructions.map((d) => `${d.key} v${d.version} at ${d.destroyAt}${d.scheduled ? ' (scheduled, cancellable)' : ''}`));
+  section('upcoming rotations', r.upcomingRotations.map((u) => `${u.key} at ${u.at} (${u.policyId})`));
+  section('unresolved', r.unresolved.map((u) => `${u.key}: ${u.code} ${u.message}`));
+  return out.join('\n');
 }

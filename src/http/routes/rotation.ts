@@ -21,6 +21,8 @@ export function rotationRoutes(rotation: RotationService, keys: KeyService) {
         unresolved: plan.unresolved,
       };
     });
+    // Dates serialise as RFC 3339 through JSON.
+    r.get('/v1/rotation/report', 'rotation.read', () => rotation.report());
     r.post('/v1/keys/:name/versions/:version/compromise', 'keys.compromise', (req, _res, who) =>
       keys.compromise(who.actor, String(req.params.name), versionParam(req.params.version as string), parseBody(req, reasonBody).reason));
     r.post('/v1/keys/:name/versions/:version/cancel-destroy', 'keys.cancel-destroy', (req, _res, who) => {

@@ -109,6 +109,21 @@ describe('key lifecycle under the scheduler (SoftHSM2, simulated time)', () => {
   });
 });
 
+describe('rotation report', () => {
+  it('lists nothing overdue while the scheduler keeps up, and flags what falls behind', async () => {
+    const ok = await svc.call('GET', '/v1/rotation/report', undefined, svc.tokens.auditor);
+    expect(ok.status).toBe(200);
+    expect(ok.body.overdue).toEqual([]);
+    expect(Object.keys(ok.body).sort()).toEqual(['generatedAt', 'overdue', 'pastCryptoperiod', 'unresolved', 'upcomingDestructions', 'upcomingRotations']);
+    clock.advance(20 * DAY); // the scheduler is stopped: steps pile up
+    const late = await svc.call('GET', '/v1/rotation/report', undefined, svc.tokens.auditor);
+    expect(late.body.overdue.length).toBeGreaterThan(0);
+    expect(late.body.overdue.every((o: { overdueMs: number }) => o.overdueMs > 0)).toBe(true);
+    await svc.service.rotation.tick();
+    expect((await svc.call('GET', '/v1/rotation/report', undefined, svc.tokens.auditor)).body.overdue).toEqual([]);
+  });
+});
+
 describe('policies at start-up', () => {
   it('an invalid policy file stops start-up with its file, line and reason', async () => {
     const bad = mkdtempSync(join(tmpdir(), 'custos-badpol-'));

@@ -31,7 +31,9 @@ const MATRIX: { method: string; path: string; body?: unknown; allowed: Role[] }[
   { method: 'POST', path: '/v1/hosts/unknown-host/revoke', body: {}, allowed: ['admin', 'operator'] },
   { method: 'GET', path: '/v1/policies', allowed: ['admin', 'operator', 'auditor'] },
   { method: 'GET', path: '/v1/rotation/plan?days=7', allowed: ['admin', 'operator', 'auditor'] },
+  { method: 'GET', path: '/v1/rotation/report', allowed: ['admin', 'operator', 'auditor'] },
   { method: 'GET', path: '/v1/audit', allowed: ['admin', 'auditor'] },
+  { method: 'GET', path: '/v1/audit/export', allowed: ['admin', 'auditor'] },
   { method: 'GET', path: '/v1/audit/checkpoints', allowed: ['admin', 'auditor'] },
 ];
 
