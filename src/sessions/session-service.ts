@@ -176,21 +176,24 @@ export class SessionService {
       appraisal: { status: a.status, trustworthinessVector: a.trustworthinessVector, policyId: a.policy.id, policyVersion: a.policy.version, pcrDigest: a.pcrDigestHex },
       verifierId: VERIFIER_ID, disclose: policy.disclose,
     });
+    // The token does not depend on the session key, so the signature is asked for first and the
+    // random bytes right after, in the same turn: the PKCS#11 adapter hands operations queued in
+    // one turn to its workers together, which saves a main-thread/worker round trip per session.
+    // The seal (node:crypto, this thread) then runs while the worker signs. As before, a failure
+    // of one leaves the other's result unused: nothing is returned or recorded.
+    const signing = this.#d.issuer.sign(policy.issuerKey, claims as unknown as Record<string, unknown>, SESSION_TOKEN_TYP);
+    signing.catch(() => undefined); // observed below; this only keeps an early throw from leaving it unhandled
     // The session key comes from the HSM's RNG (C_GenerateRandom); it exists in this process only
     // long enough to be sealed, and is never stored or logged.
     const sessionKey = await this.#d.hsm.randomBytes(SESSION_KEY_BYTES);
     let sealed: SealedSessionKey;
-    let signed;
     try {
-      // Signing (HSM worker) and sealing (node:crypto, this thread) are independent: the seal
-      // runs while the HSM worker signs. `eph` was validated by parseEphemeralJwk in issue().
-      [signed, sealed] = await Promise.all([
-        this.#d.issuer.sign(policy.issuerKey, claims as unknown as Record<string, unknown>, SESSION_TOKEN_TYP),
-        sealSessionKeyTo(eph, sessionKey, jti),
-      ]);
+      // `eph` was validated by parseEphemeralJwk in issue().
+      sealed = await sealSessionKeyTo(eph, sessionKey, jti);
     } finally {
       sessionKey.fill(0);
     }
+    const signed = await signing;
     const expiresAt = new Date(claims.exp * 1000).toISOString();
     const record: SessionRecord = {
       jti, hostId: a.host.id, audience: policy.audience, kid: signed.kid, keyName: signed.keyName, keyVersion: signed.keyVersion,
