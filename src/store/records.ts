@@ -1,3 +1,5 @@
+import type { AuditCheckpoint, AuditEvent, AuditEventBody } from '../audit/chain.js';
+
 /**
  * Rows as the store keeps them. Timestamps are RFC 3339 UTC strings with milliseconds (they sort
  * as text in SQLite and PostgreSQL alike); binary values are base64 text for the same reason.
@@ -56,29 +58,11 @@ export interface ApiTokenRecord {
   revokedAt: string | null;
 }
 
-export interface AuditEventInput {
-  actor: string;
-  action: string;
-  subject: string;
-  outcome: 'success' | 'failure' | 'denied';
-  details: Record<string, unknown>;
-}
-
-export interface AuditEventRecord extends AuditEventInput {
-  seq: number;
-  time: string;
-  prevHash: string;
-  hash: string;
-}
-
-export interface AuditCheckpointRecord {
-  seq: number;
-  hash: string;
-  time: string;
-  kid: string;
-  alg: string;
-  signature: string;
-}
+/** What a caller records; seq, time and the chain hashes are assigned by the store's append. */
+export type AuditEventInput = Omit<AuditEventBody, 'seq' | 'time'>;
+/** Stored audit rows are exactly the chain's events and checkpoints (src/audit/chain.ts). */
+export type AuditEventRecord = AuditEvent;
+export type AuditCheckpointRecord = AuditCheckpoint;
 
 export type HostStatus = 'active' | 'revoked';
 

@@ -55,18 +55,11 @@ export function auditRoutes(policies: PolicySet, opts: { auditKey: string; issue
       const store = deps.store;
       const [first, last, key] = await Promise.all([store.listAudit(0, 1), store.lastAudit(), store.getKey(opts.auditKey)]);
       const versions = key ? await store.listVersions(opts.auditKey) : [];
-      async function* events(): AsyncGenerator<AuditEvent> {
+      // Both streams page by seq through the store.
+      async function* pages<T extends { seq: number }>(list: (after: number, limit: number) => Promise<T[]>): AsyncGenerator<T> {
         for (let after = 0; ; ) {
-          const page = await store.listAudit(after, PAGE);
-          for (const e of page) yield e;
-          if (page.length < PAGE) return;
-          after = page[page.length - 1]!.seq;
-        }
-      }
-      async function* checkpoints(): AsyncGenerator<AuditCheckpoint> {
-        for (let after = 0; ; ) {
-          const page = await store.listCheckpoints(after, PAGE);
-          for (const c of page) yield c;
+          const page = await list(after, PAGE);
+          yield* page;
           if (page.length < PAGE) return;
           after = page[page.length - 1]!.seq;
         }
@@ -78,8 +71,8 @@ export function auditRoutes(policies: PolicySet, opts: { auditKey: string; issue
         issuer: opts.issuer,
         range: first[0] && last ? { firstSeq: first[0].seq, lastSeq: last.seq } : null,
         keys: key ? exportKeys(versions, key.type) : [],
-        events: events(),
-        checkpoints: checkpoints(),
+        events: pages<AuditEvent>((a, l) => store.listAudit(a, l)),
+        checkpoints: pages<AuditCheckpoint>((a, l) => store.listCheckpoints(a, l)),
       });
       res.end();
     });
