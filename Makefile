@@ -9,13 +9,15 @@ STATE ?= $(CURDIR)/.custos
 APT_PACKAGES := softhsm2 swtpm swtpm-tools tpm2-tools opensc openssl
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test deps system-deps node-deps build hsm-token bench lint clean
+.PHONY: demo test deps system-deps node-deps build bench clean
 
 demo: deps
 	@bash scripts/demo.sh "$(STATE)"
 
 test: deps
-	npx vitest run
+	@mkdir -p .custos
+	@status=0; npx vitest run --reporter=default --reporter=json --outputFile.json=.custos/vitest.json || status=$$?; \
+	if [ -f .custos/vitest.json ]; then node scripts/test-summary.mjs .custos/vitest.json; fi; exit $$status
 
 bench: deps
 	node --expose-gc dist/../bench/run.mjs
