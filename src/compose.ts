@@ -105,6 +105,7 @@ export async function composeService(config: Config, log: Logger, overrides: Ove
     extraRoutes: [hostRoutes(hosts), sessionRoutes(sessions), auditRoutes(policies, { auditKey: config.audit.signingKey, issuer: config.issuer }), rotationRoutes(rotation, keys)],
   };
   const app = createApp(deps);
+  let janitor: NodeJS.Timeout | null = null;
   return {
     app,
     deps,
@@ -117,8 +118,14 @@ export async function composeService(config: Config, log: Logger, overrides: Ove
     startBackground() {
       if (config.rotation.enabled) rotation.start(config.rotation.intervalSeconds * 1000);
       checkpointer.start();
+      // Expired nonces are refused anyway; the janitor only keeps the table small.
+      janitor = setInterval(() => {
+        store.tx((t) => t.deleteExpiredNonces(clock.now().toISOString())).catch((e: unknown) => log.warn({ err: e }, 'nonce clean-up failed'));
+      }, 60_000);
+      janitor.unref();
     },
     async close() {
+      if (janitor) clearInterval(janitor);
       await rotation.stop();
       await checkpointer.stop();
       await hsm.close();
