@@ -110,6 +110,7 @@ async function startServer(hsm: SoftHsm, dir: string): Promise<ServerHandle> {
       CUSTOS_STATE_DIR: join(dir, 'state'), CUSTOS_LISTEN: '127.0.0.1:0', CUSTOS_LOG_LEVEL: 'silent', CUSTOS_POLICY_DIR: policies,
       CUSTOS_EK_CA_DIR: ekCa, CUSTOS_ISSUER: 'https://custos.bench', CUSTOS_PKCS11_MODULE: hsm.module,
       CUSTOS_PKCS11_TOKEN_LABEL: hsm.tokenLabel, CUSTOS_PKCS11_PIN_FILE: pinFile, CUSTOS_ROTATION_ENABLED: 'false',
+      ...(process.env.CUSTOS_PKCS11_WORKERS ? { CUSTOS_PKCS11_WORKERS: process.env.CUSTOS_PKCS11_WORKERS } : {}),
     },
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     // BENCH_CPU_PROF=<dir>: V8 CPU profile of the server, written when it stops.
