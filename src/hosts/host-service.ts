@@ -163,6 +163,16 @@ export class HostService {
 
   async #enroll(actor: string | null, input: EnrollInput): Promise<{ enrollmentId: string; credentialBlob: string; encryptedSecret: string; expiresAt: string; policyId: string }> {
     const now = this.#now();
+    // Who vouches: a provisioning token (consumed only once everything else checked out) or an
+    // API principal allowed to enroll.
+    if (actor === null && input.provisioningToken === undefined) throw new CustosError('ERR_PROVISIONING_TOKEN', 'a provisioning token is required');
+    if (input.provisioningToken !== undefined && !PROVISIONING_TOKEN.test(input.provisioningToken)) throw new CustosError('ERR_PROVISIONING_TOKEN');
+    // Unauthenticated callers are turned away before any chain building or RSA work; the token is
+    // only used (atomically) once everything else has checked out.
+    if (actor === null && !(await this.#d.store.findLiveProvisioningToken(hashToken(input.provisioningToken!), now.toISOString()))) {
+      throw new CustosError('ERR_PROVISIONING_TOKEN');
+    }
+
     if (input.ekPublic === undefined) {
       throw new CustosError('ERR_BAD_REQUEST', 'ekPublic (TPM2B_PUBLIC of the EK) is required: the credential is encrypted to it', { details: { field: 'ekPublic' } });
     }
@@ -181,11 +191,6 @@ export class HostService {
       });
     }
     const ekPublicHash = ek?.ekPublicHash ?? createHash('sha256').update(tpmPublicToKeyObject(ekPublic).export({ format: 'der', type: 'spki' })).digest('hex');
-
-    // Who vouches: a provisioning token (consumed only once everything else checked out) or an
-    // API principal allowed to enroll.
-    if (actor === null && input.provisioningToken === undefined) throw new CustosError('ERR_PROVISIONING_TOKEN', 'a provisioning token is required');
-    if (input.provisioningToken !== undefined && !PROVISIONING_TOKEN.test(input.provisioningToken)) throw new CustosError('ERR_PROVISIONING_TOKEN');
 
     const revoked = (await this.#d.store.findHostsByEkPublicHash(ekPublicHash)).filter((h) => h.status === 'revoked');
     const byAk = await this.#d.store.findHostByAkName(akNameHex);

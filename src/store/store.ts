@@ -60,6 +60,8 @@ export interface Repos {
   getEnrollment(id: string): Promise<EnrollmentRecord | null>;
   updateEnrollment(id: string, patch: Partial<Omit<EnrollmentRecord, 'id'>>): Promise<void>;
   insertProvisioningToken(t: ProvisioningTokenRecord): Promise<void>;
+  /** A token that is live now (not expired, uses left), without using it; null otherwise. */
+  findLiveProvisioningToken(tokenHash: string, now: string): Promise<ProvisioningTokenRecord | null>;
   /** Atomically uses one use of a live token; null when unknown, expired or used up. */
   consumeProvisioningToken(tokenHash: string, now: string): Promise<ProvisioningTokenRecord | null>;
   // nonces: single use, consumed atomically by whichever process sees them first

@@ -446,6 +446,10 @@ export class SqliteStore implements Store {
       t.id, t.tokenHash, t.createdAt, t.createdBy, t.expiresAt, t.usesLeft, JSON.stringify(t.labels),
     );
   }
+  async findLiveProvisioningToken(tokenHash: string, now: string): Promise<ProvisioningTokenRecord | null> {
+    const r = this.#s('SELECT * FROM provisioning_tokens WHERE token_hash = ? AND uses_left > 0 AND expires_at > ?').get(tokenHash, now) as Row | undefined;
+    return r ? toProvisioningToken(r) : null;
+  }
   async consumeProvisioningToken(tokenHash: string, now: string): Promise<ProvisioningTokenRecord | null> {
     const r = this.#s('UPDATE provisioning_tokens SET uses_left = uses_left - 1 WHERE token_hash = ? AND uses_left > 0 AND expires_at > ? RETURNING *').get(tokenHash, now) as Row | undefined;
     return r ? toProvisioningToken(r) : null;
