@@ -84,6 +84,7 @@ export async function composeService(config: Config, log: Logger, overrides: Ove
     if (h.ok) log.info({ module: config.pkcs11.module, tokenLabel: config.pkcs11.tokenLabel }, 'HSM ready');
     else log.error({ part: h.part, code: h.code, reason: h.reason }, 'HSM not ready; requests needing it answer 503 until it is');
   }
+  await auditPolicyChanges(store, policies, clock);
   const meteredHsm = new MeteredKeyStore(hsm, metrics);
   const tokens = new TokenService(store, clock);
   const keys = new KeyService({ store, hsm: meteredHsm, clock, rotationPolicies: () => policies.rotation.map((p) => p.doc) });
@@ -132,4 +133,20 @@ export async function composeService(config: Config, log: Logger, overrides: Ove
       await store.close();
     },
   };
+}
+
+/**
+ * Records every policy file that is new or changed since the last start (by SHA-256), so the
+ * audit log shows which policy text governed each later decision.
+ */
+async function auditPolicyChanges(store: Store, policies: PolicySet, clock: Clock): Promise<void> {
+  const now = clock.now().toISOString();
+  await store.tx(async (t) => {
+    for (const p of policies.list()) {
+      const metaKey = `policy-sha256:${p.kind}/${p.id}`;
+      if ((await t.getMeta(metaKey)) === p.sha256) continue;
+      await t.appendAudit({ actor: 'system:startup', action: 'policy.load', subject: `${p.kind}/${p.id}`, outcome: 'success', details: { version: p.version, sha256: p.sha256, file: p.file } }, now);
+      await t.setMeta(metaKey, p.sha256);
+    }
+  });
 }

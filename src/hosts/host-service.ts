@@ -409,9 +409,13 @@ export class HostService {
     const now = this.#now().toISOString();
     const summary = { status: a.status, time: now, policyId: a.policy.id, policyVersion: a.policy.version, pcrDigest: a.pcrDigestHex };
     const c = a.verdict.parsed.counters;
+    // Counters only move forward: two appraisals of one host may commit out of order, and the
+    // stored counters must stay those of the newest quote that verified.
+    const current = (await t.getHost(a.host.id))?.lastClock ?? null;
+    const newer = current === null || c.resetCount > current.resetCount || (c.resetCount === current.resetCount && (c.restartCount > current.restartCount || (c.restartCount === current.restartCount && c.clock > BigInt(current.clock))));
     await t.updateHost(a.host.id, {
       lastAttestation: summary,
-      ...(a.verdict.ok ? { lastClock: { clock: c.clock.toString(), resetCount: c.resetCount, restartCount: c.restartCount } } : {}),
+      ...(a.verdict.ok && newer ? { lastClock: { clock: c.clock.toString(), resetCount: c.resetCount, restartCount: c.restartCount } } : {}),
     });
     await this.#audit(t, `host:${a.host.id}`, action, a.host.id, outcome ?? (a.verdict.ok ? 'success' : 'failure'), {
       verdict: a.status, failures: a.failures.map((f) => f.code), evidenceSha256: a.evidenceHash, akName: a.host.akName,

@@ -125,6 +125,12 @@ describe('rotation report', () => {
 });
 
 describe('policies at start-up', () => {
+  it('records each new or changed policy file in the audit log, once', async () => {
+    const loads = (await svc.store.listAudit(0, 100_000)).filter((e) => e.action === 'policy.load');
+    expect(loads.map((e) => e.subject)).toEqual(['rotation/weekly']);
+    expect(loads[0]!.details).toMatchObject({ version: 1, sha256: expect.stringMatching(/^[0-9a-f]{64}$/) });
+  });
+
   it('an invalid policy file stops start-up with its file, line and reason', async () => {
     const bad = mkdtempSync(join(tmpdir(), 'custos-badpol-'));
     mkdirSync(join(bad, 'rotation'));
