@@ -199,10 +199,10 @@ async function main(): Promise<void> {
 
     // 2. Quote verification.
     const qv = await quoteVerifyRate({ durationMs: ms(1000) });
-    out.quoteVerify = { ...qv, ratioRsa: ratio(qv.rsa.verify, qv.rsa.raw), ratioEcc: ratio(qv.ecc.verify, qv.ecc.raw), target: 0.9 };
+    out.quoteVerify = { ...qv, ratioRsa: qv.rsa.ratio, ratioEcc: qv.ecc.ratio, target: 0.9 };
     console.log(`\n[quote verify] in-process, AK KeyObject cached (load ${load()})`);
     for (const [k, v] of [['rsa-2048 AK', qv.rsa], ['ecc-p256 AK', qv.ecc]] as const) {
-      console.log(`  ${k}: verifyQuote ${fmt(v.verify)}/s, crypto.verify ${fmt(v.raw)}/s, ratio ${ratio(v.verify, v.raw)} (target ≥ 0.9)`);
+      console.log(`  ${k}: verifyQuote ${fmt(v.verify)}/s, crypto.verify ${fmt(v.raw)}/s (medians of 50 ms slices), ratio ${v.ratio} (target ≥ 0.9)`);
     }
 
     // 3. Planning and audit verification.
