@@ -1,11 +1,15 @@
 import { Ajv2020, type AnySchema, type ValidateFunction } from 'ajv/dist/2020.js';
 import addFormatsImport from 'ajv-formats';
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { PERMISSIONS, type Permission } from '../../../src/auth/roles.js';
 import { MemoryKeyStore } from '../../../src/hsm/memory-key-store.js';
 import { ERROR_TABLE } from '../../../src/lib/errors.js';
+import { jwkThumbprint, sessionExtraData } from '../../../src/sessions/ephemeral-key.js';
+import type { HostRecord } from '../../../src/store/records.js';
+import { SoftAk } from '../../helpers/soft-tpm.js';
 import { startTestService, type TestService } from '../../helpers/service.js';
 
 /**
@@ -479,8 +483,81 @@ describe('real answers match the documented response schemas', () => {
     expectDocumented('/v1/sessions/introspect', 'post', introspect);
   });
 
+  it('attest, sessions, introspection and hosts with a software AK under policies/attestation/prod-boot.yaml', async () => {
+    // The host is written to the store as enrollment would leave it (enrollment itself needs a
+    // real EK and TPM2_ActivateCredential: covered by the swtpm e2e tests).
+    const ak = new SoftAk('ecc');
+    const hostId = 'oa-host';
+    const host: HostRecord = {
+      id: hostId, status: 'active', akName: ak.name.toString('hex'), akPublic: ak.tpm2bPublic.toString('base64'), akQualifiedName: ak.qualifiedName.toString('hex'),
+      ekPublicHash: '11'.repeat(32), ekCertificateSubject: 'CN=oa-ek', ekCertificateIssuer: 'CN=oa-ca', labels: { role: 'enclave-host', pool: 'production' }, policyId: 'prod-boot',
+      enrolledAt: new Date().toISOString(), revokedAt: null, lastAttestation: null, lastClock: null,
+    };
+    await svc.store.tx((t) => t.insertHost(host));
+    const policy = svc.service.policies.attestationById('prod-boot')!;
+    const refs = policy.doc.pcrs.referenceValues ?? {};
+    const pcrs = Array.from({ length: 8 }, (_, i) => (refs[String(i)] ? Buffer.from(refs[String(i)]![0]!, 'hex') : randomBytes(32)));
+
+    const challenge = await svc.call('POST', '/v1/challenges', { hostId }, null);
+    expect(challenge.status).toBe(200);
+    expectDocumented('/v1/challenges', 'post', challenge);
+    const nonce = Buffer.from(challenge.body.nonce, 'base64');
+    const attest = await svc.call('POST', `/v1/hosts/${hostId}/attest`, { nonce: challenge.body.nonce, ...ak.quote(nonce, pcrs) }, null);
+    expect(attest.status).toBe(200);
+    expect(attest.body.status).toBe('affirming');
+    expectDocumented('/v1/hosts/{hostId}/attest', 'post', attest);
+
+    const second = await svc.call('POST', '/v1/challenges', { hostId }, null);
+    const off = pcrs.map((p, i) => (i === 7 ? randomBytes(32) : p));
+    const failed = await svc.call('POST', `/v1/hosts/${hostId}/attest`, { nonce: second.body.nonce, ...ak.quote(Buffer.from(second.body.nonce, 'base64'), off) }, null);
+    expect(failed.status).toBe(200);
+    expect(failed.body.failures.length).toBeGreaterThan(0);
+    expectDocumented('/v1/hosts/{hostId}/attest', 'post', failed);
+    const replay = await svc.call('POST', `/v1/hosts/${hostId}/attest`, { nonce: second.body.nonce, ...ak.quote(Buffer.from(second.body.nonce, 'base64'), pcrs) }, null);
+    expect(replay.body.error.code).toBe('ERR_NONCE_UNKNOWN');
+    expectDocumented('/v1/hosts/{hostId}/attest', 'post', replay);
+
+    const eph = generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ format: 'jwk' });
+    const ephemeralPublicKey = { kty: 'EC' as const, crv: 'P-256' as const, x: eph.x!, y: eph.y! };
+    const third = await svc.call('POST', '/v1/challenges', { hostId }, null);
+    const n3 = Buffer.from(third.body.nonce, 'base64');
+    const session = await svc.call('POST', '/v1/sessions', {
+      hostId, nonce: third.body.nonce, ...ak.quote(sessionExtraData(n3, jwkThumbprint(ephemeralPublicKey)), pcrs), ephemeralPublicKey, audience: 'urn:custos:audience:ledger',
+    }, null);
+    expect(session.status, JSON.stringify(session.body)).toBe(201);
+    expectDocumented('/v1/sessions', 'post', session);
+    const active = await svc.call('POST', '/v1/sessions/introspect', { token: session.body.token }, null);
+    expect(active.body.active).toBe(true);
+    expectDocumented('/v1/sessions/introspect', 'post', active);
+
+    const fourth = await svc.call('POST', '/v1/challenges', { hostId }, null);
+    const refused = await svc.call('POST', '/v1/sessions', {
+      hostId, nonce: fourth.body.nonce, ...ak.quote(sessionExtraData(Buffer.from(fourth.body.nonce, 'base64'), jwkThumbprint(ephemeralPublicKey)), off), ephemeralPublicKey, audience: 'urn:custos:audience:ledger',
+    }, null);
+    expect(refused.status).toBe(403);
+    expect(refused.body.error.code).toBe('ERR_ATTESTATION_FAILED');
+    expectDocumented('/v1/sessions', 'post', refused);
+
+    const got = await svc.call('GET', `/v1/hosts/${hostId}`, undefined, svc.tokens.auditor);
+    expect(got.body.lastAttestation).toBeDefined();
+    expectDocumented('/v1/hosts/{hostId}', 'get', got);
+    const listed = await svc.call('GET', '/v1/hosts', undefined, svc.tokens.auditor);
+    expect(listed.body.hosts.length).toBe(1);
+    expectDocumented('/v1/hosts', 'get', listed);
+    const revoked = await svc.call('POST', `/v1/hosts/${hostId}/revoke`, { reason: 'docs' }, svc.tokens.operator);
+    expect(revoked.status).toBe(200);
+    expect(revoked.body.status).toBe('revoked');
+    expectDocumented('/v1/hosts/{hostId}/revoke', 'post', revoked);
+    const after = await svc.call('POST', '/v1/sessions/introspect', { token: session.body.token }, null);
+    expect(after.body).toEqual({ active: false });
+    const noChallenge = await svc.call('POST', '/v1/challenges', { hostId }, null);
+    expect(noChallenge.body.error.code).toBe('ERR_HOST_REVOKED');
+    expectDocumented('/v1/challenges', 'post', noChallenge);
+  });
+
   it('JWKS, policies, rotation plan and report', async () => {
-    expect((await svc.call('POST', '/v1/keys', { name: 'session-issuer', type: 'ec-p256', purpose: 'sign' })).status).toBe(201);
+    // The issuer creates its key on first use (the sessions test above); here it must exist either way.
+    expect([201, 409]).toContain((await svc.call('POST', '/v1/keys', { name: 'session-issuer', type: 'ec-p256', purpose: 'sign' })).status);
     const jwks = await svc.call('GET', '/.well-known/jwks.json', undefined, null);
     expect(jwks.status).toBe(200);
     expect(jwks.headers.get('cache-control')).toBe('public, max-age=60');
@@ -570,6 +647,7 @@ describe('request schemas agree with the app on what is malformed', () => {
     { path: '/v1/provisioning-tokens', template: '/v1/provisioning-tokens', body: { ttlSeconds: 600, uses: 0 }, token: 'operator' },
     { path: '/v1/provisioning-tokens', template: '/v1/provisioning-tokens', body: { ttlSeconds: 600, uses: 1.5 }, token: 'operator' },
     { path: '/v1/hosts/enroll', template: '/v1/hosts/enroll', body: { ekPublic: 'AAAA' }, token: 'operator' },
+    { path: '/v1/hosts/enroll', template: '/v1/hosts/enroll', body: { akPublic: 'AAAA' }, token: 'operator' },
     { path: '/v1/hosts/oa-h/attest', template: '/v1/hosts/{hostId}/attest', body: { nonce: 'AAAA', quote: 'AAAA', signature: 'AAAA', pcrs: { md5: {} } } },
     { path: '/v1/hosts/oa-h/attest', template: '/v1/hosts/{hostId}/attest', body: { nonce: 'AAAA', quote: 'AAAA', signature: 'AAAA', pcrs: { sha256: { '100': '00' } } } },
     { path: '/v1/sessions', template: '/v1/sessions', body: { hostId: 'h', nonce: 'AAAA', quote: 'AAAA', signature: 'AAAA', pcrs: {}, ephemeralPublicKey: 'x', audience: 'a' } },
