@@ -151,7 +151,9 @@ function compileAll(d: Json): number {
   for (const loc of locations) {
     const schema = pointerGet(d, loc) as Json;
     const name = loc.startsWith('#/components/schemas/') ? loc.slice('#/components/schemas/'.length) : null;
-    if (name !== null && !name.includes('/')) ajv.getSchema(BASE + name);
+    if (name !== null && !name.includes('/')) {
+      if (typeof ajv.getSchema(BASE + name) !== 'function') throw new Error(`schema ${name} did not compile`);
+    }
     else ajv.compile(rebase(schema) as AnySchema);
   }
   return locations.length;
