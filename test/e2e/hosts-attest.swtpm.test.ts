@@ -1,7 +1,5 @@
 import { createHash } from 'node:crypto';
-import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { basename, join } from 'node:path';
+import { readdirSync } from 'node:fs';
 import { importSPKI, jwtVerify, decodeProtectedHeader } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseTpm2bPublic, tpmPublicToKeyObject } from '../../src/attestation/tpm2/public.js';
@@ -10,6 +8,7 @@ import { openPkcs11KeyStore, type Pkcs11KeyStore } from '../../src/hsm/pkcs11/pk
 import { ManualClock } from '../../src/lib/clock.js';
 import { startSoftHsm, type SoftHsm } from '../helpers/softhsm.js';
 import { startSwtpm, type Swtpm } from '../helpers/swtpm.js';
+import { attestationPolicyLines, makeRigDir } from '../helpers/rig.js';
 import { startTestService, type TestService } from '../helpers/service.js';
 
 /**
@@ -46,24 +45,15 @@ beforeAll(async () => {
   ekEcc = await drv.createEk('ecc384');
   pcr7 = (await drv.pcrRead('sha256:7')).sha256!['7']!;
 
-  const dir = mkdtempSync(join(tmpdir(), 'custos-e2e-'));
-  const anchors = join(dir, 'anchors');
-  mkdirSync(anchors);
-  for (const f of tpm.localCaCerts) copyFileSync(f, join(anchors, basename(f)));
-  const policies = join(dir, 'policies');
-  mkdirSync(join(policies, 'attestation'), { recursive: true });
-  writeFileSync(join(policies, 'attestation', 'swtpm.yaml'), [
-    'id: swtpm-hosts', 'version: 3', 'hosts:', '  labels:', '    role: e2e',
-    'enrollment:', '  requireEkCertificate: true',
-    'pcrs:', '  bank: sha256', '  indices: [0, 1, 2, 3, 4, 5, 6, 7]', '  referenceValues:', `    "7": ["${pcr7}"]`,
-    'nonceTtl: PT60S', '',
-  ].join('\n'));
-  writeFileSync(join(policies, 'attestation', 'no-cert.yaml'), [
-    'id: no-cert-hosts', 'version: 1', 'hosts:', '  labels:', '    role: vtpm-without-cert',
-    'enrollment:', '  requireEkCertificate: false', `  ekAllowlist: ["${ekSpkiHash(ekEcc)}"]`,
-    'pcrs:', '  bank: sha256', '  indices: [0, 1, 2, 3, 4, 5, 6, 7]', '',
-  ].join('\n'));
-  svc = await startTestService({ hsm: ks, clock, env: { CUSTOS_POLICY_DIR: policies, CUSTOS_EK_CA_DIR: anchors } });
+  const rig = makeRigDir(tpm, {
+    'attestation/swtpm.yaml': attestationPolicyLines('swtpm-hosts', ['role', 'e2e'], { '7': pcr7 }, ['nonceTtl: PT60S']),
+    'attestation/no-cert.yaml': [
+      'id: no-cert-hosts', 'version: 1', 'hosts:', '  labels:', '    role: vtpm-without-cert',
+      'enrollment:', '  requireEkCertificate: false', `  ekAllowlist: ["${ekSpkiHash(ekEcc)}"]`,
+      'pcrs:', '  bank: sha256', '  indices: [0, 1, 2, 3, 4, 5, 6, 7]',
+    ],
+  }, 'custos-e2e-');
+  svc = await startTestService({ hsm: ks, clock, env: rig.env });
 });
 
 afterAll(async () => {
@@ -194,7 +184,7 @@ describe('02 attest', () => {
       expect((payload.submods as Record<string, Record<string, unknown>>)[hostId]!['ear.status']).toBe('affirming');
     }
     const h = await svc.call('GET', `/v1/hosts/${host1}`, undefined, svc.tokens.auditor);
-    expect(h.body.lastAttestation).toMatchObject({ status: 'affirming', policyId: 'swtpm-hosts', policyVersion: 3 });
+    expect(h.body.lastAttestation).toMatchObject({ status: 'affirming', policyId: 'swtpm-hosts', policyVersion: 1 });
   });
 
   it('a replayed nonce is refused', async () => {

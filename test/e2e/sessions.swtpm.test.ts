@@ -1,7 +1,5 @@
 import { createHash, generateKeyPairSync } from 'node:crypto';
-import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { basename, join } from 'node:path';
+import { rmSync } from 'node:fs';
 import { calculateJwkThumbprint, createLocalJWKSet, decodeProtectedHeader, jwtVerify, type JWK } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TpmDriver, type AkObject, type EkObject } from '../../src/cli/agent/tpm.js';
@@ -12,6 +10,7 @@ import { openSessionKey } from '../../src/sessions/hpke.js';
 import { SESSION_TOKEN_TYP } from '../../src/sessions/session-service.js';
 import { startSoftHsm, type SoftHsm } from '../helpers/softhsm.js';
 import { startSwtpm, type Swtpm } from '../helpers/swtpm.js';
+import { attestationPolicyLines, makeRigDir } from '../helpers/rig.js';
 import { startTestService, type TestService } from '../helpers/service.js';
 
 /**
@@ -57,37 +56,24 @@ beforeAll(async () => {
   ek = await drv.createEk('rsa');
   const pcr7 = (await drv.pcrRead('sha256:7')).sha256!['7']!;
 
-  dir = mkdtempSync(join(tmpdir(), 'custos-sessions-e2e-'));
-  const anchors = join(dir, 'anchors');
-  mkdirSync(anchors);
-  for (const f of tpm.localCaCerts) copyFileSync(f, join(anchors, basename(f)));
-  const policies = join(dir, 'policies');
-  mkdirSync(join(policies, 'attestation'), { recursive: true });
-  mkdirSync(join(policies, 'sessions'), { recursive: true });
-  writeFileSync(join(policies, 'attestation', 'enclaves.yaml'), [
-    'id: enclave-hosts', 'version: 2', 'hosts:', '  labels:', '    role: enclave',
-    'enrollment:', '  requireEkCertificate: true',
-    'pcrs:', '  bank: sha256', '  indices: [0, 1, 2, 3, 4, 5, 6, 7]', '  referenceValues:', `    "7": ["${pcr7}"]`,
-    'nonceTtl: PT60S', '',
-  ].join('\n'));
-  writeFileSync(join(policies, 'attestation', 'build.yaml'), [
-    'id: build-hosts', 'version: 1', 'hosts:', '  labels:', '    role: build',
-    'enrollment:', '  requireEkCertificate: true',
-    'pcrs:', '  bank: sha256', '  indices: [0, 1, 2, 3, 4, 5, 6, 7]', '',
-  ].join('\n'));
-  writeFileSync(join(policies, 'sessions', 'enclaves.yaml'), [
-    'id: enclave-sessions', 'version: 1', 'hosts:', '  labels:', '    role: enclave',
-    'attestationPolicy: enclave-hosts', 'audiences: [ledger, payments]', 'tokenTtl: PT5M',
-    'disclose: [ear.trustworthiness-vector, ear.appraisal-policy-id, custos.pcr-digest]',
-    `issuerKey: ${ISSUER_KEY}`, '',
-  ].join('\n'));
-  // Build hosts may ask for sessions, but this policy names an attestation policy that does not
-  // govern them: their evidence can never satisfy it.
-  writeFileSync(join(policies, 'sessions', 'build.yaml'), [
-    'id: build-sessions', 'version: 1', 'hosts:', '  labels:', '    role: build',
-    'attestationPolicy: enclave-hosts', 'audiences: [ledger]', `issuerKey: ${ISSUER_KEY}`, '',
-  ].join('\n'));
-  svc = await startTestService({ hsm: ks, clock, env: { CUSTOS_POLICY_DIR: policies, CUSTOS_EK_CA_DIR: anchors, CUSTOS_ISSUER: 'https://custos.test' } });
+  const rig = makeRigDir(tpm, {
+    'attestation/enclaves.yaml': attestationPolicyLines('enclave-hosts', ['role', 'enclave'], { '7': pcr7 }, ['nonceTtl: PT60S']),
+    'attestation/build.yaml': attestationPolicyLines('build-hosts', ['role', 'build']),
+    'sessions/enclaves.yaml': [
+      'id: enclave-sessions', 'version: 1', 'hosts:', '  labels:', '    role: enclave',
+      'attestationPolicy: enclave-hosts', 'audiences: [ledger, payments]', 'tokenTtl: PT5M',
+      'disclose: [ear.trustworthiness-vector, ear.appraisal-policy-id, custos.pcr-digest]',
+      `issuerKey: ${ISSUER_KEY}`,
+    ],
+    // Build hosts may ask for sessions, but this policy names an attestation policy that does not
+    // govern them: their evidence can never satisfy it.
+    'sessions/build.yaml': [
+      'id: build-sessions', 'version: 1', 'hosts:', '  labels:', '    role: build',
+      'attestationPolicy: enclave-hosts', 'audiences: [ledger]', `issuerKey: ${ISSUER_KEY}`,
+    ],
+  }, 'custos-sessions-e2e-');
+  dir = rig.dir;
+  svc = await startTestService({ hsm: ks, clock, env: { ...rig.env, CUSTOS_ISSUER: 'https://custos.test' } });
 
   ak = await drv.createAk(ek, 'ecc');
   host = await enrollAndActivate(ak, { role: 'enclave' });
@@ -190,7 +176,7 @@ describe('01 issue', () => {
     expect(payload.cnf).toEqual({ jkt: eph.thumbprint.toString('base64url') });
     expect(payload.eat_nonce).toBe(Buffer.from(body.nonce, 'base64').toString('base64url'));
     expect(payload['ear.status']).toBe('affirming');
-    expect(payload['ear.appraisal-policy-id']).toBe('enclave-hosts@2');
+    expect(payload['ear.appraisal-policy-id']).toBe('enclave-hosts@1');
     expect(payload['ear.verifier-id']).toBeUndefined();
     expect(payload['custos.pcr-digest']).toMatch(/^[0-9a-f]{64}$/);
     expect(payload.exp! - payload.iat!).toBe(300);
