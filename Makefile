@@ -20,7 +20,7 @@ test: deps
 	if [ -f .custos/vitest.json ]; then node scripts/test-summary.mjs .custos/vitest.json; fi; exit $$status
 
 bench: deps
-	node --expose-gc dist/../bench/run.mjs
+	npm run --silent bench
 
 deps: system-deps node-deps
 

@@ -329,11 +329,14 @@ export class KeyService {
     name: string,
     version: number,
     to: 'deactivated' | 'destroy-scheduled' | 'compromised',
-    opts: { action: string; destroyAt?: Date; details?: Record<string, unknown> },
+    opts: { action: string; destroyAt?: Date; details?: Record<string, unknown>; from?: KeyState },
   ): Promise<KeyVersionView> {
     return this.#d.store.tx(async (t) => {
       const v = (await t.listVersions(name)).find((x) => x.version === version);
       if (!v) throw new CustosError('ERR_KEY_VERSION_NOT_FOUND');
+      if (opts.from !== undefined && v.state !== opts.from && v.state !== to) {
+        throw new CustosError('ERR_KEY_STATE', `version ${version} is ${v.state}, not ${opts.from}`, { details: { state: v.state } });
+      }
       if (v.state === to) return versionView(v);
       const allowed: Record<typeof to, KeyState[]> = {
         deactivated: ['active', 'destroy-scheduled'],
@@ -398,7 +401,12 @@ export class KeyService {
 
   /** destroy-scheduled → deactivated, within the pending window; audited. */
   async cancelDestroy(actor: string, name: string, version: number): Promise<KeyVersionView> {
-    return this.transition(actor, name, version, 'deactivated', { action: 'key.destroy-cancelled' });
+    const v = await this.#version(name, version);
+    // Only a scheduled destruction can be cancelled; cancelling twice answers the same; any
+    // other state (active above all) is refused and left as it is.
+    if (v.state === 'deactivated') return versionView(v);
+    if (v.state !== 'destroy-scheduled') throw new CustosError('ERR_KEY_STATE', `version ${version} is ${v.state}; only a scheduled destruction can be cancelled`, { details: { state: v.state } });
+    return this.transition(actor, name, version, 'deactivated', { action: 'key.destroy-cancelled', from: 'destroy-scheduled' });
   }
 
   /**

@@ -81,6 +81,7 @@ export const ERROR_TABLE = {
   ERR_AUDIENCE_NOT_ALLOWED: [403, 'The audience is not allowed.'],
   ERR_EPHEMERAL_KEY: [400, 'The ephemeral public key is invalid.'],
   ERR_ATTESTATION_FAILED: [403, 'The evidence did not satisfy the policy.'],
+  ERR_POLICY_MISMATCH: [403, 'The host is not governed by the attestation policy the session policy requires.'],
   ERR_TOKEN_INVALID: [401, 'The token is invalid.'],
   // rotation
   ERR_ROTATION_LOCKED: [409, 'Another scheduler holds the rotation lock.'],

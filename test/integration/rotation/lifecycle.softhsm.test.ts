@@ -76,6 +76,11 @@ describe('key lifecycle under the scheduler (SoftHSM2, simulated time)', () => {
     await runUntil(3 * DAY + 12 * 3600_000);
     expect(await states('life-sig')).toEqual(['destroy-scheduled', 'active']);
     // inside the pending window the destruction can be cancelled, and that is audited
+    // cancelling is only for a scheduled destruction: the active version is refused and stays active
+    const wrong = await svc.call('POST', '/v1/keys/life-sig/versions/2/cancel-destroy', {}, svc.tokens.operator);
+    expect(wrong.status).toBe(409);
+    expect(wrong.body.error.code).toBe('ERR_KEY_STATE');
+    expect(await states('life-sig')).toEqual(['destroy-scheduled', 'active']);
     const c = await svc.call('POST', '/v1/keys/life-sig/versions/1/cancel-destroy', {}, svc.tokens.operator);
     expect(c.body.state).toBe('deactivated');
     expect((await svc.store.listAudit(0, 10_000)).some((e) => e.action === 'key.destroy-cancelled')).toBe(true);
