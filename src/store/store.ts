@@ -30,6 +30,7 @@ export interface Repos {
   insertVersion(v: KeyVersionRecord): Promise<void>;
   updateVersion(keyName: string, version: number, patch: Partial<Omit<KeyVersionRecord, 'keyName' | 'version'>>): Promise<void>;
   listVersions(keyName: string): Promise<KeyVersionRecord[]>;
+  getVersion(keyName: string, version: number): Promise<KeyVersionRecord | null>;
   listAllVersions(): Promise<KeyVersionRecord[]>;
   getVersionByHsmId(hsmId: string): Promise<KeyVersionRecord | null>;
   // hsm journal
