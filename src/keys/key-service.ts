@@ -93,6 +93,9 @@ export function kidOf(name: string, version: number): string {
 
 /** States in which a version may still verify signatures or decrypt. */
 const VERIFY_STATES: ReadonlySet<KeyState> = new Set(['pre-active', 'active', 'deactivated', 'compromised']);
+const SIGN_STATES: ReadonlySet<KeyState> = new Set(['active']);
+/** Longest time a key use may rely on a cached key state before re-reading it. */
+const USE_CACHE_MS = 1000;
 const DECRYPT_STATES: ReadonlySet<KeyState> = new Set(['active', 'deactivated', 'compromised']);
 
 export interface KeyServiceDeps {
@@ -175,16 +178,49 @@ export class KeyService {
     return v;
   }
 
-  async #active(name: string): Promise<KeyVersionRecord> {
-    const v = (await this.#d.store.listVersions(name)).find((x) => x.state === 'active');
-    if (!v) throw new CustosError('ERR_KEY_NO_ACTIVE_VERSION', `key ${name} has no active version`);
-    return v;
+
+  /**
+   * Key uses (sign, verify, encrypt, decrypt, token issuance) look keys up through a cache that
+   * lives at most USE_CACHE_MS and is dropped on every local change of the key. It is only a
+   * hint: the audit transaction of each use re-reads the version's state and refuses to release
+   * the result if another process changed it meanwhile (see #commitUse).
+   */
+  readonly #useCache = new Map<string, { key: KeyRecord; versions: KeyVersionRecord[]; until: number }>();
+
+  async #forUse(name: string): Promise<{ key: KeyRecord; versions: KeyVersionRecord[] }> {
+    const now = Date.now();
+    const hit = this.#useCache.get(name);
+    if (hit && hit.until > now) return hit;
+    const key = await this.#key(name);
+    const versions = await this.#d.store.listVersions(name);
+    if (this.#useCache.size > 10_000) this.#useCache.clear();
+    this.#useCache.set(name, { key, versions, until: now + USE_CACHE_MS });
+    return { key, versions };
+  }
+
+  #forget(name: string): void {
+    this.#useCache.delete(name);
+  }
+
+  /** Records a key use, in the same transaction as a fresh check that the version still allows it. */
+  async #commitUse(name: string, v: KeyVersionRecord, allowed: ReadonlySet<KeyState>, op: string, e: AuditEventInput): Promise<void> {
+    await this.#d.store.tx(async (t) => {
+      const now = await t.getVersion(name, v.version);
+      if (!now || !allowed.has(now.state)) {
+        this.#forget(name);
+        if (now?.state === 'destroyed') throw new CustosError('ERR_KEY_DESTROYED', `version ${v.version} was destroyed`);
+        throw new CustosError('ERR_KEY_STATE', `version ${v.version} is ${now?.state ?? 'gone'} and cannot ${op}`, { details: { state: now?.state ?? null } });
+      }
+      await this.#audit(t, e);
+    });
   }
 
   /** The active version record of a key (internal: carries the HSM id). */
   async activeVersion(name: string): Promise<{ key: KeyRecord; version: KeyVersionRecord }> {
-    const key = await this.#key(name);
-    return { key, version: await this.#active(name) };
+    const { key, versions } = await this.#forUse(name);
+    const version = versions.find((x) => x.state === 'active');
+    if (!version) throw new CustosError('ERR_KEY_NO_ACTIVE_VERSION', `key ${name} has no active version`);
+    return { key, version };
   }
 
   /** Every version record of a key (internal: carries the HSM ids). */
@@ -317,7 +353,7 @@ export class KeyService {
       failpoint('activate.inside-transaction');
       await this.#audit(t, { actor, action, subject: name, outcome: 'success', details: { version, kid: v.kid, previousVersion: current?.version ?? null, ...details } });
       return versionView({ ...v, state: 'active', activatedAt: now });
-    });
+    }).finally(() => this.#forget(name));
   }
 
   /**
@@ -357,7 +393,7 @@ export class KeyService {
       await t.updateVersion(name, version, patch);
       await this.#audit(t, { actor, action: opts.action, subject: name, outcome: 'success', details: { version, from: v.state, to, ...(patch.destroyAt ? { destroyAt: patch.destroyAt } : {}), ...opts.details } });
       return versionView({ ...v, ...patch } as KeyVersionRecord);
-    });
+    }).finally(() => this.#forget(name));
   }
 
   /**
@@ -382,7 +418,7 @@ export class KeyService {
       await t.deleteIntent(intentId);
       await this.#audit(t, { actor, action, subject: name, outcome: 'success', details: { version, kid: v.kid, hsmId: v.hsmId } });
       return versionView({ ...v, state: 'destroyed', destroyedAt: now });
-    });
+    }).finally(() => this.#forget(name));
   }
 
   /**
@@ -444,6 +480,7 @@ export class KeyService {
         await commit(t, v);
         await t.deleteIntent(intentId);
       });
+      this.#forget(k.name);
       failpoint('generate.after-commit');
     } catch (e) {
       // The version never became visible: remove its HSM object, then the intent. If the HSM is
@@ -497,18 +534,16 @@ export class KeyService {
 
   /** Signs with the active version (or a named version that is active). ECDSA signatures are DER. */
   async sign(actor: string, name: string, input: SignInput & { version?: number; algorithm?: string }): Promise<{ signature: string; version: number; kid: string; algorithm: string }> {
-    const k = await this.#key(name);
+    const { key: k, versions } = await this.#forUse(name);
     const info = keyTypeInfo(k.type);
     if (k.purpose !== 'sign') throw new CustosError('ERR_KEY_PURPOSE', `key ${name} is an ${k.purpose} key`);
     const alg = resolveSignAlgorithm(info, input.algorithm);
-    const v = input.version === undefined ? await this.#active(name) : await this.#version(name, input.version);
-    this.#requireState(v, new Set(['active']), 'sign');
+    const v = pick(name, versions, input.version);
+    this.#requireState(v, SIGN_STATES, 'sign');
     const { digest, inputHash } = this.#digestOf(input, alg.hash);
     const raw = await this.#d.hsm.sign(v.hsmId, alg.scheme, alg.hash, digest);
     const signature = alg.scheme === 'ecdsa' ? ecdsaRawToDer(raw, info.curve!) : raw;
-    await this.#d.store.tx((t) =>
-      this.#audit(t, { actor, action: 'key.sign', subject: name, outcome: 'success', details: { version: v.version, algorithm: alg.name, inputSha256: inputHash } }),
-    );
+    await this.#commitUse(name, v, SIGN_STATES, 'sign', { actor, action: 'key.sign', subject: name, outcome: 'success', details: { version: v.version, algorithm: alg.name, inputSha256: inputHash } });
     return { signature: signature.toString('base64'), version: v.version, kid: v.kid, algorithm: alg.name };
   }
 
@@ -517,7 +552,7 @@ export class KeyService {
    * Public-key verification needs no HSM; it is done with node:crypto on the recorded key.
    */
   async verify(actor: string, name: string, input: SignInput & { signature: string; version?: number; algorithm?: string }): Promise<{ valid: boolean; version?: number; kid?: string }> {
-    const k = await this.#key(name);
+    const { key: k, versions } = await this.#forUse(name);
     const info = keyTypeInfo(k.type);
     if (k.purpose !== 'sign') throw new CustosError('ERR_KEY_PURPOSE', `key ${name} is an ${k.purpose} key`);
     const alg = resolveSignAlgorithm(info, input.algorithm);
@@ -526,11 +561,11 @@ export class KeyService {
     const data = input.data !== undefined ? fromBase64(input.data, 'data') : null;
     let candidates: KeyVersionRecord[];
     if (input.version !== undefined) {
-      const v = await this.#version(name, input.version);
+      const v = pick(name, versions, input.version);
       this.#requireState(v, VERIFY_STATES, 'verify');
       candidates = [v];
     } else {
-      candidates = (await this.#d.store.listVersions(name)).filter((v) => VERIFY_STATES.has(v.state)).sort((a, b) => b.version - a.version);
+      candidates = versions.filter((v) => VERIFY_STATES.has(v.state)).sort((a, b) => b.version - a.version);
     }
     // Data is verified in software against the recorded public key; a bare digest can only be
     // verified by a PKCS#11 C_Verify (node:crypto has no pre-hashed ECDSA/PSS verify).
@@ -545,39 +580,37 @@ export class KeyService {
         break;
       }
     }
-    await this.#d.store.tx((t) =>
-      this.#audit(t, {
-        actor, action: 'key.verify', subject: name, outcome: 'success',
-        details: { version: hit?.version ?? input.version ?? null, algorithm: alg.name, valid: hit !== undefined, inputSha256: inputHash },
-      }),
-    );
+    const event: AuditEventInput = {
+      actor, action: 'key.verify', subject: name, outcome: 'success',
+      details: { version: hit?.version ?? input.version ?? null, algorithm: alg.name, valid: hit !== undefined, inputSha256: inputHash },
+    };
+    if (hit) await this.#commitUse(name, hit, VERIFY_STATES, 'verify', event);
+    else await this.#d.store.tx((t) => this.#audit(t, event));
     return hit ? { valid: true, version: hit.version, kid: hit.kid } : { valid: false };
   }
 
   /** AES-256-GCM in the HSM with the active version: `custos:v<N>:<base64(iv‖ct‖tag)>`. */
   async encrypt(actor: string, name: string, input: { plaintext: string; aad?: string }): Promise<{ ciphertext: string; version: number; kid: string }> {
-    const k = await this.#key(name);
+    const { key: k, versions } = await this.#forUse(name);
     if (k.purpose !== 'encrypt') throw new CustosError('ERR_KEY_PURPOSE', `key ${name} is a ${k.purpose} key`);
     const plaintext = fromBase64(input.plaintext, 'plaintext');
     const aad = input.aad === undefined ? Buffer.alloc(0) : fromBase64(input.aad, 'aad');
-    const v = await this.#active(name);
+    const v = pick(name, versions, undefined);
     const { iv, ciphertext } = await this.#d.hsm.encrypt(v.hsmId, plaintext, aad);
     const out = `custos:v${v.version}:${Buffer.concat([iv, ciphertext]).toString('base64')}`;
-    await this.#d.store.tx((t) =>
-      this.#audit(t, { actor, action: 'key.encrypt', subject: name, outcome: 'success', details: { version: v.version, plaintextBytes: plaintext.length, aadBytes: aad.length } }),
-    );
+    await this.#commitUse(name, v, SIGN_STATES, 'encrypt', { actor, action: 'key.encrypt', subject: name, outcome: 'success', details: { version: v.version, plaintextBytes: plaintext.length, aadBytes: aad.length } });
     return { ciphertext: out, version: v.version, kid: v.kid };
   }
 
   async decrypt(actor: string, name: string, input: { ciphertext: string; aad?: string }): Promise<{ plaintext: string; version: number }> {
-    const k = await this.#key(name);
+    const { key: k, versions } = await this.#forUse(name);
     if (k.purpose !== 'encrypt') throw new CustosError('ERR_KEY_PURPOSE', `key ${name} is a ${k.purpose} key`);
     const m = /^custos:v([1-9][0-9]{0,8}):([A-Za-z0-9+/=]+)$/.exec(typeof input.ciphertext === 'string' ? input.ciphertext : '');
     if (!m) throw new CustosError('ERR_CIPHERTEXT_FORMAT', 'ciphertext must be custos:v<N>:<base64>');
     const blob = fromBase64(m[2]!, 'ciphertext', 'ERR_CIPHERTEXT_FORMAT');
     if (blob.length < 12 + 16) throw new CustosError('ERR_CIPHERTEXT_FORMAT', 'ciphertext is too short');
     const aad = input.aad === undefined ? Buffer.alloc(0) : fromBase64(input.aad, 'aad');
-    const v = await this.#version(name, Number(m[1]));
+    const v = pick(name, versions, Number(m[1]));
     this.#requireState(v, DECRYPT_STATES, 'decrypt');
     let plaintext: Buffer;
     try {
@@ -592,9 +625,7 @@ export class KeyService {
       }
       throw e;
     }
-    await this.#d.store.tx((t) =>
-      this.#audit(t, { actor, action: 'key.decrypt', subject: name, outcome: 'success', details: { version: v.version, plaintextBytes: plaintext.length } }),
-    );
+    await this.#commitUse(name, v, DECRYPT_STATES, 'decrypt', { actor, action: 'key.decrypt', subject: name, outcome: 'success', details: { version: v.version, plaintextBytes: plaintext.length } });
     return { plaintext: plaintext.toString('base64'), version: v.version };
   }
 
@@ -602,6 +633,18 @@ export class KeyService {
     if (v.state === 'destroyed') throw new CustosError('ERR_KEY_DESTROYED', `version ${v.version} was destroyed`);
     if (!allowed.has(v.state)) throw new CustosError('ERR_KEY_STATE', `version ${v.version} is ${v.state} and cannot ${op}`, { details: { state: v.state } });
   }
+}
+
+/** A named version, or the active one when none is named (from a version list). */
+function pick(name: string, versions: readonly KeyVersionRecord[], version: number | undefined): KeyVersionRecord {
+  if (version === undefined) {
+    const a = versions.find((x) => x.state === 'active');
+    if (!a) throw new CustosError('ERR_KEY_NO_ACTIVE_VERSION', `key ${name} has no active version`);
+    return a;
+  }
+  const v = versions.find((x) => x.version === version);
+  if (!v) throw new CustosError('ERR_KEY_VERSION_NOT_FOUND', `key ${name} has no version ${version}`);
+  return v;
 }
 
 function verifyData(key: KeyObject, alg: ResolvedAlgorithm, data: Buffer, signature: Buffer): boolean {

@@ -238,6 +238,20 @@ describe('keys API on SoftHSM2', () => {
     expect(await svc.store.listIntents()).toEqual([]);
   });
 
+  it('a key changed by another process is never used from a stale view: the use is refused at commit', async () => {
+    expect((await svc.call('POST', '/v1/keys', { name: 'stale', type: 'ec-p256', purpose: 'sign', rotationPolicy: 'manual' })).status).toBe(201);
+    expect((await svc.call('POST', '/v1/keys/stale/sign', { data: b64('warm') })).status).toBe(200);
+    // Another replica marks the version compromised, writing to the shared store directly.
+    await svc.store.tx((t) => t.updateVersion('stale', 1, { state: 'compromised', compromisedAt: new Date().toISOString() }));
+    const before = await auditCount();
+    const r = await svc.call('POST', '/v1/keys/stale/sign', { data: b64('after') });
+    expect(r.status).toBe(409);
+    expect(r.body.error.code).toBe('ERR_KEY_STATE');
+    expect(r.body.signature).toBeUndefined();
+    expect(await auditCount()).toBe(before);
+    expect((await svc.call('POST', '/v1/keys/stale/sign', { data: b64('again') })).body.error.code).toBe('ERR_KEY_NO_ACTIVE_VERSION');
+  });
+
   it('serves health, readiness and metrics', async () => {
     expect((await svc.call('GET', '/healthz', undefined, null)).body).toEqual({ status: 'ok' });
     expect((await svc.call('GET', '/readyz', undefined, null)).body).toEqual({ status: 'ready' });
