@@ -13,6 +13,7 @@ export interface Principal {
 }
 
 const TOKEN_PREFIX = 'custos_';
+const PRINCIPAL_CACHE_MS = 2000;
 const TOKEN_PATTERN = /^custos_[A-Za-z0-9_-]{43}$/;
 
 export function hashApiToken(token: string): string {
@@ -24,6 +25,13 @@ export function hashApiToken(token: string): string {
  * high-entropy secret needs no slow hash). Expiry and revocation are checked on every request.
  */
 export class TokenService {
+  /**
+   * Authenticated tokens, by hash, for at most PRINCIPAL_CACHE_MS: every request would otherwise
+   * read the token table. Revocation here clears the cache at once; another replica's revocation
+   * takes effect here within that time. Expiry is checked against the clock on every request.
+   */
+  readonly #cache = new Map<string, { principal: Principal; expiresAt: string | null; until: number }>();
+
   constructor(private readonly store: Store, private readonly clock: Clock) {}
 
   async create(actor: string, input: { name: string; role: Role; ttlSeconds?: number }): Promise<{ id: string; token: string; record: ApiTokenRecord }> {
@@ -55,6 +63,7 @@ export class TokenService {
   }
 
   async revoke(actor: string, id: string): Promise<void> {
+    this.#cache.clear();
     await this.store.tx(async (t) => {
       const now = this.clock.now().toISOString();
       if (!(await t.revokeApiToken(id, now))) throw new CustosError('ERR_NOT_FOUND', 'no such live token');
@@ -65,9 +74,16 @@ export class TokenService {
   /** Resolves a bearer token to its principal, or null when unknown, expired or revoked. */
   async authenticate(token: string): Promise<Principal | null> {
     if (!TOKEN_PATTERN.test(token)) return null;
-    const rec = await this.store.findApiTokenByHash(hashApiToken(token));
+    const hash = hashApiToken(token);
+    const now = this.clock.now().toISOString();
+    const hit = this.#cache.get(hash);
+    if (hit && hit.until > Date.now()) return hit.expiresAt !== null && hit.expiresAt <= now ? null : hit.principal;
+    const rec = await this.store.findApiTokenByHash(hash);
     if (!rec || rec.revokedAt !== null) return null;
-    if (rec.expiresAt !== null && rec.expiresAt <= this.clock.now().toISOString()) return null;
-    return { actor: `token:${rec.id}`, role: rec.role, tokenId: rec.id };
+    if (rec.expiresAt !== null && rec.expiresAt <= now) return null;
+    const principal: Principal = { actor: `token:${rec.id}`, role: rec.role, tokenId: rec.id };
+    if (this.#cache.size > 10_000) this.#cache.clear();
+    this.#cache.set(hash, { principal, expiresAt: rec.expiresAt, until: Date.now() + PRINCIPAL_CACHE_MS });
+    return principal;
   }
 }
