@@ -358,8 +358,10 @@ export class HostService {
    * attest, SHA-256(nonce ‖ thumbprint) for sessions. Request-level refusals (unknown, expired or
    * foreign nonce, revoked host, malformed structures) throw; check failures are in the verdict.
    */
-  async appraise(ev: Evidence, extraData: Buffer): Promise<Appraised> {
-    const h = await this.#host(ev.hostId);
+  async appraise(ev: Evidence, extraData: Buffer, host?: HostRecord): Promise<Appraised> {
+    // A host record the caller just read may be passed in; recordAppraisal re-reads it in its
+    // transaction, so a revocation in between is still caught before anything is issued.
+    const h = host?.id === ev.hostId ? host : await this.#host(ev.hostId);
     const nonceHash = sha256hex(ev.nonce);
     const taken = await this.#d.store.tx((t) => t.takeNonce(nonceHash));
     if (!taken || taken.hostId !== ev.hostId) throw new CustosError('ERR_NONCE_UNKNOWN');
@@ -411,13 +413,18 @@ export class HostService {
     const c = a.verdict.parsed.counters;
     // Counters only move forward: two appraisals of one host may commit out of order, and the
     // stored counters must stay those of the newest quote that verified.
-    const current = (await t.getHost(a.host.id))?.lastClock ?? null;
+    const fresh = await t.getHost(a.host.id);
+    const recorded = outcome ?? (a.verdict.ok ? 'success' : 'failure');
+    // Revoked while its evidence was being appraised: nothing is recorded as success for it
+    // (a refusal is still written).
+    if (!fresh || (fresh.status === 'revoked' && recorded === 'success')) throw new CustosError('ERR_HOST_REVOKED');
+    const current = fresh.lastClock;
     const newer = current === null || c.resetCount > current.resetCount || (c.resetCount === current.resetCount && (c.restartCount > current.restartCount || (c.restartCount === current.restartCount && c.clock > BigInt(current.clock))));
     await t.updateHost(a.host.id, {
       lastAttestation: summary,
       ...(a.verdict.ok && newer ? { lastClock: { clock: c.clock.toString(), resetCount: c.resetCount, restartCount: c.restartCount } } : {}),
     });
-    await this.#audit(t, `host:${a.host.id}`, action, a.host.id, outcome ?? (a.verdict.ok ? 'success' : 'failure'), {
+    await this.#audit(t, `host:${a.host.id}`, action, a.host.id, recorded, {
       verdict: a.status, failures: a.failures.map((f) => f.code), evidenceSha256: a.evidenceHash, akName: a.host.akName,
       pcrDigest: a.pcrDigestHex, policyId: a.policy.id, policyVersion: a.policy.version, ...extra,
     });

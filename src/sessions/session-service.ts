@@ -129,7 +129,7 @@ export class SessionService {
       base['sessionPolicyId'] = policy.id;
       base['sessionPolicyVersion'] = policy.version;
       // The nonce is consumed inside appraise, before any check of the evidence.
-      appraised = await this.#d.hosts.appraise(ev, sessionExtraData(ev.nonce, eph.thumbprint));
+      appraised = await this.#d.hosts.appraise(ev, sessionExtraData(ev.nonce, eph.thumbprint), host);
       this.#requireAffirming(appraised, policy);
       const issued = await this.#mint(input, eph, ev, appraised, policy);
       this.#count('issued');
