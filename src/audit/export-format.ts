@@ -190,38 +190,6 @@ export async function* readExportLines(source: string | Readable, onChunk?: (p: 
 }
 
 /**
- * Like {@link readExportLines} but calls `onLine` synchronously for every line of a chunk: no
- * promise per line, which is what lets the verifier keep up with the file system.
- */
-export async function scanExportLines(
-  source: string | Readable,
-  onLine: (line: number, text: string, terminated: boolean) => void,
-  onChunk?: (p: ReadProgress) => void,
-): Promise<ReadProgress> {
-  const stream = typeof source === 'string' ? createReadStream(source, { highWaterMark: 1 << 20 }) : source;
-  stream.setEncoding('utf8');
-  let rest = '';
-  let line = 0;
-  let bytesRead = 0;
-  for await (const chunk of stream as AsyncIterable<string>) {
-    bytesRead += Buffer.byteLength(chunk);
-    const text = rest === '' ? chunk : rest + chunk;
-    let start = 0;
-    for (;;) {
-      const nl = text.indexOf('\n', start);
-      if (nl < 0) break;
-      const end = nl > start && text.charCodeAt(nl - 1) === 13 ? nl - 1 : nl;
-      onLine(++line, text.slice(start, end), true);
-      start = nl + 1;
-    }
-    rest = text.slice(start);
-    onChunk?.({ bytesRead, lines: line });
-  }
-  if (rest !== '') onLine(++line, rest, false);
-  return { bytesRead, lines: line };
-}
-
-/**
  * Byte-level line scan: `onLine` gets the chunk buffer and the line's byte range (without `\r\n`
  * or `\n`), so a caller can hash bytes without decoding them. The buffer belongs to the caller
  * from then on (it may modify the range it was given).
@@ -252,16 +220,4 @@ export async function scanExportLineBytes(
   }
   if (rest !== undefined) onLine(++line, rest, 0, rest.length, false);
   return { bytesRead, lines: line };
-}
-
-/** Parse one line; undefined when it is not a JSON object with a string `type`. */
-export function parseExportLine(text: string): (Record<string, unknown> & { type: string }) | undefined {
-  let v: unknown;
-  try {
-    v = JSON.parse(text);
-  } catch {
-    return undefined;
-  }
-  if (v === null || typeof v !== 'object' || Array.isArray(v) || typeof (v as { type?: unknown }).type !== 'string') return undefined;
-  return v as Record<string, unknown> & { type: string };
 }

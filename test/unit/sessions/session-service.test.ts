@@ -1,13 +1,10 @@
-import { createHash, generateKeyPairSync, randomUUID, sign, type KeyObject } from 'node:crypto';
+import { generateKeyPairSync, randomUUID } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { calculateJwkThumbprint, createLocalJWKSet, jwtVerify, type JWK } from 'jose';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { TPM_ALG } from '../../../src/attestation/tpm2/algorithms.js';
-import { objectName, parseTpm2bPublic } from '../../../src/attestation/tpm2/public.js';
-import { writeTpmtSignature } from '../../../src/attestation/tpm2/signature.js';
 import { composeService, type Service } from '../../../src/compose.js';
 import { loadConfig } from '../../../src/config/config.js';
 import { MemoryKeyStore } from '../../../src/hsm/memory-key-store.js';
@@ -17,6 +14,7 @@ import { sessionExtraData } from '../../../src/sessions/ephemeral-key.js';
 import { openSessionKey } from '../../../src/sessions/hpke.js';
 import { SESSION_TOKEN_TYP, type IssueInput } from '../../../src/sessions/session-service.js';
 import type { HostRecord } from '../../../src/store/records.js';
+import { SoftAk } from '../../helpers/soft-tpm.js';
 import { SqliteStore } from '../../../src/store/sqlite/sqlite-store.js';
 
 /**
@@ -24,51 +22,6 @@ import { SqliteStore } from '../../../src/store/sqlite/sqlite-store.js';
  * be switched off), a manual clock, and a software key standing in for the host's AK so quotes
  * can be made in-process.
  */
-
-// Hand-written TPM 2.0 marshalling (Part 2 §12.2.4 TPMT_PUBLIC, §10.12.8 TPMS_ATTEST) for a
-// software stand-in AK: no maintained library produces these structures.
-const u16 = (n: number) => Buffer.from([n >> 8, n & 0xff]);
-const u32 = (n: number) => { const b = Buffer.alloc(4); b.writeUInt32BE(n); return b; };
-const tpm2b = (b: Buffer) => Buffer.concat([u16(b.length), b]);
-// fixedTPM | fixedParent | sensitiveDataOrigin | userWithAuth | restricted | sign
-const AK_ATTRIBUTES = 0x00050072;
-
-class SoftAk {
-  readonly privateKey: KeyObject;
-  readonly tpm2bPublic: Buffer;
-  readonly name: Buffer;
-  readonly qualifiedName = Buffer.concat([u16(TPM_ALG.SHA256), createHash('sha256').update('soft-ek').digest()]);
-  #clock = 1000n;
-
-  constructor() {
-    const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-    this.privateKey = privateKey;
-    const jwk = publicKey.export({ format: 'jwk' });
-    const tpmtPublic = Buffer.concat([
-      u16(TPM_ALG.ECC), u16(TPM_ALG.SHA256), u32(AK_ATTRIBUTES), tpm2b(Buffer.alloc(0)),
-      u16(TPM_ALG.NULL), u16(TPM_ALG.ECDSA), u16(TPM_ALG.SHA256), u16(0x0003), u16(TPM_ALG.NULL),
-      tpm2b(Buffer.from(jwk.x!, 'base64url')), tpm2b(Buffer.from(jwk.y!, 'base64url')),
-    ]);
-    this.tpm2bPublic = tpm2b(tpmtPublic);
-    this.name = objectName(parseTpm2bPublic(this.tpm2bPublic));
-  }
-
-  /** A TPM2_Quote over PCRs 0 and 1 of the SHA-256 bank with the given values. */
-  quote(extraData: Buffer, pcr: [Buffer, Buffer]) {
-    this.#clock += 10n;
-    const clockInfo = Buffer.alloc(17 + 8);
-    clockInfo.writeBigUInt64BE(this.#clock, 0);
-    clockInfo.writeUInt32BE(1, 8);
-    clockInfo.writeUInt32BE(0, 12);
-    clockInfo.writeUInt8(1, 16);
-    const selection = Buffer.concat([u32(1), u16(TPM_ALG.SHA256), Buffer.from([3, 0x03, 0, 0])]);
-    const digest = createHash('sha256').update(Buffer.concat(pcr)).digest();
-    const quote = Buffer.concat([u32(0xff544347), u16(0x8018), tpm2b(this.qualifiedName), tpm2b(extraData), clockInfo, selection, tpm2b(digest)]);
-    const raw = sign('sha256', quote, { key: this.privateKey, dsaEncoding: 'ieee-p1363' });
-    const signature = writeTpmtSignature({ sigAlg: TPM_ALG.ECDSA, hash: { id: TPM_ALG.SHA256, name: 'SHA256', kind: 'hash', digestSize: 32, nodeHash: 'sha256' }, r: raw.subarray(0, 32), s: raw.subarray(32) });
-    return { quote: quote.toString('base64'), signature: signature.toString('base64'), pcrs: { sha256: { '0': pcr[0].toString('hex'), '1': pcr[1].toString('hex') } } };
-  }
-}
 
 const PCR0 = Buffer.alloc(32, 0x11);
 const PCR1 = Buffer.alloc(32, 0x22);
@@ -79,7 +32,7 @@ let hsm: MemoryKeyStore;
 let store: SqliteStore;
 let svc: Service;
 const clock = new ManualClock(Date.UTC(2026, 5, 1));
-const ak = new SoftAk();
+const ak = new SoftAk('ecc');
 const hostId = 'host-1';
 
 async function ephemeral() {
