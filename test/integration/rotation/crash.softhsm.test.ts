@@ -3,9 +3,9 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { computeEventHash, GENESIS_HASH } from '../../../src/audit/chain.js';
 import { openPkcs11KeyStore } from '../../../src/hsm/pkcs11/pkcs11-key-store.js';
 import { SqliteStore } from '../../../src/store/sqlite/sqlite-store.js';
+import { expectUnbrokenChain } from '../../helpers/audit-chain.js';
 import { startSoftHsm, type SoftHsm } from '../../helpers/softhsm.js';
 
 /**
@@ -105,13 +105,7 @@ describe('rotation scheduler crash safety (SIGKILL, real processes, SoftHSM2)', 
       expect(objects).toHaveLength(versions.filter((v) => v.state !== 'destroyed').length);
 
       const events = await store.listAudit(0, 1_000_000);
-      let prev = GENESIS_HASH;
-      events.forEach((e, i) => {
-        expect(e.seq).toBe(i + 1);
-        expect(e.prevHash).toBe(prev);
-        expect(computeEventHash(prev, e)).toBe(e.hash);
-        prev = e.hash;
-      });
+      expectUnbrokenChain(events);
     } finally {
       await ks.close();
       await store.close();

@@ -4,9 +4,9 @@ import { promisify } from 'node:util';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { computeEventHash, GENESIS_HASH } from '../../../src/audit/chain.js';
 import { CustosError } from '../../../src/lib/errors.js';
 import { SqliteStore } from '../../../src/store/sqlite/sqlite-store.js';
+import { expectUnbrokenChain } from '../../helpers/audit-chain.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'custos-store-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -30,12 +30,8 @@ describe('SQLite store', () => {
     await expect(s.appendAudit(ev(0), 't')).rejects.toMatchObject({ code: 'ERR_INTERNAL' });
     for (let i = 1; i <= 5; i++) await s.tx((t) => t.appendAudit(ev(i), `2026-01-01T00:00:0${i}.000Z`));
     const events = await s.listAudit(0, 100);
-    let prev = GENESIS_HASH;
-    for (const e of events) {
-      expect(e.prevHash).toBe(prev);
-      expect(computeEventHash(prev, e)).toBe(e.hash);
-      prev = e.hash;
-    }
+    expect(events).toHaveLength(5);
+    expectUnbrokenChain(events);
     await s.close();
   });
 
@@ -61,13 +57,7 @@ describe('SQLite store', () => {
     const events = await s.listAudit(0, 1000);
     expect(events).toHaveLength(180);
     expect(new Set(events.map((e) => e.actor)).size).toBe(3);
-    let prev = GENESIS_HASH;
-    events.forEach((e, i) => {
-      expect(e.seq).toBe(i + 1);
-      expect(e.prevHash).toBe(prev);
-      expect(computeEventHash(prev, e)).toBe(e.hash);
-      prev = e.hash;
-    });
+    expectUnbrokenChain(events);
     await s.close();
   }, 60_000);
 
