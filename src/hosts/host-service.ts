@@ -94,6 +94,8 @@ export function hostView(h: HostRecord): HostView {
 }
 
 const PROVISIONING_TOKEN = /^cpt_[A-Za-z0-9_-]{43}$/;
+/** Live nonces one host may hold at once (each attest or session consumes one). */
+export const MAX_LIVE_NONCES_PER_HOST = 256;
 
 function hashToken(t: string): string {
   return createHash('sha256').update(t, 'utf8').digest('hex');
@@ -323,7 +325,12 @@ export class HostService {
     const nonce = randomBytes(32);
     const now = this.#now();
     const expiresAt = new Date(now.getTime() + nonceTtlMs(policy.doc)).toISOString();
-    await this.#d.store.tx((t) => t.insertNonce({ nonceHash: sha256hex(nonce), hostId, createdAt: now.toISOString(), expiresAt }));
+    // Challenges are unauthenticated: bound how many live nonces one host can hold, so that
+    // nobody can grow the nonce table without limit by asking on a host's behalf.
+    await this.#d.store.tx(async (t) => {
+      if ((await t.countLiveNonces(hostId, now.toISOString())) >= MAX_LIVE_NONCES_PER_HOST) throw new CustosError('ERR_TOO_MANY_CHALLENGES');
+      await t.insertNonce({ nonceHash: sha256hex(nonce), hostId, createdAt: now.toISOString(), expiresAt });
+    });
     return { nonce: nonce.toString('base64'), expiresAt };
   }
 

@@ -161,4 +161,9 @@ CREATE TABLE leases (
 );
 `,
   },
+  {
+    version: 3,
+    name: 'nonces by host',
+    sql: `CREATE INDEX nonces_host ON nonces (host_id, expires_at);`,
+  },
 ];

@@ -70,6 +70,8 @@ export interface Repos {
   /** Deletes and returns the nonce row (whatever its host or expiry), or null when unknown. */
   takeNonce(nonceHash: string): Promise<NonceRecord | null>;
   deleteExpiredNonces(now: string): Promise<number>;
+  /** Nonces of a host that are still live at `now`. */
+  countLiveNonces(hostId: string, now: string): Promise<number>;
   // sessions
   insertSession(s: SessionRecord): Promise<void>;
   getSession(jti: string): Promise<SessionRecord | null>;

@@ -508,6 +508,9 @@ export class SqliteStore implements Store {
     const r = this.#s('DELETE FROM nonces WHERE nonce_hash = ? RETURNING *').get(nonceHash) as Row | undefined;
     return r ? { nonceHash: r.nonce_hash as string, hostId: r.host_id as string, createdAt: r.created_at as string, expiresAt: r.expires_at as string } : null;
   }
+  async countLiveNonces(hostId: string, now: string): Promise<number> {
+    return (this.#s('SELECT COUNT(*) AS n FROM nonces WHERE host_id = ? AND expires_at > ?').get(hostId, now) as Row).n as number;
+  }
   async deleteExpiredNonces(now: string): Promise<number> {
     return this.#s('DELETE FROM nonces WHERE expires_at <= ?').run(now).changes;
   }
