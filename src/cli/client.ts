@@ -4,6 +4,8 @@ import { request as httpsRequest } from 'node:https';
 import { join } from 'node:path';
 import { loadConfig } from '../config/config.js';
 
+const REQUEST_TIMEOUT_MS = Number(process.env.CUSTOS_CLIENT_TIMEOUT_SECONDS ?? 60) * 1000;
+
 /** Exit codes scripts can trust. */
 export const EXIT = { ok: 0, refused: 1, usage: 2, unavailable: 3 } as const;
 
@@ -86,6 +88,8 @@ function send<T>(base: string, method: string, path: string, body: unknown, toke
         reject(new CliError(msg, status >= 500 ? EXIT.unavailable : EXIT.refused, err?.code));
       });
     });
+    // A server that accepts the connection and then hangs must not hang scripts.
+    r.setTimeout(REQUEST_TIMEOUT_MS, () => r.destroy(new Error(`no answer within ${REQUEST_TIMEOUT_MS / 1000} s`)));
     r.on('error', (e) => reject(new CliError(`cannot reach custos at ${base}: ${(e as Error).message}`, EXIT.unavailable)));
     if (payload) r.write(payload);
     r.end();
