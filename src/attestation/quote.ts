@@ -149,6 +149,17 @@ function isKeyObject(v: AkPublic | TpmtPublic | KeyObject): v is KeyObject {
   return v instanceof KeyObject;
 }
 
+// The required selection usually comes from a loaded policy, the same array on every call.
+const sortedCache = new WeakMap<readonly number[], readonly number[]>();
+function sortedIndices(indices: readonly number[]): readonly number[] {
+  let v = sortedCache.get(indices);
+  if (v === undefined) {
+    v = [...new Set(indices)].sort((a, b) => a - b);
+    sortedCache.set(indices, v);
+  }
+  return v;
+}
+
 function pcrValue(pcrs: PcrValues, bank: string, index: number): Buffer | undefined {
   const b = pcrs[bank];
   if (b === undefined) return undefined;
@@ -227,7 +238,7 @@ export function verifyQuote(input: VerifyQuoteInput): QuoteVerdict {
   const nonceOk = safeEqual(attest.extraData, input.expectedExtraData);
   add('nonce', 'ERR_QUOTE_NONCE_MISMATCH', nonceOk, nonceOk ? undefined : 'extraData does not match');
 
-  const required = [...new Set(input.requiredSelection.indices)].sort((a, b) => a - b);
+  const required = sortedIndices(input.requiredSelection.indices);
   const nonEmpty = selection.filter((s) => s.indices.length > 0);
   const selOk =
     isQuote &&

@@ -67,17 +67,22 @@ export class TpmReader {
     return v;
   }
 
-  /** Reads `n` raw bytes (a copy). */
+  /**
+   * Reads `n` raw bytes as a view into the input (no copy: quote verification parses on a hot
+   * path). The view shares memory with the input buffer; parsed structures are read-only.
+   */
   bytes(n: number, field: string): Buffer {
     this.need(n, field);
-    const v = Buffer.from(this.buf.subarray(this.pos, this.pos + n));
+    const v = this.buf.subarray(this.pos, this.pos + n);
     this.pos += n;
     return v;
   }
 
-  /** Reads a TPM2B: UINT16 size then that many bytes; `max` bounds the size. */
+  /** Reads a TPM2B: UINT16 size then that many bytes (a view); `max` bounds the size. */
   tpm2b(field: string, max?: number): Buffer {
-    const size = this.u16(`${field}.size`);
+    if (this.remaining < 2) throw marshalError(`${field}.size`, `needs 2 bytes, ${this.remaining} left`);
+    const size = this.buf.readUInt16BE(this.pos);
+    this.pos += 2;
     if (max !== undefined && size > max) throw marshalError(field, `size ${size} exceeds ${max}`);
     return this.bytes(size, field);
   }
