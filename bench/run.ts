@@ -142,7 +142,26 @@ async function startServer(hsm: SoftHsm, dir: string): Promise<ServerHandle> {
 
 // ---------- operations ----------
 
-function signOp(client: JsonClient, token: string, key: string): () => Promise<void> {
+/** What the operations need of a client: one replica's JsonClient, or several in turn. */
+interface Poster {
+  post(path: string, body: unknown, token?: string): ReturnType<JsonClient['post']>;
+  close(): void;
+}
+
+/** Spreads requests over several replicas (BENCH_PROCESSES), one after the other. */
+class RoundRobin implements Poster {
+  #i = 0;
+  constructor(private readonly clients: JsonClient[]) {}
+  post(path: string, body: unknown, token?: string) {
+    const c = this.clients[this.#i++ % this.clients.length]!;
+    return c.post(path, body, token);
+  }
+  close(): void {
+    for (const c of this.clients) c.close();
+  }
+}
+
+function signOp(client: Poster, token: string, key: string): () => Promise<void> {
   return async () => {
     const r = await client.post(`/v1/keys/${key}/sign`, { digest: randomBytes(32).toString('base64') }, token);
     if (r.status !== 200) throw new Error(`sign ${r.status} ${JSON.stringify(r.body).slice(0, 200)}`);
@@ -154,7 +173,7 @@ function thumbprint(x: string, y: string): Buffer {
   return createHash('sha256').update(`{"crv":"P-256","kty":"EC","x":"${x}","y":"${y}"}`).digest();
 }
 
-function sessionOp(client: JsonClient, hosts: { id: string; ak: SoftAk }[]): (slot: number) => Promise<void> {
+function sessionOp(client: Poster, hosts: { id: string; ak: SoftAk }[]): (slot: number) => Promise<void> {
   return async (slot) => {
     const h = hosts[slot % hosts.length]!;
     const c = await client.post('/v1/challenges', { hostId: h.id });
@@ -189,7 +208,7 @@ async function main(): Promise<void> {
   console.log(`custos bench — ${cpus().length} CPUs, node ${process.version}, load average at start ${load()}, scale ${SCALE}`);
   const hsm = await startSoftHsm({ label: `custos-bench-${randomBytes(3).toString('hex')}` });
   const dir = await mkdtemp(join(tmpdir(), 'custos-bench-'));
-  let server: ServerHandle | undefined;
+  const servers: ServerHandle[] = [];
   try {
     // 1. Raw PKCS#11 ceiling, with nothing else running in this run.
     const raw = await rawSignRate({ module: hsm.module, tokenLabel: hsm.tokenLabel, pin: hsm.pin, durationMs: ms(2000) });
@@ -224,16 +243,24 @@ async function main(): Promise<void> {
     console.log(`[audit verify] ${audit === undefined ? 'not measured (bench/audit-verify is not there)' : JSON.stringify(audit)} (target ≥ 500,000 events/s)`);
 
     // 4. HTTP.
-    server = await startServer(hsm, dir);
-    const srv = server;
-    const usage = async (): Promise<number> => ((await srv.request({ type: 'usage' }, 'usage')) as Extract<FromServer, { type: 'usage' }>).cpuUs;
+    // BENCH_PROCESSES=N: N custos replicas on one SQLite file and one token (the multi-process
+    // deployment DESIGN.md describes); requests are spread over them in turn.
+    const processes = Math.max(1, Number(process.env.BENCH_PROCESSES ?? 1));
+    for (let i = 0; i < processes; i++) servers.push(await startServer(hsm, dir));
+    const srv = servers[0]!;
+    const usage = async (): Promise<number> => {
+      let sum = 0;
+      for (const s of servers) sum += ((await s.request({ type: 'usage' }, 'usage')) as Extract<FromServer, { type: 'usage' }>).cpuUs;
+      return sum;
+    };
     const eccHosts = Array.from({ length: ECC_HOSTS }, (_, i) => ({ id: `bench-ecc-${i}`, ak: new SoftAk('ecc') }));
     const rsaHosts = Array.from({ length: RSA_HOSTS }, (_, i) => ({ id: `bench-rsa-${i}`, ak: new SoftAk('rsa') }));
     const hostsMsg: BenchHost[] = [...eccHosts, ...rsaHosts].map((h) => ({
       id: h.id, akPublic: h.ak.tpm2bPublic.toString('base64'), akName: h.ak.name.toString('hex'), akQualifiedName: h.ak.qualifiedName.toString('hex'),
     }));
     await srv.request({ type: 'hosts', hosts: hostsMsg }, 'hosts-ok');
-    const client = new JsonClient(srv.url, 256);
+    const client: Poster = new RoundRobin(servers.map((s) => new JsonClient(s.url, Math.ceil(256 / servers.length))));
+    out.processes = processes;
     const rows: Row[] = [];
     const measure = async (label: string, run: () => Promise<RunResult>, concurrency?: number): Promise<Row> => {
       await usage();
@@ -257,7 +284,7 @@ async function main(): Promise<void> {
 
     const only = process.env.BENCH_ONLY;
     if (only !== 'sessions') {
-    console.log(`\n[HTTP sign] POST /v1/keys/{name}/sign, keep-alive, server in a child process on ${srv.url}`);
+    console.log(`\n[HTTP sign] POST /v1/keys/{name}/sign, keep-alive, ${servers.length === 1 ? `server in a child process on ${srv.url}` : `${servers.length} replicas (one SQLite file, one token): ${servers.map((s) => s.url).join(' ')}`}`);
     await closedLoop(signOp(client, srv.token, 'bench-ec'), 16, ms(800)); // warm-up
     const signRows: Record<string, Row[]> = { ec: [], rsa: [] };
     for (const c of [1, 16, 64]) signRows.ec!.push(await measure('ec-p256 sign', () => closedLoop(signOp(client, srv.token, 'bench-ec'), c, ms(2000)), c));
@@ -298,8 +325,8 @@ async function main(): Promise<void> {
     }
     client.close();
   } finally {
-    if (server) {
-      const exited = new Promise((r) => server!.child.once('exit', r));
+    for (const server of servers) {
+      const exited = new Promise((r) => server.child.once('exit', r));
       server.child.send({ type: 'stop' } satisfies ToServer);
       await Promise.race([exited, new Promise((r) => setTimeout(r, 5000))]);
       if (server.child.exitCode === null) server.child.kill('SIGKILL');

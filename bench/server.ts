@@ -44,8 +44,9 @@ async function main(): Promise<void> {
   const service = await composeService(config, log, { anchors: { certificates: [] }, metrics: new Metrics({ defaultMetrics: false }) });
   const { server, url } = await listen(service.app, config, log);
   const { token } = await service.deps.tokens.create('system:bench', { name: 'bench admin', role: 'admin' });
-  await service.deps.keys.create('system:bench', { name: 'bench-ec', type: 'ec-p256', purpose: 'sign', rotationPolicy: 'manual' });
-  await service.deps.keys.create('system:bench', { name: 'bench-rsa', type: 'rsa-2048', purpose: 'sign', rotationPolicy: 'manual' });
+  // ensureKey: with BENCH_PROCESSES > 1 several replicas share this database and token.
+  await service.deps.keys.ensureKey('system:bench', 'bench-ec', 'ec-p256', 'sign', 'manual');
+  await service.deps.keys.ensureKey('system:bench', 'bench-rsa', 'rsa-2048', 'sign', 'manual');
   let cpu = process.cpuUsage();
   let elu = performance.eventLoopUtilization();
 
