@@ -9,7 +9,7 @@
 import { KeyObject, hash as oneShotHash, timingSafeEqual, verify as cryptoVerify } from 'node:crypto';
 import { CustosError, type ErrorCode } from '../lib/errors.js';
 import { TPM_ALG, tpmAlg, tpmDigestSize, tpmHashByNodeName, type TpmHashInfo } from './tpm2/algorithms.js';
-import { TPM_GENERATED_VALUE, TPM_ST_ATTEST, parseTpmsAttest, type ClockInfo, type TpmsAttest } from './tpm2/attest.js';
+import { TPM_GENERATED_VALUE, TPM_ST_ATTEST, parseTpmsAttest, type TpmsAttest } from './tpm2/attest.js';
 import { parseTpmtSignature, toNodeVerify, type TpmtSignature } from './tpm2/signature.js';
 import { tpmPublicToKeyObject, type TpmtPublic } from './tpm2/public.js';
 import type { AkPublic } from './ak.js';
@@ -87,13 +87,7 @@ export interface QuoteFailure {
 }
 
 /** The parsed, public facts of the quote. */
-export interface ParsedQuote {
-  readonly magic: number;
-  readonly type: number;
-  readonly qualifiedSigner: Buffer;
-  readonly extraData: Buffer;
-  readonly clockInfo: ClockInfo;
-  readonly firmwareVersion: bigint;
+export interface ParsedQuote extends Pick<TpmsAttest, 'magic' | 'type' | 'qualifiedSigner' | 'extraData' | 'clockInfo' | 'firmwareVersion'> {
   readonly pcrDigest: Buffer;
   /** Quoted selection: bank (node hash name or TPM alg name) and indices. */
   readonly selection: ReadonlyArray<{ readonly bank: string; readonly indices: readonly number[] }>;

@@ -449,7 +449,10 @@ export class HostService {
         appraisal: { status: a.status, trustworthinessVector: a.trustworthinessVector, policyId: a.policy.id, policyVersion: a.policy.version, pcrDigest: a.pcrDigestHex },
       });
       const signed = await this.#d.issuer.sign(this.#d.resultKey, ear as unknown as Record<string, unknown>, 'application/eat+jwt');
-      await this.#d.store.tx((t) => this.recordAppraisal(t, a, 'host.attest', { nonceSha256: sha256hex(ev!.nonce), resultKid: signed.kid }));
+      await this.#d.store.tx(async (t) => {
+        await this.#d.issuer.assertStillActive(t, signed);
+        await this.recordAppraisal(t, a, 'host.attest', { nonceSha256: sha256hex(ev!.nonce), resultKid: signed.kid });
+      });
       return { status: a.status, result: signed.token, failures: a.failures };
     } catch (e) {
       if (isCustosError(e) && e.status < 500) {

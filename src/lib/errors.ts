@@ -13,7 +13,6 @@ export const ERROR_TABLE = {
   ERR_BAD_BASE64: [400, 'A binary field is not valid base64.'],
   ERR_BAD_DIGEST_LENGTH: [400, 'The digest length does not match the key hash.'],
   ERR_NOT_FOUND: [404, 'No such resource.'],
-  ERR_METHOD_NOT_ALLOWED: [405, 'Method not allowed.'],
   // auth
   ERR_UNAUTHENTICATED: [401, 'Authentication is required.'],
   ERR_FORBIDDEN: [403, 'The caller may not do this.'],
@@ -85,7 +84,6 @@ export const ERROR_TABLE = {
   ERR_POLICY_MISMATCH: [403, 'The host is not governed by the attestation policy the session policy requires.'],
   ERR_TOKEN_INVALID: [401, 'The token is invalid.'],
   // rotation
-  ERR_ROTATION_LOCKED: [409, 'Another scheduler holds the rotation lock.'],
   ERR_ROTATION_POLICY: [400, 'No single rotation policy governs this key; name one, or manual.'],
   // catch-all
   ERR_INTERNAL: [500, 'Internal error.'],

@@ -1,6 +1,8 @@
 import type { KeyStore } from '../hsm/key-store.js';
 import type { KeyType } from '../hsm/key-types.js';
 import type { KeyService } from '../keys/key-service.js';
+import { CustosError } from '../lib/errors.js';
+import type { Repos } from '../store/store.js';
 import { makeHsmJwsSigner, signJwt } from './token.js';
 
 export interface IssuedJwt {
@@ -24,5 +26,17 @@ export class JwtIssuer {
     const signer = makeHsmJwsSigner(this.hsm, version.hsmId, key.type as KeyType);
     const token = await signJwt({ header: { alg: signer.alg, kid: version.kid, typ }, claims }, signer);
     return { token, kid: version.kid, keyName, keyVersion: version.version };
+  }
+
+  /**
+   * Inside the transaction that records an issued JWT: the signing version must still be active
+   * (the key lookup may come from a short cache; another process may have rotated or marked it
+   * compromised meanwhile). Otherwise nothing is recorded and the JWT is not released.
+   */
+  async assertStillActive(t: Repos, signed: IssuedJwt): Promise<void> {
+    const v = await t.getVersion(signed.keyName, signed.keyVersion);
+    if (!v || v.state !== 'active') {
+      throw new CustosError('ERR_KEY_STATE', `issuer key ${signed.kid} is ${v?.state ?? 'gone'}`, { details: { state: v?.state ?? null } });
+    }
   }
 }

@@ -201,6 +201,7 @@ export class SessionService {
     };
     const encSha256 = createHash('sha256').update(Buffer.from(sealed.enc, 'base64url')).digest('hex');
     await this.#d.store.tx(async (t) => {
+      await this.#d.issuer.assertStillActive(t, signed);
       await t.insertSession(record);
       await this.#d.hosts.recordAppraisal(t, a, 'session.issue', {
         jti, encSha256, audience: policy.audience, sessionPolicyId: policy.id, sessionPolicyVersion: policy.version,
