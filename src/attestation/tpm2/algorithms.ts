@@ -101,6 +101,18 @@ const KINDS: Record<number, TpmAlgKind> = {
  * @throws CustosError ERR_TPM_UNSUPPORTED_ALG for an id not in the table, naming the field.
  */
 export function tpmAlg(id: number, field = 'algorithm'): TpmAlgInfo {
+  // Rows are immutable and asked for on every parse (several per quote): built once per id. An id
+  // the table refuses is not cached, so it throws with the caller's field name every time.
+  const cached = ROWS.get(id);
+  if (cached !== undefined) return cached;
+  const row = buildRow(id, field);
+  ROWS.set(id, row);
+  return row;
+}
+
+const ROWS = new Map<number, TpmAlgInfo>();
+
+function buildRow(id: number, field: string): TpmAlgInfo {
   const name = NAMES[id];
   const kind = KINDS[id] ?? (HASHES[id] !== undefined ? 'hash' : undefined);
   if (name === undefined || kind === undefined) {
@@ -109,7 +121,9 @@ export function tpmAlg(id: number, field = 'algorithm'): TpmAlgInfo {
     });
   }
   const hash = HASHES[id];
-  return hash === undefined ? { id, name, kind } : { id, name, kind, digestSize: hash.digestSize, ...(hash.nodeHash ? { nodeHash: hash.nodeHash } : {}) };
+  return Object.freeze(
+    hash === undefined ? { id, name, kind } : { id, name, kind, digestSize: hash.digestSize, ...(hash.nodeHash ? { nodeHash: hash.nodeHash } : {}) },
+  );
 }
 
 /** A hash algorithm node:crypto can compute. */

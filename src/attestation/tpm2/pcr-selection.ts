@@ -3,6 +3,7 @@
  * Hand-written: no maintained npm library parses TPM 2.0 structures.
  */
 import { tpmAlg, tpmDigestSize } from './algorithms.js';
+import type { CustosError } from '../../lib/errors.js';
 import { TpmReader, TpmWriter, marshalError } from './reader.js';
 
 /** One bank of a PCR selection: the hash algorithm and the selected PCR indices, ascending. */
@@ -26,21 +27,26 @@ const MAX_BANKS = 16;
  * a bank that is not a known hash.
  */
 export function readPcrSelection(r: TpmReader, field = 'pcrSelect'): PcrBankSelection[] {
-  const count = r.u32(`${field}.count`);
+  // Field names are built only for an error: this runs once per quote verification.
+  const short = (at: string, n: number): CustosError => marshalError(at, `needs ${n} bytes, ${r.remaining} left`);
+  if (r.remaining < 4) throw short(`${field}.count`, 4);
+  const count = r.u32(field);
   if (count > MAX_BANKS) throw marshalError(`${field}.count`, `${count} banks`);
   const out: PcrBankSelection[] = [];
   for (let i = 0; i < count; i++) {
-    const hashAlg = r.u16(`${field}[${i}].hash`);
+    if (r.remaining < 3) throw short(`${field}[${i}]`, 3);
+    const hashAlg = r.u16(field);
     if (tpmDigestSize(hashAlg) === undefined) {
       tpmAlg(hashAlg, `${field}[${i}].hash`);
       throw marshalError(`${field}[${i}].hash`, 'not a hash algorithm');
     }
-    const sizeofSelect = r.u8(`${field}[${i}].sizeofSelect`);
+    const sizeofSelect = r.u8(field);
     if (sizeofSelect > PCR_SELECT_MAX) throw marshalError(`${field}[${i}].sizeofSelect`, `${sizeofSelect} bytes`);
-    const bitmap = r.bytes(sizeofSelect, `${field}[${i}].pcrSelect`);
+    if (r.remaining < sizeofSelect) throw short(`${field}[${i}].pcrSelect`, sizeofSelect);
     const indices: number[] = [];
-    for (let b = 0; b < bitmap.length; b++) {
-      for (let bit = 0; bit < 8; bit++) if ((bitmap[b]! >> bit) & 1) indices.push(b * 8 + bit);
+    for (let b = 0; b < sizeofSelect; b++) {
+      const byte = r.u8(field);
+      for (let bit = 0; bit < 8; bit++) if ((byte >> bit) & 1) indices.push(b * 8 + bit);
     }
     out.push({ hashAlg, indices, sizeofSelect });
   }

@@ -48,12 +48,32 @@ export function writeTpmtSignature(sig: TpmtSignature): Buffer {
   return w.toBuffer();
 }
 
-function fixed(b: Buffer, size: number): Buffer | undefined {
+/** r ‖ s as fixed-size big-endian halves (IEEE P1363), or undefined when either is too long. */
+function p1363(r: Buffer, s: Buffer, size: number): Buffer | undefined {
   // r and s are unsigned integers; a TPM may drop leading zeros, never add bytes beyond the size.
-  let v = b;
-  while (v.length > size && v[0] === 0) v = v.subarray(1);
-  if (v.length > size) return undefined;
-  return Buffer.concat([Buffer.alloc(size - v.length), v]);
+  const strip = (b: Buffer): Buffer | undefined => {
+    let v = b;
+    while (v.length > size && v[0] === 0) v = v.subarray(1);
+    return v.length > size ? undefined : v;
+  };
+  const rr = strip(r);
+  const ss = strip(s);
+  if (rr === undefined || ss === undefined) return undefined;
+  const out = Buffer.alloc(2 * size);
+  out.set(rr, size - rr.length);
+  out.set(ss, 2 * size - ss.length);
+  return out;
+}
+
+// Curve field size per EC KeyObject: asymmetricKeyDetails builds a fresh object on every read and
+// a quote verification asks once per quote for a key that is usually cached by the caller.
+const curveSizes = new WeakMap<KeyObject, number | undefined>();
+function curveSize(key: KeyObject): number | undefined {
+  if (curveSizes.has(key)) return curveSizes.get(key);
+  const crv = key.asymmetricKeyDetails?.namedCurve;
+  const size = crv === 'prime256v1' ? 32 : crv === 'secp384r1' ? 48 : crv === 'secp521r1' ? 66 : undefined;
+  curveSizes.set(key, size);
+  return size;
 }
 
 /** Arguments for crypto.verify(algorithm, data, key, signature). */
@@ -73,19 +93,32 @@ export function toNodeVerify(sig: TpmtSignature, key: KeyObject): NodeVerifyArgs
   const kt = key.asymmetricKeyType;
   if (sig.sigAlg === TPM_ALG.ECDSA) {
     if (kt !== 'ec') return undefined;
-    const crv = key.asymmetricKeyDetails?.namedCurve;
-    const size = crv === 'prime256v1' ? 32 : crv === 'secp384r1' ? 48 : crv === 'secp521r1' ? 66 : undefined;
+    const size = curveSize(key);
     if (size === undefined) return undefined;
-    const rr = fixed(sig.r, size);
-    const ss = fixed(sig.s, size);
-    if (rr === undefined || ss === undefined) return undefined;
-    return { algorithm: sig.hash.nodeHash, key: { key, dsaEncoding: 'ieee-p1363' }, signature: Buffer.concat([rr, ss]) };
+    const signature = p1363(sig.r, sig.s, size);
+    if (signature === undefined) return undefined;
+    return { algorithm: sig.hash.nodeHash, key: verifyKeyInput(key, 'ecdsa'), signature };
   }
   if (kt !== 'rsa') return undefined;
-  if (sig.sigAlg === TPM_ALG.RSASSA) return { algorithm: sig.hash.nodeHash, key: { key, padding: constants.RSA_PKCS1_PADDING }, signature: sig.sig };
-  return {
-    algorithm: sig.hash.nodeHash,
-    key: { key, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: constants.RSA_PSS_SALTLEN_AUTO },
-    signature: sig.sig,
-  };
+  return { algorithm: sig.hash.nodeHash, key: verifyKeyInput(key, sig.sigAlg === TPM_ALG.RSASSA ? 'pkcs1' : 'pss'), signature: sig.sig };
+}
+
+type VerifyScheme = 'ecdsa' | 'pkcs1' | 'pss';
+
+// The key-plus-options objects crypto.verify takes are immutable and depend only on the key and
+// the scheme: one per (KeyObject, scheme), kept as long as the KeyObject lives.
+const verifyInputs = new WeakMap<KeyObject, Partial<Record<VerifyScheme, VerifyKeyObjectInput>>>();
+function verifyKeyInput(key: KeyObject, scheme: VerifyScheme): VerifyKeyObjectInput {
+  let byScheme = verifyInputs.get(key);
+  if (byScheme === undefined) {
+    byScheme = {};
+    verifyInputs.set(key, byScheme);
+  }
+  return (byScheme[scheme] ??= Object.freeze(
+    scheme === 'ecdsa'
+      ? { key, dsaEncoding: 'ieee-p1363' as const }
+      : scheme === 'pkcs1'
+        ? { key, padding: constants.RSA_PKCS1_PADDING }
+        : { key, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: constants.RSA_PSS_SALTLEN_AUTO },
+  ));
 }

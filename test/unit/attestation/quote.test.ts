@@ -86,6 +86,23 @@ describe('verifyQuote on swtpm vectors', () => {
     expect(codes(verifyQuote(input(akRsa, qRsa, { pcrs: short })))).toEqual(['ERR_QUOTE_PCR_DIGEST']);
   });
 
+  it('a PCR digest verified before does not let other values through (the digest memo compares every byte)', () => {
+    expect(verifyQuote(input(akRsa, qRsa)).ok).toBe(true);
+    expect(verifyQuote(input(akRsa, qRsa)).ok).toBe(true);
+    for (const i of qRsa.indices) {
+      for (const byte of [0, 31]) {
+        const v = Buffer.from(qRsa.pcrs.sha256![String(i)]!);
+        v[byte]! ^= 0x01;
+        const pcrs = { sha256: { ...qRsa.pcrs.sha256, [String(i)]: v } };
+        expect(codes(verifyQuote(input(akRsa, qRsa, { pcrs })))).toEqual(['ERR_QUOTE_PCR_DIGEST']);
+      }
+    }
+    // Values swapped between two PCRs: the same bytes in another order.
+    const swapped = { sha256: { ...qRsa.pcrs.sha256, '0': qRsa.pcrs.sha256!['1']!, '1': qRsa.pcrs.sha256!['0']! } };
+    if (!qRsa.pcrs.sha256!['0']!.equals(qRsa.pcrs.sha256!['1']!)) expect(codes(verifyQuote(input(akRsa, qRsa, { pcrs: swapped })))).toEqual(['ERR_QUOTE_PCR_DIGEST']);
+    expect(verifyQuote(input(akRsa, qRsa)).ok).toBe(true);
+  });
+
   it('selection missing an index, an extra index or another bank → ERR_QUOTE_PCR_SELECTION', () => {
     expect(codes(verifyQuote(input(akRsa, qRsa, { requiredSelection: { bank: 'sha256', indices: [0, 1, 2, 3, 7, 8] } })))).toEqual(['ERR_QUOTE_PCR_SELECTION']);
     expect(codes(verifyQuote(input(akRsa, qRsa, { requiredSelection: { bank: 'sha256', indices: [0, 1, 2, 3] } })))).toEqual(['ERR_QUOTE_PCR_SELECTION']);
