@@ -1,4 +1,4 @@
-import { createHash, createPublicKey, randomBytes, verify as cryptoVerify, constants as cryptoConstants, type JsonWebKey, type KeyObject } from 'node:crypto';
+import { createHash, createPublicKey, randomBytes, randomUUID, verify as cryptoVerify, constants as cryptoConstants, type JsonWebKey, type KeyObject } from 'node:crypto';
 import type { KeyStore } from '../hsm/key-store.js';
 import { HASH_BYTES, isKeyType, keyTypeInfo, type HashName, type KeyType, type KeyTypeInfo, type SignScheme } from '../hsm/key-types.js';
 import type { Clock } from '../lib/clock.js';
@@ -116,6 +116,9 @@ export interface CreateKeyInput {
 
 export type SignInput = { data: string; digest?: undefined } | { digest: string; data?: undefined };
 
+/** Most inputs one sign-batch request may carry. */
+export const SIGN_BATCH_MAX = 256;
+
 /**
  * Named, versioned keys whose private or secret material lives only in the HSM. Every mutating
  * call and every key use appends an audit event in the same store transaction as its state
@@ -202,8 +205,11 @@ export class KeyService {
     this.#useCache.delete(name);
   }
 
-  /** Records a key use, in the same transaction as a fresh check that the version still allows it. */
-  async #commitUse(name: string, v: KeyVersionRecord, allowed: ReadonlySet<KeyState>, op: string, e: AuditEventInput): Promise<void> {
+  /**
+   * Records key uses (one audit event each), in the same transaction as a fresh check that the
+   * version still allows them.
+   */
+  async #commitUse(name: string, v: KeyVersionRecord, allowed: ReadonlySet<KeyState>, op: string, e: AuditEventInput | readonly AuditEventInput[]): Promise<void> {
     await this.#d.store.tx(async (t) => {
       const now = await t.getVersion(name, v.version);
       if (!now || !allowed.has(now.state)) {
@@ -211,7 +217,7 @@ export class KeyService {
         if (now?.state === 'destroyed') throw new CustosError('ERR_KEY_DESTROYED', `version ${v.version} was destroyed`);
         throw new CustosError('ERR_KEY_STATE', `version ${v.version} is ${now?.state ?? 'gone'} and cannot ${op}`, { details: { state: now?.state ?? null } });
       }
-      await this.#audit(t, e);
+      for (const x of Array.isArray(e) ? (e as readonly AuditEventInput[]) : [e as AuditEventInput]) await this.#audit(t, x);
     });
   }
 
@@ -545,6 +551,53 @@ export class KeyService {
     const signature = alg.scheme === 'ecdsa' ? ecdsaRawToDer(raw, info.curve!) : raw;
     await this.#commitUse(name, v, SIGN_STATES, 'sign', { actor, action: 'key.sign', subject: name, outcome: 'success', details: { version: v.version, algorithm: alg.name, inputSha256: inputHash } });
     return { signature: signature.toString('base64'), version: v.version, kid: v.kid, algorithm: alg.name };
+  }
+
+  /**
+   * Signs up to SIGN_BATCH_MAX inputs with one version and one algorithm: one request, one key
+   * lookup and one audit transaction for the lot, each signature still made in the HSM and audited
+   * as its own `key.sign` event (with its index and the batch id). All or nothing: an invalid
+   * input (named by its index) fails the batch before anything is signed, and a failed HSM
+   * operation or a version that changed state meanwhile releases no signature.
+   */
+  async signBatch(
+    actor: string,
+    name: string,
+    input: { items: readonly SignInput[]; version?: number; algorithm?: string },
+  ): Promise<{ signatures: string[]; version: number; kid: string; algorithm: string }> {
+    const n = input.items.length;
+    if (n < 1 || n > SIGN_BATCH_MAX) throw new CustosError('ERR_BAD_REQUEST', `a batch holds 1 to ${SIGN_BATCH_MAX} inputs`, { details: { max: SIGN_BATCH_MAX, got: n } });
+    const { key: k, versions } = await this.#forUse(name);
+    const info = keyTypeInfo(k.type);
+    if (k.purpose !== 'sign') throw new CustosError('ERR_KEY_PURPOSE', `key ${name} is an ${k.purpose} key`);
+    const alg = resolveSignAlgorithm(info, input.algorithm);
+    const v = pick(name, versions, input.version);
+    this.#requireState(v, SIGN_STATES, 'sign');
+    const prepared = input.items.map((item, index) => {
+      try {
+        return this.#digestOf(item, alg.hash);
+      } catch (e) {
+        if (e instanceof CustosError) throw new CustosError(e.code, `batch[${index}]: ${e.message}`, { details: { ...e.details, index } });
+        throw e;
+      }
+    });
+    const raws = await Promise.all(prepared.map((p) => this.#d.hsm.sign(v.hsmId, alg.scheme, alg.hash, p.digest)));
+    const signatures = raws.map((raw) => (alg.scheme === 'ecdsa' ? ecdsaRawToDer(raw, info.curve!) : raw).toString('base64'));
+    const batchId = randomUUID();
+    await this.#commitUse(
+      name,
+      v,
+      SIGN_STATES,
+      'sign',
+      prepared.map((p, index) => ({
+        actor,
+        action: 'key.sign',
+        subject: name,
+        outcome: 'success' as const,
+        details: { version: v.version, algorithm: alg.name, inputSha256: p.inputHash, batch: { id: batchId, index, size: n } },
+      })),
+    );
+    return { signatures, version: v.version, kid: v.kid, algorithm: alg.name };
   }
 
   /**

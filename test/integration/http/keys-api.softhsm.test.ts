@@ -100,6 +100,63 @@ describe('keys API on SoftHSM2', () => {
     expect(v.body).toMatchObject({ valid: true, version: 1 });
   });
 
+  it('signs a batch in the HSM: every signature verifies, one audit event each, in input order', async () => {
+    const before = await auditCount();
+    const inputs = Array.from({ length: 40 }, (_, i) => Buffer.from(`batch item ${i}`));
+    const batch = inputs.map((d, i) => (i % 2 === 0 ? { data: b64(d) } : { digest: b64(createHash('sha256').update(d).digest()) }));
+    const r = await svc.call('POST', '/v1/keys/sig-p256/sign-batch', { batch });
+    expect(r.status, JSON.stringify(r.body)).toBe(200);
+    expect(r.body).toMatchObject({ version: 1, algorithm: 'ES256' });
+    expect(r.body.kid).toEqual(expect.any(String));
+    expect(r.body.signatures).toHaveLength(40);
+    const pub = createPublicKey((await svc.call('GET', '/v1/keys/sig-p256/versions/1/public')).body.pem);
+    r.body.signatures.forEach((sig: string, i: number) => {
+      expect(verify('sha256', inputs[i]!, pub, Buffer.from(sig, 'base64')), `item ${i}`).toBe(true);
+      // not another item's signature
+      expect(verify('sha256', inputs[(i + 1) % 40]!, pub, Buffer.from(sig, 'base64'))).toBe(false);
+    });
+    const events = await svc.store.listAudit(before, 100);
+    expect(events).toHaveLength(40);
+    const ids = new Set(events.map((e) => (e.details as { batch: { id: string } }).batch.id));
+    expect(ids.size).toBe(1);
+    events.forEach((e, i) => {
+      expect(e.action).toBe('key.sign');
+      expect(e.details).toMatchObject({ version: 1, algorithm: 'ES256', inputSha256: createHash('sha256').update(i % 2 === 0 ? inputs[i]! : createHash('sha256').update(inputs[i]!).digest()).digest('hex'), batch: { index: i, size: 40 } });
+    });
+
+    const rsa = await svc.call('POST', '/v1/keys/sig-rsa/sign-batch', { batch: [{ data: b64('a') }, { data: b64('b') }], algorithm: 'PS256' });
+    expect(rsa.body.algorithm).toBe('PS256');
+    const rsaPub = createPublicKey((await svc.call('GET', '/v1/keys/sig-rsa/versions/1/public')).body.pem);
+    expect(verify('sha256', Buffer.from('b'), { key: rsaPub, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: 32 }, Buffer.from(rsa.body.signatures[1], 'base64'))).toBe(true);
+  });
+
+  it('refuses a bad batch whole, naming the item, and signs or audits nothing', async () => {
+    const before = await auditCount();
+    const good = { data: b64('fine') };
+    const bad64 = await svc.call('POST', '/v1/keys/sig-p256/sign-batch', { batch: [good, good, good, { data: 'not base64!' }] });
+    expect(bad64.status).toBe(400);
+    expect(bad64.body.error.code).toBe('ERR_BAD_BASE64');
+    expect(bad64.body.error.details).toMatchObject({ index: 3 });
+    const badLen = await svc.call('POST', '/v1/keys/sig-p256/sign-batch', { batch: [good, { digest: b64(Buffer.alloc(20)) }] });
+    expect(badLen.body.error.code).toBe('ERR_BAD_DIGEST_LENGTH');
+    expect(badLen.body.error.details).toMatchObject({ index: 1, expected: 32, got: 20 });
+    for (const body of [
+      { batch: [] },
+      { batch: Array.from({ length: 257 }, () => good) },
+      { batch: [{ data: b64('x'), digest: b64('y') }] },
+      { batch: [good], extra: 1 },
+      { batch: good },
+    ]) {
+      const r = await svc.call('POST', '/v1/keys/sig-p256/sign-batch', body);
+      expect(r.status, JSON.stringify(body).slice(0, 80)).toBe(400);
+      expect(r.body.error.code).toBe('ERR_BAD_REQUEST');
+    }
+    expect((await svc.call('POST', '/v1/keys/data/sign-batch', { batch: [good] })).body.error.code).toBe('ERR_KEY_PURPOSE');
+    expect((await svc.call('POST', '/v1/keys/nope/sign-batch', { batch: [good] })).status).toBe(404);
+    expect((await svc.call('POST', '/v1/keys/sig-p256/sign-batch', { batch: [good], algorithm: 'RS256' })).body.error.code).toBe('ERR_BAD_REQUEST');
+    expect(await auditCount()).toBe(before);
+  });
+
   it('verifies through the API: data and digest, valid and invalid', async () => {
     const data = Buffer.from('verify me');
     const s = await svc.call('POST', '/v1/keys/sig-p384/sign', { data: b64(data) });
@@ -250,6 +307,18 @@ describe('keys API on SoftHSM2', () => {
     expect(r.body.signature).toBeUndefined();
     expect(await auditCount()).toBe(before);
     expect((await svc.call('POST', '/v1/keys/stale/sign', { data: b64('again') })).body.error.code).toBe('ERR_KEY_NO_ACTIVE_VERSION');
+  });
+
+  it('a batch signed from a stale view releases no signature and audits nothing', async () => {
+    expect((await svc.call('POST', '/v1/keys', { name: 'stale-b', type: 'ec-p256', purpose: 'sign', rotationPolicy: 'manual' })).status).toBe(201);
+    expect((await svc.call('POST', '/v1/keys/stale-b/sign-batch', { batch: [{ data: b64('warm') }] })).status).toBe(200);
+    await svc.store.tx((t) => t.updateVersion('stale-b', 1, { state: 'compromised', compromisedAt: new Date().toISOString() }));
+    const before = await auditCount();
+    const r = await svc.call('POST', '/v1/keys/stale-b/sign-batch', { batch: [{ data: b64('a') }, { data: b64('b') }, { data: b64('c') }] });
+    expect(r.status).toBe(409);
+    expect(r.body.error.code).toBe('ERR_KEY_STATE');
+    expect(r.body.signatures).toBeUndefined();
+    expect(await auditCount()).toBe(before);
   });
 
   it('serves health, readiness and metrics', async () => {

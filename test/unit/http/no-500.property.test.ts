@@ -26,7 +26,7 @@ beforeAll(async () => {
 afterAll(async () => svc?.close());
 
 const PATHS = [
-  '/v1/keys', '/v1/keys/fz-sig/rotate', '/v1/keys/fz-sig/sign', '/v1/keys/fz-sig/verify', '/v1/keys/fz-enc/encrypt', '/v1/keys/fz-enc/decrypt',
+  '/v1/keys', '/v1/keys/fz-sig/rotate', '/v1/keys/fz-sig/sign', '/v1/keys/fz-sig/sign-batch', '/v1/keys/fz-sig/verify', '/v1/keys/fz-enc/encrypt', '/v1/keys/fz-enc/decrypt',
   '/v1/keys/fz-sig/versions/1/compromise', '/v1/keys/fz-sig/versions/1/cancel-destroy', '/v1/tokens', '/v1/provisioning-tokens',
   '/v1/hosts/enroll', '/v1/hosts/enroll/x/activate', '/v1/hosts/fz-host/revoke', '/v1/challenges', '/v1/hosts/fz-host/attest',
   '/v1/sessions', '/v1/sessions/introspect',
@@ -43,6 +43,7 @@ const shaped = fc.record(
     akPublic: b64, ekPublic: b64, ekCertificate: b64, secret: b64, nonce: b64, quote: b64, hostId: fc.constantFrom('fz-host', 'nope'),
     pcrs: fc.dictionary(fc.constantFrom('sha1', 'sha256', 'sha384'), fc.dictionary(fc.string({ maxLength: 3 }), hex)),
     ephemeralPublicKey: fc.oneof(fc.dictionary(fc.constantFrom('kty', 'crv', 'x', 'y', 'd'), leaf), leaf), audience: fc.string({ maxLength: 10 }),
+    batch: fc.oneof(fc.array(fc.oneof(fc.record({ data: b64 }), fc.record({ digest: b64 }), fc.record({ data: b64, digest: b64 }), leaf), { maxLength: 6 }), leaf),
     token: fc.string({ maxLength: 200 }), ttlSeconds: fc.integer(), uses: fc.integer(), role: fc.string({ maxLength: 8 }), reason: fc.string({ maxLength: 8 }),
   },
   { requiredKeys: [] },

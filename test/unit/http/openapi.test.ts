@@ -37,6 +37,7 @@ const PERMISSION_OF: Record<string, Permission | null> = {
   'GET /v1/keys/{name}/versions/{version}/public': 'keys.read',
   'POST /v1/keys/{name}/rotate': 'keys.rotate',
   'POST /v1/keys/{name}/sign': 'keys.use',
+  'POST /v1/keys/{name}/sign-batch': 'keys.use',
   'POST /v1/keys/{name}/verify': 'keys.use',
   'POST /v1/keys/{name}/encrypt': 'keys.use',
   'POST /v1/keys/{name}/decrypt': 'keys.use',

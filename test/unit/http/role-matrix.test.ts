@@ -16,6 +16,7 @@ const MATRIX: { method: string; path: string; body?: unknown; allowed: Role[] }[
   { method: 'GET', path: '/v1/keys/m-sig/versions/1/public', allowed: ['admin', 'operator', 'auditor', 'user'] },
   { method: 'POST', path: '/v1/keys/m-sig/rotate', body: {}, allowed: ['admin', 'operator'] },
   { method: 'POST', path: '/v1/keys/m-sig/sign', body: { data: 'AA==' }, allowed: ['admin', 'user'] },
+  { method: 'POST', path: '/v1/keys/m-sig/sign-batch', body: { batch: [{ data: 'AA==' }] }, allowed: ['admin', 'user'] },
   { method: 'POST', path: '/v1/keys/m-sig/verify', body: { data: 'AA==', signature: 'AA==' }, allowed: ['admin', 'user'] },
   { method: 'POST', path: '/v1/keys/m-enc/encrypt', body: { plaintext: 'AA==' }, allowed: ['admin', 'user'] },
   { method: 'POST', path: '/v1/keys/m-enc/decrypt', body: { ciphertext: 'custos:v1:AA==' }, allowed: ['admin', 'user'] },
