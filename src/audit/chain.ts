@@ -31,15 +31,26 @@ export interface AuditEvent extends AuditEventBody {
 
 /** The RFC 8785 text of an event body: exactly the seven body fields, whatever else `e` carries. */
 export function eventBodyJcs(body: AuditEventBody): string {
-  return jcs({
-    seq: body.seq,
-    time: body.time,
-    actor: body.actor,
-    action: body.action,
-    subject: body.subject,
-    outcome: body.outcome,
-    details: body.details,
-  });
+  return canonicalEvent(body).canonical;
+}
+
+/**
+ * The RFC 8785 text of an event body and, separately, of its `details` (what the store keeps).
+ * Only `details` goes through the general canonicaliser: the wrapper's members are fixed, so
+ * they are written in JCS member order (action, actor, details, outcome, seq, subject, time:
+ * sorted by UTF-16 code units) with JSON.stringify for the strings, which is JCS's string form
+ * (RFC 8785 §3.2.2.2). A test checks the result against the general canonicaliser.
+ */
+export function canonicalEvent(body: AuditEventBody): { canonical: string; details: string } {
+  if (!Number.isSafeInteger(body.seq)) throw new TypeError('audit seq must be an integer');
+  const details = jcs(body.details);
+  const q = JSON.stringify;
+  return {
+    details,
+    canonical:
+      `{"action":${q(body.action)},"actor":${q(body.actor)},"details":${details},"outcome":${q(body.outcome)},` +
+      `"seq":${body.seq},"subject":${q(body.subject)},"time":${q(body.time)}}`,
+  };
 }
 
 // One-shot crypto.hash (Node ≥ 20.12) avoids a Hash object per event; the verifier hashes
@@ -58,7 +69,7 @@ export function computeEventHashFromCanonical(prevHash: string, canonicalBody: s
 
 /** Computes the chain hash of one event from the previous hash and the event body. */
 export function computeEventHash(prevHash: string, body: AuditEventBody): string {
-  return createHash('sha256').update(prevHash, 'latin1').update(eventBodyJcs(body), 'utf8').digest('hex');
+  return computeEventHashFromCanonical(prevHash, eventBodyJcs(body));
 }
 
 /** 64 lowercase hex characters (a SHA-256 digest as the chain writes it). */

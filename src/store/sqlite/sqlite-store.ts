@@ -1,7 +1,7 @@
 import Database from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { computeEventHash, GENESIS_HASH } from '../../audit/chain.js';
+import { canonicalEvent, computeEventHashFromCanonical, GENESIS_HASH } from '../../audit/chain.js';
 import { CustosError } from '../../lib/errors.js';
 import { MIGRATIONS } from '../migrations.js';
 import type {
@@ -218,6 +218,8 @@ export class SqliteStore implements Store {
   readonly #mutex = new Mutex();
   readonly #stmts = new Map<string, Database.Statement>();
   #inTx = false;
+  /** Audit chain head inside the current transaction: undefined = not read yet, null = empty log. */
+  #auditHead: { seq: number; hash: string } | null | undefined = undefined;
   /** Test seam: when set, audit appends fail (to prove operations fail closed). */
   failAuditAppends = false;
 
@@ -290,6 +292,7 @@ export class SqliteStore implements Store {
         return;
       }
       this.#inTx = true;
+      this.#auditHead = undefined;
       const outcomes: ({ ok: true; v: unknown } | { ok: false; e: unknown })[] = [];
       try {
         for (const g of group) {
@@ -299,6 +302,7 @@ export class SqliteStore implements Store {
             this.#db.exec('RELEASE grouped');
             outcomes.push({ ok: true, v });
           } catch (e) {
+            this.#auditHead = undefined;
             this.#db.exec('ROLLBACK TO grouped');
             this.#db.exec('RELEASE grouped');
             outcomes.push({ ok: false, e: mapSqliteError(e) });
@@ -312,6 +316,7 @@ export class SqliteStore implements Store {
         return;
       } finally {
         this.#inTx = false;
+        this.#auditHead = undefined;
       }
       group.forEach((g, i) => {
         const o = outcomes[i]!;
@@ -414,18 +419,27 @@ export class SqliteStore implements Store {
   async appendAudit(e: AuditEventInput, time: string): Promise<AuditEventRecord> {
     if (!this.#inTx) throw new CustosError('ERR_INTERNAL', 'audit append outside a transaction');
     if (this.failAuditAppends) throw new CustosError('ERR_AUDIT_WRITE', 'audit store refused the write (test seam)');
-    const last = this.#s('SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1').get() as Row | undefined;
-    const seq = last ? (last.seq as number) + 1 : 1;
-    const prevHash = last ? (last.hash as string) : GENESIS_HASH;
+    // The chain head: read once per transaction, then carried along (this transaction holds the
+    // write lock, so nobody else appends until COMMIT; a rollback forgets it).
+    let last = this.#auditHead;
+    if (last === undefined) {
+      const r = this.#s('SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1').get() as Row | undefined;
+      last = r ? { seq: r.seq as number, hash: r.hash as string } : null;
+    }
+    const seq = last ? last.seq + 1 : 1;
+    const prevHash = last ? last.hash : GENESIS_HASH;
     const body = { seq, time, actor: e.actor, action: e.action, subject: e.subject, outcome: e.outcome, details: e.details };
-    const hash = computeEventHash(prevHash, body);
+    const { canonical, details } = canonicalEvent(body);
+    const hash = computeEventHashFromCanonical(prevHash, canonical);
     try {
       this.#s('INSERT INTO audit_events (seq, time, actor, action, subject, outcome, details, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)').run(
-        seq, time, e.actor, e.action, e.subject, e.outcome, JSON.stringify(e.details), prevHash, hash,
+        seq, time, e.actor, e.action, e.subject, e.outcome, details, prevHash, hash,
       );
     } catch (err) {
+      this.#auditHead = undefined;
       throw new CustosError('ERR_AUDIT_WRITE', undefined, { cause: err });
     }
+    this.#auditHead = { seq, hash };
     return { ...body, prevHash, hash };
   }
   async listAudit(afterSeq: number, limit: number): Promise<AuditEventRecord[]> {

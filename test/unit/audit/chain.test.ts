@@ -1,7 +1,10 @@
 import { createHash } from 'node:crypto';
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { jcs } from '../../../src/lib/jcs.js';
 import {
   GENESIS_HASH,
+  canonicalEvent,
   checkpointSigningInput,
   computeEventHash,
   computeEventHashFromCanonical,
@@ -26,6 +29,30 @@ describe('audit chain', () => {
     const expected = createHash('sha256').update(Buffer.concat([Buffer.from(GENESIS_HASH, 'ascii'), Buffer.from(text, 'utf8')])).digest('hex');
     expect(computeEventHash(GENESIS_HASH, body)).toBe(expected);
     expect(computeEventHashFromCanonical(GENESIS_HASH, text)).toBe(expected);
+  });
+
+  it('writes the event wrapper exactly as the general RFC 8785 canonicaliser does', () => {
+    fc.assert(
+      fc.property(
+        fc.record({
+          seq: fc.integer({ min: 1, max: Number.MAX_SAFE_INTEGER }),
+          time: fc.string(),
+          actor: fc.string({ unit: 'binary' }),
+          action: fc.string(),
+          subject: fc.string({ unit: 'binary' }),
+          outcome: fc.constantFrom('success' as const, 'failure' as const, 'denied' as const),
+          details: fc.dictionary(fc.string({ unit: 'binary' }), fc.jsonValue()),
+        }),
+        (b) => {
+          const { canonical, details } = canonicalEvent(b);
+          expect(canonical).toBe(jcs({ ...b }));
+          expect(details).toBe(jcs(b.details));
+          expect(JSON.parse(details)).toEqual(JSON.parse(JSON.stringify(b.details)));
+        },
+      ),
+      { numRuns: 2000 },
+    );
+    expect(() => canonicalEvent({ ...body, seq: 1.5 })).toThrow();
   });
 
   it('ignores fields outside the body and changes with any body field', () => {

@@ -49,6 +49,31 @@ describe('SQLite store', () => {
     await s.close();
   });
 
+  it('transactions grouped in one commit keep one chain when some of them roll back', async () => {
+    const s = new SqliteStore(file('g'));
+    await s.tx((t) => t.appendAudit(ev(0), 't0'));
+    // Issued in the same turn: one BEGIN … COMMIT, each in its own savepoint.
+    const results = await Promise.allSettled(
+      Array.from({ length: 12 }, (_, i) =>
+        s.tx(async (t) => {
+          await t.appendAudit(ev(100 + i), `t${i}`);
+          await t.appendAudit(ev(200 + i), `t${i}`);
+          if (i % 3 === 1) throw new CustosError('ERR_CONFLICT');
+          return i;
+        }),
+      ),
+    );
+    expect(results.filter((r) => r.status === 'rejected')).toHaveLength(4);
+    const events = await s.listAudit(0, 100);
+    expect(events.map((e) => e.subject)).toEqual(['s0', ...[0, 2, 3, 5, 6, 8, 9, 11].flatMap((i) => [`s${100 + i}`, `s${200 + i}`])]);
+    expect(events.map((e) => e.seq)).toEqual(events.map((_, i) => i + 1));
+    expectUnbrokenChain(events);
+    // The next transaction continues the chain from the committed head.
+    await s.tx((t) => t.appendAudit(ev(1), 't'));
+    expectUnbrokenChain(await s.listAudit(0, 100));
+    await s.close();
+  });
+
   it('several processes share one chain without forks', async () => {
     const db = file('shared');
     new SqliteStore(db).close();
