@@ -213,6 +213,9 @@ interface Row extends RunResult {
   serverCpuUsPerOp?: number;
   /** CPU time of this process (the load generator) per operation. */
   generatorCpuUsPerOp?: number;
+  /** Event-loop delay of the server's main thread over the run (max over replicas). */
+  serverLoopDelayP99Ms?: number;
+  serverLoopDelayMaxMs?: number;
   load: string;
 }
 
@@ -262,9 +265,15 @@ async function main(): Promise<void> {
     const processes = Math.max(1, Number(process.env.BENCH_PROCESSES ?? 1));
     for (let i = 0; i < processes; i++) servers.push(await startServer(hsm, dir));
     const srv = servers[0]!;
+    let loopDelay = { p99: 0, max: 0 };
     const usage = async (): Promise<number> => {
       let sum = 0;
-      for (const s of servers) sum += ((await s.request({ type: 'usage' }, 'usage')) as Extract<FromServer, { type: 'usage' }>).cpuUs;
+      loopDelay = { p99: 0, max: 0 };
+      for (const s of servers) {
+        const u = (await s.request({ type: 'usage' }, 'usage')) as Extract<FromServer, { type: 'usage' }>;
+        sum += u.cpuUs;
+        loopDelay = { p99: Math.max(loopDelay.p99, u.loopDelayP99Ms), max: Math.max(loopDelay.max, u.loopDelayMaxMs) };
+      }
       return sum;
     };
     const eccHosts = Array.from({ length: ECC_HOSTS }, (_, i) => ({ id: `bench-ecc-${i}`, ak: new SoftAk('ecc') }));
@@ -286,12 +295,13 @@ async function main(): Promise<void> {
       const row: Row = {
         label, ...r, ...(concurrency !== undefined ? { concurrency } : {}),
         serverCpuUsPerOp: Math.round(cpu / ops), generatorCpuUsPerOp: Math.round((gen.user + gen.system) / ops), load: load(),
+        serverLoopDelayP99Ms: loopDelay.p99, serverLoopDelayMaxMs: loopDelay.max,
       };
       rows.push(row);
       const extra = r.targetPerSec !== undefined ? ` at ${fmt(r.targetPerSec)}/s offered${r.saturated ? ' SATURATED' : ''}` : ` c=${concurrency}`;
       console.log(
         `  ${label.padEnd(26)}${extra.padEnd(20)} ${fmt(r.opsPerSec).padStart(7)}/s  p50 ${r.p50Ms} ms  p99 ${r.p99Ms} ms  CPU/op server ${row.serverCpuUsPerOp} µs, load generator ${row.generatorCpuUsPerOp} µs` +
-          `${r.errors ? `  ERRORS ${r.errors}: ${r.firstError}` : ''}  (load ${row.load})`,
+          `, server loop delay p99/max ${loopDelay.p99}/${loopDelay.max} ms${r.errors ? `  ERRORS ${r.errors}: ${r.firstError}` : ''}  (load ${row.load})`,
       );
       return row;
     };

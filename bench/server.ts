@@ -11,7 +11,7 @@
  * - parent → child `{type: 'stop'}`: closes everything and exits.
  * Configuration comes from CUSTOS_* variables set by the parent (PIN in a file, never argv).
  */
-import { performance } from 'node:perf_hooks';
+import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { pino } from 'pino';
 import { composeService } from '../src/compose.js';
 import { loadConfig } from '../src/config/config.js';
@@ -30,7 +30,7 @@ export type ToServer = { type: 'hosts'; hosts: BenchHost[] } | { type: 'usage' }
 export type FromServer =
   | { type: 'ready'; url: string; token: string; keys: { ec: string; rsa: string } }
   | { type: 'hosts-ok' }
-  | { type: 'usage'; cpuUs: number; elu: number }
+  | { type: 'usage'; cpuUs: number; elu: number; loopDelayP99Ms: number; loopDelayMaxMs: number }
   | { type: 'error'; message: string };
 
 const send = (m: FromServer): void => {
@@ -49,6 +49,10 @@ async function main(): Promise<void> {
   await service.deps.keys.ensureKey('system:bench', 'bench-rsa', 'rsa-2048', 'sign', 'manual');
   let cpu = process.cpuUsage();
   let elu = performance.eventLoopUtilization();
+  // Event-loop delay of the server's main thread between two usage calls: a stall (GC pause,
+  // a long synchronous step) shows here before it shows in the client's p99.
+  const delay = monitorEventLoopDelay({ resolution: 5 });
+  delay.enable();
 
   process.on('message', (m: ToServer) => {
     void (async () => {
@@ -71,7 +75,10 @@ async function main(): Promise<void> {
           const e = performance.eventLoopUtilization(elu);
           cpu = process.cpuUsage();
           elu = performance.eventLoopUtilization();
-          send({ type: 'usage', cpuUs: c.user + c.system, elu: e.utilization });
+          const loopDelayP99Ms = Math.round(delay.percentile(99) / 1e4) / 100;
+          const loopDelayMaxMs = Math.round(delay.max / 1e4) / 100;
+          delay.reset();
+          send({ type: 'usage', cpuUs: c.user + c.system, elu: e.utilization, loopDelayP99Ms, loopDelayMaxMs });
         } else if (m.type === 'stop') {
           server.closeAllConnections();
           await new Promise<void>((r) => server.close(() => r()));
