@@ -62,7 +62,7 @@ export async function composeService(config: Config, log: Logger, overrides: Ove
   const policies = overrides.policies ?? PolicySet.load(config.policyDir);
   const anchors = overrides.anchors ?? (await loadAnchors(config.ekCaDir));
   const metrics = overrides.metrics ?? new Metrics();
-  const store = overrides.store ?? openStore(config.database);
+  const store = overrides.store ?? openStore(config.database, { serving: true });
   let hsm: KeyStore;
   if (overrides.hsm) {
     hsm = overrides.hsm;

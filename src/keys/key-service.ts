@@ -1,4 +1,4 @@
-import { createHash, createPublicKey, randomBytes, randomUUID, verify as cryptoVerify, constants as cryptoConstants, type JsonWebKey, type KeyObject } from 'node:crypto';
+import { createPublicKey, hash as oneShotHash, randomBytes, randomUUID, verify as cryptoVerify, constants as cryptoConstants, type JsonWebKey, type KeyObject } from 'node:crypto';
 import type { KeyStore } from '../hsm/key-store.js';
 import { HASH_BYTES, isKeyType, keyTypeInfo, type HashName, type KeyType, type KeyTypeInfo, type SignScheme } from '../hsm/key-types.js';
 import type { Clock } from '../lib/clock.js';
@@ -532,10 +532,10 @@ export class KeyService {
       if (digest.length !== HASH_BYTES[hash]) {
         throw new CustosError('ERR_BAD_DIGEST_LENGTH', `digest must be ${HASH_BYTES[hash]} bytes (${hash})`, { details: { expected: HASH_BYTES[hash], got: digest.length } });
       }
-      return { digest, inputHash: createHash('sha256').update(digest).digest('hex') };
+      return { digest, inputHash: oneShotHash('sha256', digest, 'hex') };
     }
     const data = fromBase64(input.data!, 'data');
-    return { digest: createHash(hash).update(data).digest(), inputHash: createHash('sha256').update(data).digest('hex') };
+    return { digest: oneShotHash(hash, data, 'buffer'), inputHash: oneShotHash('sha256', data, 'hex') };
   }
 
   /** Signs with the active version (or a named version that is active). ECDSA signatures are DER. */

@@ -1,6 +1,8 @@
 import Database from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { dirname } from 'node:path';
+import { Worker } from 'node:worker_threads';
 import { canonicalEvent, computeEventHashFromCanonical, GENESIS_HASH } from '../../audit/chain.js';
 import { CustosError } from '../../lib/errors.js';
 import { MIGRATIONS } from '../migrations.js';
@@ -212,6 +214,18 @@ class Mutex {
  * The embedded store: SQLite through better-sqlite3, WAL mode, `BEGIN IMMEDIATE` write
  * transactions with a busy timeout so that several processes can share one database file.
  */
+/** Most transactions one group commit carries. */
+const MAX_GROUP = 64;
+
+/** Options of {@link SqliteStore}. */
+export interface SqliteStoreOptions {
+  /**
+   * Run WAL checkpoints on a worker thread every this many milliseconds instead of inside
+   * commits (long-running servers; short-lived CLI commands keep SQLite's default).
+   */
+  readonly backgroundCheckpointMs?: number;
+}
+
 export class SqliteStore implements Store {
   readonly kind = 'sqlite' as const;
   readonly #db: Database.Database;
@@ -223,7 +237,9 @@ export class SqliteStore implements Store {
   /** Test seam: when set, audit appends fail (to prove operations fail closed). */
   failAuditAppends = false;
 
-  constructor(path: string) {
+  #checkpointer: Worker | undefined;
+
+  constructor(path: string, opts: SqliteStoreOptions = {}) {
     if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
     this.#db = new Database(path);
     this.#db.pragma('journal_mode = WAL');
@@ -231,6 +247,43 @@ export class SqliteStore implements Store {
     this.#db.pragma('busy_timeout = 10000');
     this.#db.pragma('foreign_keys = ON');
     this.#migrate();
+    if (opts.backgroundCheckpointMs !== undefined && path !== ':memory:') this.#startCheckpointer(path, opts.backgroundCheckpointMs);
+  }
+
+  /**
+   * WAL checkpoints off the event loop. By default SQLite checkpoints inside the COMMIT that fills
+   * the WAL past 1000 pages, copying and syncing pages on the thread that commits: a stall of
+   * several milliseconds every few thousand audit events under load. Here the serving connection
+   * never checkpoints; a worker thread with its own connection runs PASSIVE checkpoints (they
+   * never block readers or writers) every `everyMs`. Should the worker die, the connection goes
+   * back to SQLite's automatic checkpoints, so the WAL never grows without bound.
+   */
+  #startCheckpointer(path: string, everyMs: number): void {
+    const source =
+      `const { workerData, parentPort } = require('node:worker_threads');\n` +
+      `const Database = require(workerData.modulePath);\n` +
+      `const db = new Database(workerData.path);\n` +
+      `db.pragma('busy_timeout = 0');\n` +
+      `const tick = () => { try { db.pragma('wal_checkpoint(PASSIVE)'); } catch { /* busy: next tick */ } };\n` +
+      `const timer = setInterval(tick, workerData.everyMs);\n` +
+      `parentPort.on('message', () => { clearInterval(timer); tick(); db.close(); parentPort.close(); });\n`;
+    const modulePath = createRequire(import.meta.url).resolve('better-sqlite3');
+    const worker = new Worker(source, { eval: true, workerData: { path, everyMs, modulePath }, name: 'custos-sqlite-checkpoint' });
+    worker.unref();
+    this.#db.pragma('wal_autocheckpoint = 0');
+    const fallBack = (): void => {
+      if (this.#checkpointer !== worker) return;
+      this.#checkpointer = undefined;
+      if (this.#db.open) this.#db.pragma('wal_autocheckpoint = 1000');
+    };
+    worker.on('error', fallBack);
+    worker.on('exit', fallBack);
+    this.#checkpointer = worker;
+  }
+
+  /** Whether WAL checkpoints currently run on the background worker (for tests and /readyz). */
+  get backgroundCheckpoints(): boolean {
+    return this.#checkpointer !== undefined;
   }
 
   #migrate(): void {
@@ -281,8 +334,14 @@ export class SqliteStore implements Store {
 
   async #flush(): Promise<void> {
     this.#flushScheduled = false;
-    const group = this.#pending.splice(0);
+    // A group runs without yielding to the event loop: bounded, so one flush cannot stall other
+    // requests for long; the rest goes to the next flush.
+    const group = this.#pending.splice(0, MAX_GROUP);
     if (group.length === 0) return;
+    if (this.#pending.length > 0 && !this.#flushScheduled) {
+      this.#flushScheduled = true;
+      setImmediate(() => void this.#flush());
+    }
     await this.#mutex.run(async () => {
       try {
         this.#db.exec('BEGIN IMMEDIATE');
@@ -336,6 +395,14 @@ export class SqliteStore implements Store {
   }
 
   async close(): Promise<void> {
+    const w = this.#checkpointer;
+    if (w !== undefined) {
+      this.#checkpointer = undefined;
+      const exited = new Promise<void>((r) => w.once('exit', () => r()));
+      w.postMessage('stop');
+      await Promise.race([exited, new Promise<void>((r) => setTimeout(r, 2000).unref())]);
+      await w.terminate();
+    }
     this.#db.close();
   }
 

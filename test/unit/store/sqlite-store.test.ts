@@ -1,9 +1,9 @@
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it, vi } from 'vitest';
 import { CustosError } from '../../../src/lib/errors.js';
 import { SqliteStore } from '../../../src/store/sqlite/sqlite-store.js';
 import { expectUnbrokenChain } from '../../helpers/audit-chain.js';
@@ -72,6 +72,28 @@ describe('SQLite store', () => {
     await s.tx((t) => t.appendAudit(ev(1), 't'));
     expectUnbrokenChain(await s.listAudit(0, 100));
     await s.close();
+  });
+
+  it('checkpoints the WAL on a worker thread, not inside commits, when asked to', async () => {
+    const db = file('ckpt');
+    const s = new SqliteStore(db, { backgroundCheckpointMs: 40 });
+    expect(s.backgroundCheckpoints).toBe(true);
+    const before = statSync(db).size;
+    for (let i = 0; i < 20; i++) {
+      await s.tx(async (t) => {
+        for (let j = 0; j < 50; j++) await t.appendAudit({ ...ev(i * 50 + j), details: { pad: 'x'.repeat(500) } }, 't');
+      });
+    }
+    // The serving connection never checkpoints (wal_autocheckpoint = 0): the pages reach the
+    // database file only through the worker.
+    await vi.waitFor(() => expect(statSync(db).size).toBeGreaterThan(before + 400_000), { timeout: 5000, interval: 50 });
+    expectUnbrokenChain(await s.listAudit(0, 2000));
+    await s.close();
+    expect(s.backgroundCheckpoints).toBe(false);
+    const again = new SqliteStore(db);
+    expect((await again.listAudit(0, 2000)).length).toBe(1000);
+    expect(again.backgroundCheckpoints).toBe(false);
+    await again.close();
   });
 
   it('several processes share one chain without forks', async () => {
