@@ -51,7 +51,9 @@ async function main(): Promise<void> {
   let elu = performance.eventLoopUtilization();
   // Event-loop delay of the server's main thread between two usage calls: a stall (GC pause,
   // a long synchronous step) shows here before it shows in the client's p99.
-  const delay = monitorEventLoopDelay({ resolution: 5 });
+  // The histogram holds whole intervals between samples: the sampling interval is subtracted.
+  const RESOLUTION_MS = 2;
+  const delay = monitorEventLoopDelay({ resolution: RESOLUTION_MS });
   delay.enable();
 
   process.on('message', (m: ToServer) => {
@@ -75,8 +77,9 @@ async function main(): Promise<void> {
           const e = performance.eventLoopUtilization(elu);
           cpu = process.cpuUsage();
           elu = performance.eventLoopUtilization();
-          const loopDelayP99Ms = Math.round(delay.percentile(99) / 1e4) / 100;
-          const loopDelayMaxMs = Math.round(delay.max / 1e4) / 100;
+          const beyond = (ns: number): number => Math.max(0, Math.round((ns / 1e6 - RESOLUTION_MS) * 100) / 100);
+          const loopDelayP99Ms = beyond(delay.percentile(99));
+          const loopDelayMaxMs = beyond(delay.max);
           delay.reset();
           send({ type: 'usage', cpuUs: c.user + c.system, elu: e.utilization, loopDelayP99Ms, loopDelayMaxMs });
         } else if (m.type === 'stop') {
