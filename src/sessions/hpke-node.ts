@@ -28,6 +28,7 @@ import {
   type AeadEncryptionContext,
   type AeadInterface,
 } from '@hpke/core';
+import type { EcdhOffload } from './ecdh-worker.js';
 
 type CryptoKey = webcrypto.CryptoKey;
 type CryptoKeyPair = webcrypto.CryptoKeyPair;
@@ -154,6 +155,8 @@ class NodeP256Key implements CryptoKey {
     readonly type: 'public' | 'private',
     readonly point: Buffer,
     readonly ecdh?: EcdhObject,
+    /** A private key held by the ECDH worker (see ecdh-worker.ts): its handle there. */
+    readonly handle?: number,
   ) {
     this.usages = type === 'private' ? ['deriveBits'] : [];
   }
@@ -168,6 +171,14 @@ class NodeP256Key implements CryptoKey {
     }
     return this.#keyObject;
   }
+}
+
+/** The SEC1 uncompressed point of a P-256 public KeyObject. */
+function publicPoint(k: KeyObject): Buffer {
+  if (k.type !== 'public') throw new Error('DH needs a public key');
+  const jwk = k.export({ format: 'jwk' });
+  if (jwk.crv !== 'P-256' || jwk.x === undefined || jwk.y === undefined) throw new Error('not a P-256 key');
+  return Buffer.concat([Buffer.from([0x04]), Buffer.from(jwk.x, 'base64url'), Buffer.from(jwk.y, 'base64url')]);
 }
 
 function padScalar(d: Buffer): Buffer {
@@ -193,7 +204,10 @@ interface Primitives {
  * private key) left to the library's WebCrypto primitives, whose keys the DH here also accepts.
  */
 class NodeP256Primitives implements Primitives {
-  constructor(private readonly stock: Primitives) {}
+  constructor(
+    private readonly stock: Primitives,
+    private readonly offload?: EcdhOffload,
+  ) {}
 
   async serializePublicKey(key: CryptoKey): Promise<ArrayBuffer> {
     if (key instanceof NodeP256Key) {
@@ -219,7 +233,8 @@ class NodeP256Primitives implements Primitives {
 
   async serializePrivateKey(key: CryptoKey): Promise<ArrayBuffer> {
     if (key instanceof NodeP256Key) {
-      if (key.ecdh === undefined) throw new SerializeError(new Error('Not private key'));
+      // An ephemeral key of the worker's pool never leaves the worker.
+      if (key.ecdh === undefined) throw new SerializeError(new Error(key.handle !== undefined ? 'ephemeral key held by the ECDH worker' : 'Not private key'));
       return toAb(padScalar(key.ecdh.getPrivateKey()));
     }
     return this.stock.serializePrivateKey(key);
@@ -234,7 +249,12 @@ class NodeP256Primitives implements Primitives {
   }
 
   async generateKeyPair(): Promise<CryptoKeyPair> {
-    // OpenSSL's CSPRNG picks the scalar, as it does under WebCrypto's generateKey.
+    // OpenSSL's CSPRNG picks the scalar, as it does under WebCrypto's generateKey: in the ECDH
+    // worker ahead of time when there is one, else here.
+    const pooled = this.offload?.take();
+    if (pooled !== undefined) {
+      return { privateKey: new NodeP256Key('private', pooled.point, undefined, pooled.handle), publicKey: new NodeP256Key('public', pooled.point) };
+    }
     const ecdh = createECDH('prime256v1');
     const point = ecdh.generateKeys();
     return { privateKey: new NodeP256Key('private', point, ecdh), publicKey: new NodeP256Key('public', point) };
@@ -246,13 +266,23 @@ class NodeP256Primitives implements Primitives {
 
   async derivePublicKey(key: CryptoKey): Promise<CryptoKey> {
     if (key instanceof NodeP256Key) {
-      if (key.ecdh === undefined) throw new DeserializeError(new Error('Not private key'));
+      if (key.type !== 'private') throw new DeserializeError(new Error('Not private key'));
       return new NodeP256Key('public', key.point);
     }
     return this.stock.derivePublicKey(key);
   }
 
   async dh(sk: CryptoKey, pk: CryptoKey): Promise<ArrayBuffer> {
+    if (sk instanceof NodeP256Key && sk.handle !== undefined) {
+      // A pooled ephemeral key: the worker that holds it computes the DH, once.
+      try {
+        const peer = pk instanceof NodeP256Key ? pk.point : publicPoint(KeyObject.from(pk));
+        if (!this.offload) throw new Error('no ECDH worker');
+        return toAb(await this.offload.dh(sk.handle, peer));
+      } catch (e) {
+        throw new SerializeError(e);
+      }
+    }
     try {
       // RFC 9180 §7.1.1: DH() for P-256 is the x-coordinate of the shared point (32 bytes), which
       // is what OpenSSL's ECDH derivation returns on both paths below.
@@ -275,9 +305,13 @@ const KEM_P256_SUITE_ID = new Uint8Array([0x4b, 0x45, 0x4d, 0x00, 0x10]);
  * node:crypto primitives and HKDF underneath.
  */
 export class NodeDhkemP256HkdfSha256 extends DhkemP256HkdfSha256 {
-  constructor() {
+  /**
+   * @param offload when given, ephemeral key pairs come from its worker's pool and their DH runs
+   * there (off the event loop); without it, or when its worker is down, both run here.
+   */
+  constructor(offload?: EcdhOffload) {
     super();
-    this._prim = new NodeP256Primitives(this._prim as unknown as Primitives) as unknown as typeof this._prim;
+    this._prim = new NodeP256Primitives(this._prim as unknown as Primitives, offload) as unknown as typeof this._prim;
     const kdf = new NodeHkdfSha256();
     kdf.init(KEM_P256_SUITE_ID);
     this._kdf = kdf;

@@ -15,6 +15,7 @@ import { AeadId, CipherSuite } from '@hpke/core';
 import { fromBase64Url } from '../lib/encoding.js';
 import { CustosError } from '../lib/errors.js';
 import { parseEphemeralJwk, type EphemeralKey } from './ephemeral-key.js';
+import { EcdhOffload } from './ecdh-worker.js';
 import { NodeAesGcm, NodeDhkemP256HkdfSha256, NodeHkdfSha256 } from './hpke-node.js';
 
 type CryptoKey = webcrypto.CryptoKey;
@@ -38,9 +39,15 @@ export interface SealedSessionKey {
 
 let suite: CipherSuite | undefined;
 
+/**
+ * The ECDH worker of this process: sealing takes its ephemeral keys from the worker's pool and
+ * runs the DH there (its thread starts on the first seal; see ecdh-worker.ts).
+ */
+export const sessionEcdhOffload = new EcdhOffload();
+
 /** The one HPKE suite custos uses for session keys. */
 export function sessionHpkeSuite(): CipherSuite {
-  suite ??= new CipherSuite({ kem: new NodeDhkemP256HkdfSha256(), kdf: new NodeHkdfSha256(), aead: new NodeAesGcm(AeadId.Aes256Gcm, 32) });
+  suite ??= new CipherSuite({ kem: new NodeDhkemP256HkdfSha256(sessionEcdhOffload), kdf: new NodeHkdfSha256(), aead: new NodeAesGcm(AeadId.Aes256Gcm, 32) });
   return suite;
 }
 
