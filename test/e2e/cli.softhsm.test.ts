@@ -84,6 +84,18 @@ describe('custos CLI against a served instance', () => {
     const bad = custos(['keys', 'verify', 'cli-key', '--data', 'other', '--signature', sig]);
     expect(bad.code).toBe(1);
     expect(bad.stdout).toContain('INVALID');
+    // sign-batch: files in, one signature per line out, each verifying its own file.
+    const f1 = join(dir, 'one.txt');
+    const f2 = join(dir, 'two.txt');
+    writeFileSync(f1, 'first');
+    writeFileSync(f2, 'second');
+    const b = custos(['keys', 'sign-batch', 'cli-key', f1, f2]);
+    expect(b.code, b.stderr).toBe(0);
+    const sigs = b.stdout.trim().split('\n');
+    expect(sigs).toHaveLength(2);
+    expect(custos(['keys', 'verify', 'cli-key', '--data', 'second', '--signature', sigs[1]!]).code).toBe(0);
+    expect(custos(['keys', 'verify', 'cli-key', '--data', 'first', '--signature', sigs[1]!]).code).toBe(1);
+    expect(custos(['keys', 'sign-batch', 'cli-key']).code).toBe(2);
     const rot = custos(['keys', 'rotate', 'cli-key', '--reason', 'cli test']);
     expect(rot.code).toBe(0);
     expect(rot.stdout).toContain('v2 is now active');

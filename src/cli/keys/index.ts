@@ -1,6 +1,6 @@
 import { Command, Option } from 'commander';
 import { readFileSync } from 'node:fs';
-import { apiClient, output, type ClientOptions } from '../client.js';
+import { apiClient, CliError, EXIT, output, type ClientOptions } from '../client.js';
 
 interface VersionOut { version: number; state: string; kid: string; createdAt: string; activatedAt?: string; deactivatedAt?: string; destroyAt?: string; pkcs11Uri: string }
 interface KeyOut { name: string; type: string; purpose: string; rotationPolicy: string | null; governingPolicy?: string | null; createdAt: string; versions: VersionOut[] }
@@ -14,7 +14,7 @@ function renderKey(k: KeyOut): string {
   return lines.join('\n');
 }
 
-/** `custos keys create|list|show|rotate|sign` over the HTTP API. */
+/** `custos keys create|list|show|rotate|sign|sign-batch|verify` over the HTTP API. */
 export function keysCommand(globals: () => ClientOptions): Command {
   const keys = new Command('keys').description('named HSM keys and their versions');
 
@@ -59,13 +59,31 @@ export function keysCommand(globals: () => ClientOptions): Command {
     .action(async (name: string, o: { data?: string; dataFile?: string; digestHex?: string; algorithm?: string }) => {
       const g = globals();
       const given = [o.data, o.dataFile, o.digestHex].filter((x) => x !== undefined).length;
-      if (given !== 1) throw new Error('give exactly one of --data, --data-file, --digest-hex');
+      if (given !== 1) throw new CliError('give exactly one of --data, --data-file, --digest-hex', EXIT.usage);
       const body: Record<string, unknown> = o.digestHex !== undefined
         ? { digest: Buffer.from(o.digestHex, 'hex').toString('base64') }
         : { data: (o.dataFile !== undefined ? readFileSync(o.dataFile) : Buffer.from(o.data!, 'utf8')).toString('base64') };
       if (o.algorithm) body.algorithm = o.algorithm;
       const r = await apiClient(g).call<{ signature: string; version: number; kid: string; algorithm: string }>('POST', `/v1/keys/${encodeURIComponent(name)}/sign`, body);
       output(g.json, r, () => `${r.algorithm} signature by ${r.kid}:\n${r.signature}`);
+    });
+  keys.command('sign-batch <name>')
+    .description('sign up to 256 files (or hex digests, one per line of a file) in one request; prints one signature per line, in order')
+    .option('--digests-file <file>', 'file with one hex digest per line')
+    .option('--algorithm <alg>', 'RS256, PS256, … for RSA keys')
+    .argument('[files...]', 'files whose bytes to sign')
+    .action(async (name: string, files: string[], o: { digestsFile?: string; algorithm?: string }) => {
+      const g = globals();
+      if ((o.digestsFile !== undefined) === files.length > 0) throw new CliError('give either files to sign or --digests-file', EXIT.usage);
+      const batch = o.digestsFile !== undefined
+        ? readFileSync(o.digestsFile, 'utf8').split('\n').map((l) => l.trim()).filter(Boolean).map((hex) => {
+          if (!/^(?:[0-9a-fA-F]{2})+$/.test(hex)) throw new CliError(`not a hex digest: ${hex.slice(0, 20)}`, EXIT.usage);
+          return { digest: Buffer.from(hex, 'hex').toString('base64') };
+        })
+        : files.map((f) => ({ data: readFileSync(f).toString('base64') }));
+      const body: Record<string, unknown> = { batch, ...(o.algorithm ? { algorithm: o.algorithm } : {}) };
+      const r = await apiClient(g).call<{ signatures: string[]; version: number; kid: string; algorithm: string }>('POST', `/v1/keys/${encodeURIComponent(name)}/sign-batch`, body);
+      output(g.json, r, () => r.signatures.join('\n'));
     });
   keys.command('verify <name>')
     .description('verify a signature (base64, DER for ECDSA) over data')
@@ -75,7 +93,7 @@ export function keysCommand(globals: () => ClientOptions): Command {
     .option('--algorithm <alg>', 'RS256, PS256, … for RSA keys')
     .action(async (name: string, o: { data?: string; dataFile?: string; signature: string; algorithm?: string }) => {
       const g = globals();
-      if ((o.data === undefined) === (o.dataFile === undefined)) throw new Error('give exactly one of --data, --data-file');
+      if ((o.data === undefined) === (o.dataFile === undefined)) throw new CliError('give exactly one of --data, --data-file', EXIT.usage);
       const data = o.dataFile !== undefined ? readFileSync(o.dataFile) : Buffer.from(o.data!, 'utf8');
       const r = await apiClient(g).call<{ valid: boolean; version?: number }>('POST', `/v1/keys/${encodeURIComponent(name)}/verify`, {
         data: data.toString('base64'), signature: o.signature, ...(o.algorithm ? { algorithm: o.algorithm } : {}),
