@@ -107,7 +107,10 @@ export class EcdhOffload {
     const w = this.#worker;
     this.#worker = undefined;
     this.#pool.length = 0;
-    if (w) await w.terminate();
+    if (w) {
+      w.ref(); // keep the process up until it has stopped
+      await w.terminate();
+    }
   }
 
   #ensureWorker(): void {

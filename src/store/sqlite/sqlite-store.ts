@@ -398,9 +398,14 @@ export class SqliteStore implements Store {
     const w = this.#checkpointer;
     if (w !== undefined) {
       this.#checkpointer = undefined;
+      // Referenced while it finishes its last checkpoint: an idle process must not exit under
+      // a close that is still waiting (the worker is unref'd while it runs).
+      w.ref();
       const exited = new Promise<void>((r) => w.once('exit', () => r()));
       w.postMessage('stop');
-      await Promise.race([exited, new Promise<void>((r) => setTimeout(r, 2000).unref())]);
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([exited, new Promise<void>((r) => (timer = setTimeout(r, 2000)))]);
+      clearTimeout(timer);
       await w.terminate();
     }
     this.#db.close();

@@ -96,6 +96,16 @@ describe('SQLite store', () => {
     await again.close();
   });
 
+  it('a process with background checkpoints exits normally once it closes its store', async () => {
+    // Regression: the worker and the close timeout are unref'd; a close awaited at top level must
+    // still keep the process up until it is done (node exits 13 on an unsettled top-level await).
+    const db = file('serve-exit');
+    expect(await child(db, 'serve-append', '30')).toBe('done');
+    const s = new SqliteStore(db);
+    expect((await s.listAudit(0, 100)).length).toBe(30);
+    await s.close();
+  });
+
   it('several processes share one chain without forks', async () => {
     const db = file('shared');
     new SqliteStore(db).close();
