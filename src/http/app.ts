@@ -9,6 +9,7 @@ import { CustosError, ERROR_TABLE } from '../lib/errors.js';
 import type { Logger } from '../lib/logger.js';
 import type { Store } from '../store/store.js';
 import type { Metrics } from './metrics.js';
+import { RouteTable, routeEntries } from './router.js';
 import { keyRoutes } from './routes/keys.js';
 import { serviceRoutes } from './routes/service.js';
 import { tokenRoutes } from './routes/tokens.js';
@@ -61,10 +62,9 @@ export function createApp(deps: AppDeps): express.Express {
   });
   app.use(express.json({ limit: deps.bodyLimitBytes, strict: true, type: 'application/json' }));
 
-  app.use(serviceRoutes(deps));
-  app.use(tokenRoutes(deps));
-  app.use(keyRoutes(deps));
-  for (const r of deps.extraRoutes ?? []) app.use(r(deps));
+  const routers = [serviceRoutes(deps), tokenRoutes(deps), keyRoutes(deps), ...(deps.extraRoutes ?? []).map((r) => r(deps))];
+  app.use(new RouteTable(routers.flatMap(routeEntries)).middleware());
+  for (const r of routers) app.use(r);
 
   app.use((_req: Request, res: Response, next: NextFunction) => {
     res.locals.route = 'unmatched';

@@ -7,16 +7,91 @@ import { authorize } from './context.js';
 type Handler = (req: Request, res: Response, principal: Principal) => Promise<unknown> | unknown;
 type PublicHandler = (req: Request, res: Response) => Promise<unknown> | unknown;
 
+/** One route as {@link RouteTable} dispatches it. */
+interface RouteEntry {
+  readonly method: string;
+  readonly pattern: RegExp;
+  readonly params: readonly string[];
+  readonly run: (req: Request, res: Response) => Promise<void>;
+}
+
+const ROUTE_ENTRIES = Symbol('custos.routes');
+
+/** The routes a {@link Routes} builder registered on its router, in registration order. */
+export function routeEntries(router: express.Router): readonly RouteEntry[] {
+  return ((router as unknown as Record<symbol, RouteEntry[] | undefined>)[ROUTE_ENTRIES]) ?? [];
+}
+
+/**
+ * Dispatches requests to the routes of several routers with one table lookup, ahead of Express's
+ * own walk through every router and layer (a measurable share of a request's CPU at thousands
+ * of requests a second). It matches only the canonical form of a path: exact case, no trailing
+ * slash, parameters that decode. Anything else goes on to the Express routers, where the same
+ * routes are mounted, so every request ends in the same handler either way.
+ */
+export class RouteTable {
+  readonly #byMethod = new Map<string, RouteEntry[]>();
+
+  constructor(entries: readonly RouteEntry[]) {
+    for (const e of entries) {
+      const list = this.#byMethod.get(e.method) ?? [];
+      list.push(e);
+      this.#byMethod.set(e.method, list);
+    }
+  }
+
+  middleware(): express.RequestHandler {
+    return (req, res, next) => {
+      const list = this.#byMethod.get(req.method);
+      if (list === undefined) return next();
+      const path = req.path;
+      for (const e of list) {
+        const m = e.pattern.exec(path);
+        if (m === null) continue;
+        const params: Record<string, string> = {};
+        try {
+          for (let i = 0; i < e.params.length; i++) params[e.params[i]!] = decodeURIComponent(m[i + 1]!);
+        } catch {
+          return next(); // Express answers a parameter that does not decode
+        }
+        req.params = params;
+        e.run(req, res).catch(next);
+        return;
+      }
+      next();
+    };
+  }
+}
+
+/** `/v1/keys/:name/sign` → an exact, case-sensitive pattern and its parameter names. */
+function compilePath(path: string): { pattern: RegExp; params: string[] } {
+  const params: string[] = [];
+  const source = path
+    .split('/')
+    .map((seg) => {
+      if (seg.startsWith(':')) {
+        params.push(seg.slice(1));
+        return '([^/]+)';
+      }
+      return seg.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+    })
+    .join('/');
+  return { pattern: new RegExp(`^${source}$`), params };
+}
+
 /**
  * A thin route builder: names the route for metrics, authorizes before the handler runs, and
  * sends the handler's result as JSON (status 200, or what the handler set).
  */
 export class Routes {
   readonly router = express.Router();
-  constructor(private readonly deps: AppDeps) {}
+  readonly #entries: RouteEntry[] = [];
+  constructor(private readonly deps: AppDeps) {
+    (this.router as unknown as Record<symbol, RouteEntry[]>)[ROUTE_ENTRIES] = this.#entries;
+  }
 
   private add(method: 'get' | 'post' | 'delete', path: string, permission: Permission | null, handler: Handler | PublicHandler, status: number): this {
-    this.router[method](path, async (req: Request, res: Response) => {
+    const run = async (req: Request, res: Response): Promise<void> => {
       res.locals.route = `${method.toUpperCase()} ${path}`;
       const principal = permission === null ? undefined : await authorize(this.deps, req, res, permission);
       // The default status is set first so that a handler may still choose another (e.g. 503).
@@ -26,7 +101,9 @@ export class Routes {
         if (typeof out === 'string') res.type('text/plain').send(out);
         else res.json(out);
       }
-    });
+    };
+    this.router[method](path, run);
+    this.#entries.push({ method: method.toUpperCase(), ...compilePath(path), run });
     return this;
   }
 
