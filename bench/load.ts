@@ -88,6 +88,8 @@ export class JsonClient {
   }
 }
 
+const RESPONSE_TIMEOUT_MS = 30_000;
+
 class Conn {
   readonly #socket: Socket;
   #buf: Buffer = Buffer.alloc(0);
@@ -113,7 +115,22 @@ class Conn {
 
   send(req: Buffer): Promise<{ status: number; text: string }> {
     return new Promise((resolve, reject) => {
-      this.#pending = { resolve, reject };
+      // A request that gets no answer fails the run with a message instead of hanging it.
+      const timer = setTimeout(() => {
+        this.#pending = undefined;
+        reject(new Error(`no response within ${RESPONSE_TIMEOUT_MS} ms`));
+        this.destroy();
+      }, RESPONSE_TIMEOUT_MS);
+      this.#pending = {
+        resolve: (r) => {
+          clearTimeout(timer);
+          resolve(r);
+        },
+        reject: (e) => {
+          clearTimeout(timer);
+          reject(e);
+        },
+      };
       this.#socket.write(req);
     });
   }

@@ -17,7 +17,7 @@
  * BENCH_ONLY=sign|sign-batch|sessions runs only that HTTP part; BENCH_CPU_PROF=<dir> profiles the server.
  */
 import { fork, type ChildProcess } from 'node:child_process';
-import { createHash, generateKeyPairSync, randomBytes } from 'node:crypto';
+import { createECDH, createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { cpus, loadavg, tmpdir } from 'node:os';
@@ -128,7 +128,27 @@ async function startServer(hsm: SoftHsm, dir: string): Promise<ServerHandle> {
   child.on('exit', (code) => {
     for (const w of waiters.splice(0)) w.reject(new Error(`server exited with ${code}`));
   });
-  const wait = (type: FromServer['type']): Promise<FromServer> => new Promise((resolve, reject) => waiters.push({ type, resolve, reject }));
+  const wait = (type: FromServer['type'], timeoutMs = 120_000): Promise<FromServer> =>
+    new Promise((resolve, reject) => {
+      const w = {
+        type,
+        resolve: (m: FromServer) => {
+          clearTimeout(timer);
+          resolve(m);
+        },
+        reject: (e: Error) => {
+          clearTimeout(timer);
+          reject(e);
+        },
+      };
+      // A reply that never comes fails the run, naming what it waited for.
+      const timer = setTimeout(() => {
+        const i = waiters.indexOf(w);
+        if (i >= 0) waiters.splice(i, 1);
+        reject(new Error(`server: no '${type}' reply within ${timeoutMs} ms`));
+      }, timeoutMs);
+      waiters.push(w);
+    });
   const ready = (await wait('ready')) as Extract<FromServer, { type: 'ready' }>;
   return {
     child, url: ready.url, token: ready.token,
@@ -194,19 +214,22 @@ function thumbprint(x: string, y: string): Buffer {
  */
 let ephemeralKeys: { x: string; y: string; jkt: Buffer }[] = [];
 let nextEphemeral = 0;
+// The public point straight from ECDH: no KeyObject export. (Node 20 can deadlock when a GC
+// finalises a generateKeyPairSync job while the JWK export of its key holds the key's lock; a
+// loop of thousands of generate-then-export calls met it.)
+function ephemeralPublic(): { x: string; y: string; jkt: Buffer } {
+  const point = createECDH('prime256v1').generateKeys();
+  const x = point.subarray(1, 33).toString('base64url');
+  const y = point.subarray(33, 65).toString('base64url');
+  return { x, y, jkt: thumbprint(x, y) };
+}
 function sessionKeys(n: number): void {
-  ephemeralKeys = Array.from({ length: n }, () => {
-    const jwk = generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ format: 'jwk' }) as { x: string; y: string };
-    return { x: jwk.x, y: jwk.y, jkt: thumbprint(jwk.x, jwk.y) };
-  });
+  ephemeralKeys = Array.from({ length: n }, ephemeralPublic);
   nextEphemeral = 0;
 }
 function ephemeral(): { x: string; y: string; jkt: Buffer } {
-  const k = ephemeralKeys[nextEphemeral++];
-  if (k !== undefined) return k;
   // More sessions than keys made ahead: make this one now.
-  const jwk = generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ format: 'jwk' }) as { x: string; y: string };
-  return { x: jwk.x, y: jwk.y, jkt: thumbprint(jwk.x, jwk.y) };
+  return ephemeralKeys[nextEphemeral++] ?? ephemeralPublic();
 }
 
 function sessionOp(client: Poster, hosts: { id: string; ak: SoftAk }[]): (slot: number) => Promise<void> {

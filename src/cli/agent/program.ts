@@ -7,7 +7,7 @@
  * the activation secret, the session key) are read from or written to files only; none is
  * printed.
  */
-import { generateKeyPairSync, type JsonWebKey as NodeJwk } from 'node:crypto';
+import { createECDH, type JsonWebKey as NodeJwk } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
@@ -265,8 +265,16 @@ class Agent {
 
     // The ephemeral key lives only in this process: the session key is sealed to it and the
     // token is bound to its thumbprint (cnf.jkt).
-    const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-    const priv = privateKey.export({ format: 'jwk' }) as NodeJwk;
+    // Generated with ECDH and written as a JWK by hand, not exported from a generated KeyObject:
+    // Node 20 can deadlock when a GC finalises the key-generation job during that export.
+    const ecdh = createECDH('prime256v1');
+    const point = ecdh.generateKeys();
+    const scalar = ecdh.getPrivateKey();
+    const priv: NodeJwk = {
+      kty: 'EC', crv: 'P-256', x: point.subarray(1, 33).toString('base64url'), y: point.subarray(33, 65).toString('base64url'),
+      d: Buffer.concat([Buffer.alloc(32 - scalar.length), scalar]).toString('base64url'),
+    };
+    scalar.fill(0);
     const publicJwk = { kty: 'EC', crv: 'P-256', x: String(priv.x), y: String(priv.y) };
     const jkt = await calculateJwkThumbprint(publicJwk, 'sha256');
     const thumbprint = Buffer.from(jkt, 'base64url');
