@@ -260,6 +260,9 @@ interface Row extends RunResult {
   /** Event-loop delay of the server's main thread over the run (max over replicas). */
   serverLoopDelayP99Ms?: number;
   serverLoopDelayMaxMs?: number;
+  /** Latency inside the server process (request event to 'finish'), max over replicas. */
+  serverP50Ms?: number;
+  serverP99Ms?: number;
   load: string;
 }
 
@@ -310,13 +313,16 @@ async function main(): Promise<void> {
     for (let i = 0; i < processes; i++) servers.push(await startServer(hsm, dir));
     const srv = servers[0]!;
     let loopDelay = { p99: 0, max: 0 };
+    let serverLatency = { p50: 0, p99: 0 };
     const usage = async (): Promise<number> => {
       let sum = 0;
       loopDelay = { p99: 0, max: 0 };
+      serverLatency = { p50: 0, p99: 0 };
       for (const s of servers) {
         const u = (await s.request({ type: 'usage' }, 'usage')) as Extract<FromServer, { type: 'usage' }>;
         sum += u.cpuUs;
         loopDelay = { p99: Math.max(loopDelay.p99, u.loopDelayP99Ms), max: Math.max(loopDelay.max, u.loopDelayMaxMs) };
+        serverLatency = { p50: Math.max(serverLatency.p50, u.serverP50Ms), p99: Math.max(serverLatency.p99, u.serverP99Ms) };
       }
       return sum;
     };
@@ -339,13 +345,13 @@ async function main(): Promise<void> {
       const row: Row = {
         label, ...r, ...(concurrency !== undefined ? { concurrency } : {}),
         serverCpuUsPerOp: Math.round(cpu / ops), generatorCpuUsPerOp: Math.round((gen.user + gen.system) / ops), load: load(),
-        serverLoopDelayP99Ms: loopDelay.p99, serverLoopDelayMaxMs: loopDelay.max,
+        serverLoopDelayP99Ms: loopDelay.p99, serverLoopDelayMaxMs: loopDelay.max, serverP50Ms: serverLatency.p50, serverP99Ms: serverLatency.p99,
       };
       rows.push(row);
       const extra = r.targetPerSec !== undefined ? ` at ${fmt(r.targetPerSec)}/s offered${r.saturated ? ' SATURATED' : ''}` : ` c=${concurrency}`;
       console.log(
         `  ${label.padEnd(26)}${extra.padEnd(20)} ${fmt(r.opsPerSec).padStart(7)}/s  p50 ${r.p50Ms} ms  p99 ${r.p99Ms} ms  CPU/op server ${row.serverCpuUsPerOp} µs, load generator ${row.generatorCpuUsPerOp} µs` +
-          `, server loop delay p99/max ${loopDelay.p99}/${loopDelay.max} ms${r.errors ? `  ERRORS ${r.errors}: ${r.firstError}` : ''}  (load ${row.load})`,
+          `, in-server p50/p99 ${serverLatency.p50}/${serverLatency.p99} ms, server loop delay p99/max ${loopDelay.p99}/${loopDelay.max} ms${r.errors ? `  ERRORS ${r.errors}: ${r.firstError}` : ''}  (load ${row.load})`,
       );
       return row;
     };

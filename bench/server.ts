@@ -30,7 +30,7 @@ export type ToServer = { type: 'hosts'; hosts: BenchHost[] } | { type: 'usage' }
 export type FromServer =
   | { type: 'ready'; url: string; token: string; keys: { ec: string; rsa: string } }
   | { type: 'hosts-ok' }
-  | { type: 'usage'; cpuUs: number; elu: number; loopDelayP99Ms: number; loopDelayMaxMs: number }
+  | { type: 'usage'; cpuUs: number; elu: number; loopDelayP99Ms: number; loopDelayMaxMs: number; serverP50Ms: number; serverP99Ms: number }
   | { type: 'error'; message: string };
 
 const send = (m: FromServer): void => {
@@ -43,6 +43,14 @@ async function main(): Promise<void> {
   // No EK trust anchors: the bench hosts are registered directly, never enrolled.
   const service = await composeService(config, log, { anchors: { certificates: [] }, metrics: new Metrics({ defaultMetrics: false }) });
   const { server, url } = await listen(service.app, config, log);
+  // Server-side latency of each request, from the request event to the response's 'finish',
+  // reported with each usage figure: the client's latency minus this is time outside the server
+  // process's handling (socket queues, scheduling of the two shared cores, the generator itself).
+  let durations: number[] = [];
+  server.on('request', (_req, res) => {
+    const t = performance.now();
+    res.once('finish', () => durations.push(performance.now() - t));
+  });
   const { token } = await service.deps.tokens.create('system:bench', { name: 'bench admin', role: 'admin' });
   // ensureKey: with BENCH_PROCESSES > 1 several replicas share this database and token.
   await service.deps.keys.ensureKey('system:bench', 'bench-ec', 'ec-p256', 'sign', 'manual');
@@ -81,7 +89,10 @@ async function main(): Promise<void> {
           const loopDelayP99Ms = beyond(delay.percentile(99));
           const loopDelayMaxMs = beyond(delay.max);
           delay.reset();
-          send({ type: 'usage', cpuUs: c.user + c.system, elu: e.utilization, loopDelayP99Ms, loopDelayMaxMs });
+          const d = durations.sort((a, b) => a - b);
+          durations = [];
+          const q = (p: number): number => Math.round((d[Math.min(d.length - 1, Math.floor(d.length * p))] ?? 0) * 100) / 100;
+          send({ type: 'usage', cpuUs: c.user + c.system, elu: e.utilization, loopDelayP99Ms, loopDelayMaxMs, serverP50Ms: q(0.5), serverP99Ms: q(0.99) });
         } else if (m.type === 'stop') {
           server.closeAllConnections();
           await new Promise<void>((r) => server.close(() => r()));
