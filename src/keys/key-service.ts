@@ -538,14 +538,20 @@ export class KeyService {
     return { digest: oneShotHash(hash, data, 'buffer'), inputHash: oneShotHash('sha256', data, 'hex') };
   }
 
-  /** Signs with the active version (or a named version that is active). ECDSA signatures are DER. */
-  async sign(actor: string, name: string, input: SignInput & { version?: number; algorithm?: string }): Promise<{ signature: string; version: number; kid: string; algorithm: string }> {
+  /** The version that signs for a sign request (active, or the named one if active) and the algorithm. */
+  async #signer(name: string, version: number | undefined, algorithm: string | undefined) {
     const { key: k, versions } = await this.#forUse(name);
     const info = keyTypeInfo(k.type);
     if (k.purpose !== 'sign') throw new CustosError('ERR_KEY_PURPOSE', `key ${name} is an ${k.purpose} key`);
-    const alg = resolveSignAlgorithm(info, input.algorithm);
-    const v = pick(name, versions, input.version);
+    const alg = resolveSignAlgorithm(info, algorithm);
+    const v = pick(name, versions, version);
     this.#requireState(v, SIGN_STATES, 'sign');
+    return { info, alg, v };
+  }
+
+  /** Signs with the active version (or a named version that is active). ECDSA signatures are DER. */
+  async sign(actor: string, name: string, input: SignInput & { version?: number; algorithm?: string }): Promise<{ signature: string; version: number; kid: string; algorithm: string }> {
+    const { info, alg, v } = await this.#signer(name, input.version, input.algorithm);
     const { digest, inputHash } = this.#digestOf(input, alg.hash);
     const raw = await this.#d.hsm.sign(v.hsmId, alg.scheme, alg.hash, digest);
     const signature = alg.scheme === 'ecdsa' ? ecdsaRawToDer(raw, info.curve!) : raw;
@@ -567,12 +573,7 @@ export class KeyService {
   ): Promise<{ signatures: string[]; version: number; kid: string; algorithm: string }> {
     const n = input.items.length;
     if (n < 1 || n > SIGN_BATCH_MAX) throw new CustosError('ERR_BAD_REQUEST', `a batch holds 1 to ${SIGN_BATCH_MAX} inputs`, { details: { max: SIGN_BATCH_MAX, got: n } });
-    const { key: k, versions } = await this.#forUse(name);
-    const info = keyTypeInfo(k.type);
-    if (k.purpose !== 'sign') throw new CustosError('ERR_KEY_PURPOSE', `key ${name} is an ${k.purpose} key`);
-    const alg = resolveSignAlgorithm(info, input.algorithm);
-    const v = pick(name, versions, input.version);
-    this.#requireState(v, SIGN_STATES, 'sign');
+    const { info, alg, v } = await this.#signer(name, input.version, input.algorithm);
     const prepared = input.items.map((item, index) => {
       try {
         return this.#digestOf(item, alg.hash);
