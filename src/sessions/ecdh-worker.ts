@@ -15,7 +15,7 @@
 import { Worker } from 'node:worker_threads';
 
 /** How many ready key pairs the event loop aims to hold. */
-const POOL_TARGET = 256;
+export const POOL_TARGET = 256;
 /** Refill when fewer than this are left. */
 const POOL_LOW = 96;
 /** Key pairs asked for per refill. */
@@ -76,6 +76,11 @@ export class EcdhOffload {
     return !this.#broken;
   }
 
+  /** Key pairs ready in the pool. */
+  get ready(): number {
+    return this.#pool.length;
+  }
+
   /** Keys handed out from the pool, and requests the empty pool could not serve. */
   readonly counts = { served: 0, missed: 0 };
 
@@ -107,6 +112,7 @@ export class EcdhOffload {
     const w = this.#worker;
     this.#worker = undefined;
     this.#pool.length = 0;
+    this.#failPending('the ECDH worker was stopped');
     if (w) {
       w.ref(); // keep the process up until it has stopped
       await w.terminate();
@@ -130,9 +136,7 @@ export class EcdhOffload {
         this.#broken = true;
         this.#worker = undefined;
         this.#pool.length = 0;
-        const message = e instanceof Error ? e.message : 'the ECDH worker stopped';
-        for (const [id, p] of this.#pending) p.resolve({ id, ok: false, message });
-        this.#pending.clear();
+        this.#failPending(e instanceof Error ? e.message : 'the ECDH worker stopped');
       };
       w.on('error', fail);
       w.on('exit', () => fail(new Error('the ECDH worker exited')));
@@ -142,15 +146,27 @@ export class EcdhOffload {
     }
   }
 
+  /** Answers every request still waiting for a worker that is gone. */
+  #failPending(message: string): void {
+    const pending = [...this.#pending];
+    this.#pending.clear();
+    this.#refilling = false;
+    for (const [id, p] of pending) p.resolve({ id, ok: false, message });
+  }
+
   #refill(): void {
-    if (this.#refilling || this.#worker === undefined) return;
+    const w = this.#worker;
+    if (this.#refilling || w === undefined) return;
     this.#refilling = true;
     const count = Math.min(BATCH, POOL_TARGET - this.#pool.length);
     void this.#call({ op: 'gen', count }).then((r) => {
+      // Keys of a worker that has since been stopped are no use to its successor.
+      if (this.#worker !== w) return;
       this.#refilling = false;
       if (!r.ok || r.keys === undefined) return;
       for (const k of r.keys) this.#pool.push({ handle: k.handle, point: Buffer.from(k.point.buffer, k.point.byteOffset, k.point.byteLength) });
-      if (this.#pool.length < POOL_LOW) this.#refill();
+      // Once below POOL_LOW, fill back up to POOL_TARGET, a batch at a time.
+      if (this.#pool.length < POOL_TARGET) this.#refill();
     });
   }
 
