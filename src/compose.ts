@@ -20,6 +20,7 @@ import { JwtIssuer } from './sessions/issuer.js';
 import { SessionService } from './sessions/session-service.js';
 import { systemClock, type Clock } from './lib/clock.js';
 import type { Logger } from './lib/logger.js';
+import { sessionEcdhOffload } from './sessions/hpke.js';
 import { openStore } from './store/open-store.js';
 import type { Store } from './store/store.js';
 
@@ -84,6 +85,7 @@ export async function composeService(config: Config, log: Logger, overrides: Ove
     if (h.ok) log.info({ module: config.pkcs11.module, tokenLabel: config.pkcs11.tokenLabel }, 'HSM ready');
     else log.error({ part: h.part, code: h.code, reason: h.reason }, 'HSM not ready; requests needing it answer 503 until it is');
   }
+  metrics.watchEcdhPool(() => ({ ready: sessionEcdhOffload.ready, ...sessionEcdhOffload.counts, available: sessionEcdhOffload.available }));
   await auditPolicyChanges(store, policies, clock);
   const meteredHsm = new MeteredKeyStore(hsm, metrics);
   const tokens = new TokenService(store, clock);

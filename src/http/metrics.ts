@@ -38,6 +38,24 @@ export class Metrics {
     });
   }
 
+  /**
+   * Reports the HPKE ephemeral-key pool of the ECDH worker at each scrape: keys ready, keys
+   * served from it and requests it could not serve (done on the event loop instead), and whether
+   * the worker is available.
+   */
+  watchEcdhPool(stats: () => { ready: number; served: number; missed: number; available: boolean }): void {
+    new Gauge({
+      name: 'custos_ecdh_pool', help: 'HPKE ephemeral keys: ready, served from the pool, missed (made on the event loop); worker available (1/0)', labelNames: ['measure'], registers: [this.registry],
+      collect() {
+        const s = stats();
+        this.set({ measure: 'ready' }, s.ready);
+        this.set({ measure: 'served' }, s.served);
+        this.set({ measure: 'missed' }, s.missed);
+        this.set({ measure: 'available' }, s.available ? 1 : 0);
+      },
+    });
+  }
+
   /** Wraps a KeyStore-like call, counting and timing it. */
   async timeHsm<T>(op: string, fn: () => Promise<T>): Promise<T> {
     const end = this.hsmDuration.startTimer({ op });

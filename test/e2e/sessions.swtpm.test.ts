@@ -204,6 +204,11 @@ describe('01 issue', () => {
     expect(h.body.lastAttestation).toMatchObject({ status: 'affirming', policyId: 'enclave-hosts' });
     const metrics = await svc.call('GET', '/metrics', undefined, null);
     expect(String(metrics.body)).toMatch(/custos_sessions_total\{outcome="issued"\} [1-9]/);
+    // The HPKE ephemeral keys come from the ECDH worker's pool (or, while it fills, the event loop).
+    expect(String(metrics.body)).toMatch(/custos_ecdh_pool\{measure="available"\} 1/);
+    const served = Number(/custos_ecdh_pool\{measure="served"\} (\d+)/.exec(String(metrics.body))?.[1]);
+    const missed = Number(/custos_ecdh_pool\{measure="missed"\} (\d+)/.exec(String(metrics.body))?.[1]);
+    expect(served + missed).toBeGreaterThan(0);
 
     const live = await introspect(r.body.token);
     expect(live.active).toBe(true);
