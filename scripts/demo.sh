@@ -132,6 +132,13 @@ printf '%s' "$SIGNATURE" | base64 -d > "$STATE/block.sig"
 custos keys public "$SIG" > "$STATE/sig.pem"
 show openssl dgst -sha256 -verify "$STATE/sig.pem" -signature "$STATE/block.sig" "$STATE/block.txt"
 
+step "Sign a batch of blocks in one request: each signature made in the HSM and audited on its own"
+for n in 1043 1044 1045; do echo -n "ledger block $n" > "$STATE/block-$n.txt"; done
+custos keys sign-batch "$SIG" "$STATE/block-1043.txt" "$STATE/block-1044.txt" "$STATE/block-1045.txt" > "$STATE/batch.sigs"
+head -c 120 "$STATE/batch.sigs"; echo " …"
+sed -n 3p "$STATE/batch.sigs" | base64 -d > "$STATE/block-1045.sig"
+show openssl dgst -sha256 -verify "$STATE/sig.pem" -signature "$STATE/block-1045.sig" "$STATE/block-1045.txt"
+
 step "Encrypt and decrypt with AES-256-GCM inside the HSM (versioned ciphertext)"
 CT=$(custos keys encrypt "$DATA" --plaintext "account 7 balance 1000" --aad "ledger:7")
 echo "$CT"
