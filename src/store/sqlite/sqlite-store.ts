@@ -210,10 +210,6 @@ class Mutex {
   }
 }
 
-/**
- * The embedded store: SQLite through better-sqlite3, WAL mode, `BEGIN IMMEDIATE` write
- * transactions with a busy timeout so that several processes can share one database file.
- */
 /** Most transactions one group commit carries. */
 const MAX_GROUP = 64;
 
@@ -226,6 +222,10 @@ export interface SqliteStoreOptions {
   readonly backgroundCheckpointMs?: number;
 }
 
+/**
+ * The embedded store: SQLite through better-sqlite3, WAL mode, `BEGIN IMMEDIATE` write
+ * transactions with a busy timeout so that several processes can share one database file.
+ */
 export class SqliteStore implements Store {
   readonly kind = 'sqlite' as const;
   readonly #db: Database.Database;
@@ -281,7 +281,7 @@ export class SqliteStore implements Store {
     this.#checkpointer = worker;
   }
 
-  /** Whether WAL checkpoints currently run on the background worker (for tests and /readyz). */
+  /** Whether WAL checkpoints currently run on the background worker. */
   get backgroundCheckpoints(): boolean {
     return this.#checkpointer !== undefined;
   }
