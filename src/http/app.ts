@@ -63,11 +63,18 @@ export function createApp(deps: AppDeps): express.Express {
   app.use(express.json({ limit: deps.bodyLimitBytes, strict: true, type: 'application/json' }));
 
   const routers = [serviceRoutes(deps), tokenRoutes(deps), keyRoutes(deps), ...(deps.extraRoutes ?? []).map((r) => r(deps))];
-  app.use(new RouteTable(routers.flatMap(routeEntries)).middleware());
+  const table = new RouteTable(routers.flatMap(routeEntries));
+  app.use(table.middleware());
   for (const r of routers) app.use(r);
 
-  app.use((_req: Request, res: Response, next: NextFunction) => {
+  app.use((req: Request, res: Response, next: NextFunction) => {
     res.locals.route = 'unmatched';
+    // A known path asked with a method it does not serve: 405 with the methods it does (RFC 9110 §15.5.6).
+    const allowed = table.allowed(req.path.length > 1 && req.path.endsWith('/') ? req.path.slice(0, -1) : req.path);
+    if (allowed.length > 0) {
+      res.setHeader('allow', allowed.join(', '));
+      return next(new CustosError('ERR_METHOD_NOT_ALLOWED', undefined, { details: { allow: allowed } }));
+    }
     next(new CustosError('ERR_NOT_FOUND'));
   });
 

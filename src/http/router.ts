@@ -40,6 +40,14 @@ export class RouteTable {
     }
   }
 
+  /** The methods some route serves on this path (canonical form), HEAD with GET; empty if none. */
+  allowed(path: string): string[] {
+    const out: string[] = [];
+    for (const [method, list] of this.#byMethod) if (list.some((e) => e.pattern.test(path))) out.push(method);
+    if (out.includes('GET')) out.push('HEAD');
+    return out.sort();
+  }
+
   middleware(): express.RequestHandler {
     return (req, res, next) => {
       const list = this.#byMethod.get(req.method);

@@ -13,6 +13,7 @@ export const ERROR_TABLE = {
   ERR_BAD_BASE64: [400, 'A binary field is not valid base64.'],
   ERR_BAD_DIGEST_LENGTH: [400, 'The digest length does not match the key hash.'],
   ERR_NOT_FOUND: [404, 'No such resource.'],
+  ERR_METHOD_NOT_ALLOWED: [405, 'This path does not serve this method; the Allow header lists those it does.'],
   // auth
   ERR_UNAUTHENTICATED: [401, 'Authentication is required.'],
   ERR_FORBIDDEN: [403, 'The caller may not do this.'],

@@ -421,7 +421,7 @@ describe('real answers match the documented response schemas', () => {
     expectDocumented('/v1/keys/{name}/versions/{version}/public', 'get', sym);
   });
 
-  it('error envelopes: 400, 401, 403, 404, 409, 415', async () => {
+  it('error envelopes: 400, 401, 403, 404, 405, 409, 415', async () => {
     const unknownField = await svc.call('POST', '/v1/keys', { name: 'oa-x', type: 'ec-p256', purpose: 'sign', extra: 1 });
     expect(unknownField.status).toBe(400);
     expect(unknownField.body.error.code).toBe('ERR_BAD_REQUEST');
@@ -446,11 +446,21 @@ describe('real answers match the documented response schemas', () => {
     const exists = await svc.call('POST', '/v1/keys', { name: 'oa-sig', type: 'ec-p256', purpose: 'sign', rotationPolicy: 'manual' });
     expect(exists.status).toBe(409);
     expectDocumented('/v1/keys', 'post', exists);
-    // A served path with a method it does not serve is 404 ERR_NOT_FOUND (info.description).
+    // A served path with a method it does not serve is 405 with Allow (info.description); an
+    // unknown path is 404.
     const wrongMethod = await svc.call('DELETE', '/v1/keys');
-    expect(wrongMethod.status).toBe(404);
-    expect(wrongMethod.body.error.code).toBe('ERR_NOT_FOUND');
+    expect(wrongMethod.status).toBe(405);
+    expect(wrongMethod.body.error.code).toBe('ERR_METHOD_NOT_ALLOWED');
+    expect(wrongMethod.headers.get('allow')).toBe('GET, HEAD, POST');
+    expect(wrongMethod.body.error.details).toEqual({ allow: ['GET', 'HEAD', 'POST'] });
     expect(schemaValidator('Error')(wrongMethod.body)).toBe(true);
+    const getOnPost = await svc.call('GET', '/v1/keys/oa-sig/sign');
+    expect(getOnPost.status).toBe(405);
+    expect(getOnPost.headers.get('allow')).toBe('POST');
+    expect((await svc.call('GET', '/v1/keys/oa-sig/sign/')).headers.get('allow')).toBe('POST');
+    const unknown = await svc.call('GET', '/v1/nothing-here');
+    expect(unknown.status).toBe(404);
+    expect(unknown.body.error.code).toBe('ERR_NOT_FOUND');
   });
 
   it('tokens and provisioning tokens', async () => {
