@@ -213,6 +213,9 @@ class Mutex {
 /** Most transactions one group commit carries. */
 const MAX_GROUP = 64;
 
+/** Bytes a reset WAL file is truncated to (journal_size_limit). */
+const WAL_SIZE_LIMIT = 64 * 1024 * 1024;
+
 /** Options of {@link SqliteStore}. */
 export interface SqliteStoreOptions {
   /**
@@ -246,6 +249,9 @@ export class SqliteStore implements Store {
     this.#db.pragma('synchronous = NORMAL');
     this.#db.pragma('busy_timeout = 10000');
     this.#db.pragma('foreign_keys = ON');
+    // After a checkpoint that resets the WAL, truncate the file to at most this size: a burst of
+    // writes does not leave a large WAL file behind for good.
+    this.#db.pragma(`journal_size_limit = ${WAL_SIZE_LIMIT}`);
     this.#migrate();
     if (opts.backgroundCheckpointMs !== undefined && path !== ':memory:') this.#startCheckpointer(path, opts.backgroundCheckpointMs);
   }
@@ -264,6 +270,7 @@ export class SqliteStore implements Store {
       `const Database = require(workerData.modulePath);\n` +
       `const db = new Database(workerData.path);\n` +
       `db.pragma('busy_timeout = 0');\n` +
+      `db.pragma('journal_size_limit = ${WAL_SIZE_LIMIT}');\n` +
       `const tick = () => { try { db.pragma('wal_checkpoint(PASSIVE)'); } catch { /* busy: next tick */ } };\n` +
       `const timer = setInterval(tick, workerData.everyMs);\n` +
       `parentPort.on('message', () => { clearInterval(timer); tick(); db.close(); parentPort.close(); });\n`;
