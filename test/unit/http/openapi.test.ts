@@ -421,6 +421,18 @@ describe('real answers match the documented response schemas', () => {
     expectDocumented('/v1/keys/{name}/versions/{version}/public', 'get', sym);
   });
 
+  it('JSON answers: one content type and an exact length; HEAD has the GET headers and no body', async () => {
+    const get = await svc.call('GET', '/v1/keys');
+    expect(get.status).toBe(200);
+    expect(get.headers.get('content-type')).toBe('application/json; charset=utf-8');
+    expect(Number(get.headers.get('content-length'))).toBe(Buffer.byteLength(JSON.stringify(get.body)));
+    const head = await svc.call('HEAD', '/v1/keys');
+    expect(head.status).toBe(200);
+    expect(head.body).toBe('');
+    expect(head.headers.get('content-type')).toBe('application/json; charset=utf-8');
+    expect(head.headers.get('content-length')).toBe(get.headers.get('content-length'));
+  });
+
   it('error envelopes: 400, 401, 403, 404, 405, 409, 415', async () => {
     const unknownField = await svc.call('POST', '/v1/keys', { name: 'oa-x', type: 'ec-p256', purpose: 'sign', extra: 1 });
     expect(unknownField.status).toBe(400);
