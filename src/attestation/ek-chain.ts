@@ -17,12 +17,13 @@
  *   (the profile does not tie EK validity to time; `requireValidity` refuses them).
  */
 import 'reflect-metadata';
-import { X509Certificate as NodeX509, createHash } from 'node:crypto';
+import { X509Certificate as NodeX509 } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { X509Certificate, X509ChainBuilder } from '@peculiar/x509';
 import { CustosError } from '../lib/errors.js';
 import { parseTpm2bPublic, tpmPublicEqualsSpki, type TpmtPublic } from './tpm2/public.js';
+import { sha256hex } from '../lib/encoding.js';
 
 /** tcg-kp-EKCertificate (TCG EK Credential Profile, §3.2.16). */
 export const OID_TCG_KP_EK_CERTIFICATE = '2.23.133.8.1';
@@ -294,7 +295,7 @@ export async function verifyEkCertificate(input: VerifyEkInput): Promise<EkVerif
     subject: cert.subject,
     issuer: cert.issuer,
     chain: entries,
-    ekPublicHash: createHash('sha256').update(spki).digest('hex'),
+    ekPublicHash: sha256hex(spki),
     expiredCertificates: expired,
     ekuPresent: eku !== null,
     tpm: tpmIdentity(der),

@@ -197,10 +197,9 @@ function sameIndices(a: readonly number[], b: readonly number[]): boolean {
   return true;
 }
 
-function pcrValue(pcrs: PcrValues, bank: string, index: number): Buffer | undefined {
-  const b = pcrs[bank];
-  if (b === undefined) return undefined;
-  return b[index] ?? b[String(index)];
+/** A PCR's value in one bank's values, keyed by number or by decimal string. */
+function pcrValue(bank: PcrValues[string] | undefined, index: number): Buffer | undefined {
+  return bank === undefined ? undefined : (bank[index] ?? bank[String(index)]);
 }
 
 /**
@@ -318,7 +317,7 @@ export function verifyQuote(input: VerifyQuoteInput): QuoteVerdict {
     const idxs = Object.keys(input.referenceValues).map(Number).sort((a, b) => a - b);
     for (const i of idxs) {
       const allowed = input.referenceValues[i] ?? input.referenceValues[String(i)] ?? [];
-      const v = pcrValue(input.pcrs, reqBank, i);
+      const v = pcrValue(input.pcrs[reqBank], i);
       if (!quotedIdx.has(i) || v === undefined || !allowed.some((a) => safeEqual(a, v))) bad.push(`${reqBank}:${i}`);
     }
     pcrPolicy = bad.length === 0 ? PASS.pcrPolicy : fail('pcrPolicy', `PCR ${bad.join(', ')} not among the reference values`);
@@ -436,7 +435,7 @@ function pcrDigestMatches(h: TpmHashInfo, pcrSelect: readonly PcrBankSelection[]
     const { bank, size } = bankOf(s.hashAlg);
     const values = pcrs[bank];
     for (const i of s.indices) {
-      const v = values === undefined ? undefined : (values[i] ?? values[String(i)]);
+      const v = pcrValue(values, i);
       if (v === undefined || v.length !== size) return { missing: `${bank}:${i} ${v === undefined ? 'missing' : 'has the wrong size'}` };
       out.set(v, off);
       off += size;

@@ -1,5 +1,4 @@
-import * as nodeCrypto from 'node:crypto';
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import { jcs } from '../lib/jcs.js';
 
 /**
@@ -53,18 +52,14 @@ export function canonicalEvent(body: AuditEventBody): { canonical: string; detai
   };
 }
 
-// One-shot crypto.hash (Node ≥ 20.12) avoids a Hash object per event; the verifier hashes
-// hundreds of thousands of events a second.
-const oneShotHash = (nodeCrypto as unknown as { hash?: (alg: string, data: string, enc: 'hex') => string }).hash;
-
 /**
  * The chain hash from the previous hash and the body's canonical text (as {@link eventBodyJcs}
  * returns it, or as an export line carries it verbatim). prevHash is 64 ASCII hex characters, so
  * prepending it to the UTF-8 text is the same as prepending its bytes.
  */
 export function computeEventHashFromCanonical(prevHash: string, canonicalBody: string): string {
-  if (oneShotHash) return oneShotHash('sha256', prevHash + canonicalBody, 'hex');
-  return createHash('sha256').update(prevHash, 'latin1').update(canonicalBody, 'utf8').digest('hex');
+  // One crypto.hash call, no Hash object: the verifier hashes hundreds of thousands of events a second.
+  return hash('sha256', prevHash + canonicalBody, 'hex');
 }
 
 /** Computes the chain hash of one event from the previous hash and the event body. */

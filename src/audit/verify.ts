@@ -23,7 +23,7 @@
 import { createPublicKey, verify as verifySignature, type KeyObject } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { GENESIS_HASH, checkpointSigningInput, computeEventHashFromCanonical, eventBodyJcs, isHashHex, type AuditEventBody } from './chain.js';
-import * as nodeCrypto from 'node:crypto';
+import { sha256hex } from '../lib/encoding.js';
 import { AUDIT_EXPORT_FORMAT, EVENT_LINE_LAYOUT, EVENT_LINE_PREFIX, scanExportLineBytes } from './export-format.js';
 
 export type AuditProblemKind =
@@ -147,12 +147,6 @@ const SEQ_KEY_BYTES = Buffer.from(',"seq":', 'latin1');
 const BODY_AT = EVENT_LINE_LAYOUT.hashEnd + 2;
 /** Fast-path events awaiting a checkpoint line before they are parsed for well-formedness. */
 const MAX_UNPARSED_TAIL = 100_000;
-
-type BytesHash = (data: Buffer) => string;
-const bytesHash: BytesHash = (() => {
-  const one = (nodeCrypto as unknown as { hash?: (alg: string, data: Buffer, enc: 'hex') => string }).hash;
-  return one ? (d: Buffer) => one('sha256', d, 'hex') : (d: Buffer) => nodeCrypto.createHash('sha256').update(d).digest('hex');
-})();
 
 interface UnparsedEvent {
   readonly line: number;
@@ -385,7 +379,7 @@ export async function verifyAuditExport(source: string | Readable, options: Audi
     buf.copy(scratch, 0, b - 65, b);
     buf.copyWithin(b - 65, start + P, start + P + 64);
     buf[b - 1] = 123;
-    if (bytesHash(buf.subarray(b - 65, end)) !== hash) {
+    if (sha256hex(buf.subarray(b - 65, end)) !== hash) {
       scratch.copy(buf, b - 65);
       return false;
     }

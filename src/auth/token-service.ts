@@ -1,9 +1,10 @@
-import { createHash, randomBytes, randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import type { Clock } from '../lib/clock.js';
 import { CustosError } from '../lib/errors.js';
 import type { ApiTokenRecord, Role } from '../store/records.js';
 import type { Store } from '../store/store.js';
 import { ROLES } from './roles.js';
+import { sha256hex } from '../lib/encoding.js';
 
 export interface Principal {
   /** Stable, loggable identity: `token:<id>` or `cert:<subject>`; never a secret. */
@@ -17,7 +18,7 @@ const PRINCIPAL_CACHE_MS = 2000;
 const TOKEN_PATTERN = /^custos_[A-Za-z0-9_-]{43}$/;
 
 export function hashApiToken(token: string): string {
-  return createHash('sha256').update(token, 'utf8').digest('hex');
+  return sha256hex(token);
 }
 
 /**

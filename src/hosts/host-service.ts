@@ -52,6 +52,8 @@ export interface Evidence {
   quote: Buffer;
   signature: Buffer;
   pcrs: PcrValues;
+  /** SHA-256(quote ‖ signature), hex: what audit events name the evidence by. */
+  evidenceSha256: string;
 }
 
 export interface Appraised {
@@ -97,9 +99,6 @@ const PROVISIONING_TOKEN = /^cpt_[A-Za-z0-9_-]{43}$/;
 /** Live nonces one host may hold at once (each attest or session consumes one). */
 export const MAX_LIVE_NONCES_PER_HOST = 256;
 
-function hashToken(t: string): string {
-  return createHash('sha256').update(t, 'utf8').digest('hex');
-}
 
 /**
  * Host provisioning and attestation: enrollment (EK chain, AK checks, MakeCredential), credential
@@ -136,7 +135,7 @@ export class HostService {
     const token = 'cpt_' + randomBytes(32).toString('base64url');
     const now = this.#now();
     const rec: ProvisioningTokenRecord = {
-      id: randomUUID(), tokenHash: hashToken(token), createdAt: now.toISOString(), createdBy: actor,
+      id: randomUUID(), tokenHash: sha256hex(token), createdAt: now.toISOString(), createdBy: actor,
       expiresAt: new Date(now.getTime() + input.ttlSeconds * 1000).toISOString(), usesLeft: input.uses, labels: input.labels ?? {},
     };
     await this.#d.store.tx(async (t) => {
@@ -171,7 +170,7 @@ export class HostService {
     if (input.provisioningToken !== undefined && !PROVISIONING_TOKEN.test(input.provisioningToken)) throw new CustosError('ERR_PROVISIONING_TOKEN');
     // Unauthenticated callers are turned away before any chain building or RSA work; the token is
     // only used (atomically) once everything else has checked out.
-    if (actor === null && !(await this.#d.store.findLiveProvisioningToken(hashToken(input.provisioningToken!), now.toISOString()))) {
+    if (actor === null && !(await this.#d.store.findLiveProvisioningToken(sha256hex(input.provisioningToken!), now.toISOString()))) {
       throw new CustosError('ERR_PROVISIONING_TOKEN');
     }
 
@@ -192,7 +191,7 @@ export class HostService {
         now,
       });
     }
-    const ekPublicHash = ek?.ekPublicHash ?? createHash('sha256').update(tpmPublicToKeyObject(ekPublic).export({ format: 'der', type: 'spki' })).digest('hex');
+    const ekPublicHash = ek?.ekPublicHash ?? sha256hex(tpmPublicToKeyObject(ekPublic).export({ format: 'der', type: 'spki' }));
 
     const revoked = (await this.#d.store.findHostsByEkPublicHash(ekPublicHash)).filter((h) => h.status === 'revoked');
     const byAk = await this.#d.store.findHostByAkName(akNameHex);
@@ -206,7 +205,7 @@ export class HostService {
     return this.#d.store.tx(async (t) => {
       let token: ProvisioningTokenRecord | null = null;
       if (input.provisioningToken !== undefined) {
-        token = await t.consumeProvisioningToken(hashToken(input.provisioningToken), now.toISOString());
+        token = await t.consumeProvisioningToken(sha256hex(input.provisioningToken), now.toISOString());
         if (!token) throw new CustosError('ERR_PROVISIONING_TOKEN');
       }
       // Labels come from the operator (provisioning token) or an authenticated caller, never
@@ -229,7 +228,7 @@ export class HostService {
         id, status: 'pending', akPublic: input.akPublic, akName: akNameHex,
         akQualifiedName: akQualifiedNameUnderEk(objectName(ekPublic), ak.name).toString('hex'),
         ekPublicHash, ekCertificateSubject: ek?.subject ?? null, ekCertificateIssuer: ek?.issuer ?? null, policyId: policy.id,
-        secretHash: createHash('sha256').update(secret).digest('hex'), labels, provisioningTokenId: token?.id ?? null,
+        secretHash: sha256hex(secret), labels, provisioningTokenId: token?.id ?? null,
         actor: actor ?? `provisioning-token:${token!.id}`, createdAt: now.toISOString(),
         expiresAt: new Date(now.getTime() + activationTtlMs(policy.doc)).toISOString(), hostId: null,
       };
@@ -350,12 +349,16 @@ export class HostService {
         pcrs[bank]![idx] = fromHex(hex, `pcrs.${bank}.${idx}`);
       }
     }
+    const nonce = fromBase64(input.nonce, 'nonce');
+    const quote = fromBase64(input.quote, 'quote');
+    const signature = fromBase64(input.signature, 'signature');
     return {
       hostId,
-      nonce: fromBase64(input.nonce, 'nonce'),
-      quote: fromBase64(input.quote, 'quote'),
-      signature: fromBase64(input.signature, 'signature'),
+      nonce,
+      quote,
+      signature,
       pcrs,
+      evidenceSha256: createHash('sha256').update(quote).update(signature).digest('hex'),
     };
   }
 
@@ -405,7 +408,7 @@ export class HostService {
       trustworthinessVector: a.trustworthinessVector as Record<string, number>,
       failures,
       pcrDigestHex: verdict.parsed.pcrDigest.toString('hex'),
-      evidenceHash: createHash('sha256').update(ev.quote).update(ev.signature).digest('hex'),
+      evidenceHash: ev.evidenceSha256,
     };
   }
 
@@ -456,7 +459,7 @@ export class HostService {
       return { status: a.status, result: signed.token, failures: a.failures };
     } catch (e) {
       if (isCustosError(e) && e.status < 500) {
-        await this.#auditRefusal(`host:${hostId}`, 'host.attest', hostId, e, ev ? { nonceSha256: sha256hex(ev.nonce), evidenceSha256: createHash('sha256').update(ev.quote).update(ev.signature).digest('hex') } : {});
+        await this.#auditRefusal(`host:${hostId}`, 'host.attest', hostId, e, ev ? { nonceSha256: sha256hex(ev.nonce), evidenceSha256: ev.evidenceSha256 } : {});
       }
       throw e;
     }

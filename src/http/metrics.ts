@@ -26,15 +26,9 @@ export class Metrics {
 
   /** Reports the HSM worker pool (operations in flight and queued, recoveries) at each scrape. */
   watchHsmPool(stats: () => { inFlight: number; queued: number; workers: number; recoveries: number }): void {
-    new Gauge({
-      name: 'custos_hsm_pool', help: 'HSM worker pool: operations in flight, queued; workers; recoveries', labelNames: ['measure'], registers: [this.registry],
-      collect() {
-        const s = stats();
-        this.set({ measure: 'in_flight' }, s.inFlight);
-        this.set({ measure: 'queued' }, s.queued);
-        this.set({ measure: 'workers' }, s.workers);
-        this.set({ measure: 'recoveries' }, s.recoveries);
-      },
+    this.#watch('custos_hsm_pool', 'HSM worker pool: operations in flight, queued; workers; recoveries', () => {
+      const s = stats();
+      return { in_flight: s.inFlight, queued: s.queued, workers: s.workers, recoveries: s.recoveries };
     });
   }
 
@@ -44,14 +38,18 @@ export class Metrics {
    * the worker is available.
    */
   watchEcdhPool(stats: () => { ready: number; served: number; missed: number; available: boolean }): void {
+    this.#watch('custos_ecdh_pool', 'HPKE ephemeral keys: ready, served from the pool, missed (made on the event loop); worker available (1/0)', () => {
+      const s = stats();
+      return { ready: s.ready, served: s.served, missed: s.missed, available: s.available ? 1 : 0 };
+    });
+  }
+
+  /** A gauge with a `measure` label whose values are read at each scrape. */
+  #watch(name: string, help: string, read: () => Record<string, number>): void {
     new Gauge({
-      name: 'custos_ecdh_pool', help: 'HPKE ephemeral keys: ready, served from the pool, missed (made on the event loop); worker available (1/0)', labelNames: ['measure'], registers: [this.registry],
+      name, help, labelNames: ['measure'], registers: [this.registry],
       collect() {
-        const s = stats();
-        this.set({ measure: 'ready' }, s.ready);
-        this.set({ measure: 'served' }, s.served);
-        this.set({ measure: 'missed' }, s.missed);
-        this.set({ measure: 'available' }, s.available ? 1 : 0);
+        for (const [measure, v] of Object.entries(read())) this.set({ measure }, v);
       },
     });
   }

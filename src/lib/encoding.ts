@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import { CustosError, type ErrorCode } from './errors.js';
 
 const B64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
@@ -21,6 +21,7 @@ export function fromHex(s: string, field: string, code: ErrorCode = 'ERR_BAD_REQ
   return Buffer.from(s, 'hex');
 }
 
+/** SHA-256 as lowercase hex (strings hashed as UTF-8), in one crypto.hash call. */
 export function sha256hex(data: Buffer | string): string {
-  return createHash('sha256').update(data).digest('hex');
+  return hash('sha256', data, 'hex');
 }

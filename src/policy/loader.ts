@@ -7,7 +7,6 @@
  * semantic check. Every failure becomes a {@link PolicyError} whose line and column are those of the
  * YAML node the schema or check complained about.
  */
-import { createHash } from 'node:crypto';
 import { readFileSync, readdirSync, statSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
@@ -15,6 +14,7 @@ import addFormatsImport from 'ajv-formats';
 import { LineCounter, isMap, isSeq, isScalar, isPair, parseDocument, type Document, type Node as YamlNode } from 'yaml';
 import { isDuration } from '../rotation/durations.js';
 import { PolicyError, type PolicyProblem } from './policy-error.js';
+import { sha256hex } from '../lib/encoding.js';
 
 /** The policy families custos knows; each lives in its own folder under `policies/`. */
 export type PolicyKind = 'rotation' | 'attestation' | 'session';
@@ -238,7 +238,7 @@ function loadOne<T>(file: string, kind: PolicyKind, schema: object, semanticChec
     const issues = semanticCheck(doc);
     if (issues.length > 0) throw new PolicyError(issues.map((i) => problemAt(src, i.path, i.reason)));
   }
-  const sha256 = createHash('sha256').update(src.bytes).digest('hex');
+  const sha256 = sha256hex(src.bytes);
   return { policy: { id, version, kind, file, sha256, doc }, src };
 }
 

@@ -17,7 +17,7 @@
  *    produced, and the session record, the host's appraisal and the audit event are written in
  *    one transaction; nothing is returned if that write fails.
  */
-import { createHash, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { decodeProtectedHeader, createLocalJWKSet, jwtVerify, type JWTPayload } from 'jose';
 import type { HostService, Appraised, AttestInput, Evidence } from '../hosts/host-service.js';
 import { HostService as HostServiceClass, VERIFIER_ID } from '../hosts/host-service.js';
@@ -122,7 +122,7 @@ export class SessionService {
       base['jkt'] = eph.thumbprint.toString('base64url');
       ev = HostServiceClass.parseEvidence(input.hostId, input);
       base['nonceSha256'] = sha256hex(ev.nonce);
-      base['evidenceSha256'] = createHash('sha256').update(ev.quote).update(ev.signature).digest('hex');
+      base['evidenceSha256'] = ev.evidenceSha256;
       const host = await this.#d.store.getHost(input.hostId);
       if (!host) throw new CustosError('ERR_HOST_NOT_FOUND');
       policy = resolveSessionPolicy(this.#d.policies.session, { id: host.id, labels: host.labels }, input.audience);
@@ -199,7 +199,7 @@ export class SessionService {
       jti, hostId: a.host.id, audience: policy.audience, kid: signed.kid, keyName: signed.keyName, keyVersion: signed.keyVersion,
       cnfJkt: claims.cnf.jkt, issuedAt: new Date(claims.iat * 1000).toISOString(), expiresAt, revokedAt: null,
     };
-    const encSha256 = createHash('sha256').update(Buffer.from(sealed.enc, 'base64url')).digest('hex');
+    const encSha256 = sha256hex(Buffer.from(sealed.enc, 'base64url'));
     await this.#d.store.tx(async (t) => {
       await this.#d.issuer.assertStillActive(t, signed);
       await t.insertSession(record);
