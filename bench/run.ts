@@ -30,6 +30,7 @@ import type { AutomaticRotationPolicy } from '../src/policy/rotation-policy.js';
 import { startSoftHsm, type SoftHsm } from '../test/helpers/softhsm.js';
 import { SoftAk } from '../test/helpers/soft-tpm.js';
 import { closedLoop, JsonClient, openLoop, type RunResult } from './load.js';
+import { httpFloorBench } from './http-floor.js';
 import { rawSignRate } from './pkcs11-raw.js';
 import { quoteVerifyRate } from './quote-verify.js';
 import type { BenchHost, FromServer, ToServer } from './server.js';
@@ -114,7 +115,11 @@ async function startServer(hsm: SoftHsm, dir: string): Promise<ServerHandle> {
     },
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     // BENCH_CPU_PROF=<dir>: V8 CPU profile of the server, written when it stops.
-    execArgv: process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : [],
+    // BENCH_NODE_FLAGS="--trace-gc …": more Node flags for the server.
+    execArgv: [
+      ...(process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : []),
+      ...(process.env.BENCH_NODE_FLAGS ?? '').split(' ').filter((f) => f !== ''),
+    ],
   });
   const waiters: { type: FromServer['type']; resolve: (m: FromServer) => void; reject: (e: Error) => void }[] = [];
   child.on('message', (m: FromServer) => {
@@ -359,6 +364,11 @@ async function main(): Promise<void> {
     const only = process.env.BENCH_ONLY;
     if (only !== 'sessions' && only !== 'sign-batch') {
     console.log(`\n[HTTP sign] POST /v1/keys/{name}/sign, keep-alive, ${servers.length === 1 ? `server in a child process on ${srv.url}` : `${servers.length} replicas (one SQLite file, one token): ${servers.map((s) => s.url).join(' ')}`}`);
+    // The floor first: what any Node HTTP server costs here per request, before doing any work.
+    const floor = await httpFloorBench(64, ms(2000));
+    for (const f of floor) {
+      console.log(`  floor: ${f.label.padEnd(31)} c=64 ${fmt(f.opsPerSec).padStart(7)}/s  CPU/op server ${f.serverCpuUsPerOp} µs, load generator ${f.generatorCpuUsPerOp} µs  (fixed answer, no work)`);
+    }
     await closedLoop(signOp(client, srv.token, 'bench-ec'), 16, ms(800)); // warm-up
     const signRows: Record<string, Row[]> = { ec: [], rsa: [] };
     for (const c of [1, 16, 64]) signRows.ec!.push(await measure('ec-p256 sign', () => closedLoop(signOp(client, srv.token, 'bench-ec'), c, ms(2000)), c));
@@ -368,11 +378,13 @@ async function main(): Promise<void> {
     const halfRate = Math.max(10, Math.round(ecPeak / 2));
     const ecOpen = await measure('ec-p256 sign (open loop)', () => openLoop(signOp(client, srv.token, 'bench-ec'), halfRate, ms(3000)));
     console.log(`  ec-p256 peak ${fmt(ecPeak)}/s = ${ratio(ecPeak, raw.ecP256)} × raw (target ≥ 0.5); p99 at half the peak ${ecOpen.p99Ms} ms (target < 10 ms)`);
+    const nodeFloor = floor.find((f) => f.mode === 'node')!;
+    console.log(`  ec-p256 peak = ${ratio(ecPeak, nodeFloor.opsPerSec)} × the node:http floor (${fmt(nodeFloor.opsPerSec)}/s)`);
     console.log(`  rsa-2048 peak ${fmt(rsaPeak)}/s = ${ratio(rsaPeak, raw.rsa2048)} × raw`);
     out.httpSign = {
       rows: [...signRows.ec!, ...signRows.rsa!, ecOpen],
       ecPeak, rsaPeak, ecRatioToRaw: ratio(ecPeak, raw.ecP256), rsaRatioToRaw: ratio(rsaPeak, raw.rsa2048),
-      ecOpenLoopRate: halfRate, ecOpenLoopP99Ms: ecOpen.p99Ms, targets: { ecRatio: 0.5, p99Ms: 10 },
+      ecOpenLoopRate: halfRate, ecOpenLoopP99Ms: ecOpen.p99Ms, targets: { ecRatio: 0.5, p99Ms: 10 }, floor,
     };
     }
 

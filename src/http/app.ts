@@ -1,5 +1,6 @@
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { randomUUID } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { TokenService } from '../auth/token-service.js';
 import type { ClientRoleRule } from '../config/config.js';
 import type { KeyStore } from '../hsm/key-store.js';
@@ -9,7 +10,8 @@ import { CustosError, ERROR_TABLE } from '../lib/errors.js';
 import type { Logger } from '../lib/logger.js';
 import type { Store } from '../store/store.js';
 import type { Metrics } from './metrics.js';
-import { RouteTable, routeEntries } from './router.js';
+import { tryFastPath, type ApiRequest, type ApiResponse, type FastPathDeps } from './fast-path.js';
+import { RouteTable, routeEntries, sendJson } from './router.js';
 import { keyRoutes } from './routes/keys.js';
 import { serviceRoutes } from './routes/service.js';
 import { tokenRoutes } from './routes/tokens.js';
@@ -37,20 +39,24 @@ export function createApp(deps: AppDeps): express.Express {
   app.set('etag', false);
   app.set('trust proxy', false);
 
-  app.use((req: Request, res: Response, next: NextFunction) => {
+  // What every answer gets, on either path: a request id, no caching, metrics and a log line.
+  const begin = (req: ApiRequest, res: ApiResponse): (() => void) => {
     const given = req.headers['x-request-id'];
     res.locals.requestId = typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID();
     res.setHeader('x-request-id', res.locals.requestId as string);
     res.setHeader('cache-control', 'no-store');
     const start = process.hrtime.bigint();
-    res.on('finish', () => {
+    return () => {
       const route = (res.locals.route as string | undefined) ?? 'unmatched';
       const seconds = Number(process.hrtime.bigint() - start) / 1e9;
       deps.metrics.httpRequests.inc({ method: req.method, route, status: String(res.statusCode) });
       deps.metrics.httpDuration.observe({ method: req.method, route }, seconds);
       if (res.statusCode >= 500) deps.log.warn({ requestId: res.locals.requestId, method: req.method, route, status: res.statusCode, ms: seconds * 1000 }, 'request failed');
       else deps.log.debug({ requestId: res.locals.requestId, method: req.method, route, status: res.statusCode, ms: seconds * 1000 }, 'request');
-    });
+    };
+  };
+  app.use((req: Request, res: Response, next: NextFunction) => {
+    res.on('finish', begin(req, res));
     next();
   });
 
@@ -78,7 +84,8 @@ export function createApp(deps: AppDeps): express.Express {
     next(new CustosError('ERR_NOT_FOUND'));
   });
 
-  app.use((err: unknown, req: Request, res: Response, _next: NextFunction) => {
+  // The error envelope of API.md, on either path.
+  const fail = (err: unknown, req: ApiRequest, res: ApiResponse): void => {
     const e = toCustosError(err);
     if (e.status >= 500 && e.code !== 'ERR_HSM_UNAVAILABLE' && e.code !== 'ERR_HSM_AUTH') {
       deps.log.error({ requestId: res.locals.requestId, method: req.method, path: req.path, code: e.code, err: e.cause ?? e }, 'internal error');
@@ -89,8 +96,25 @@ export function createApp(deps: AppDeps): express.Express {
     const body: Record<string, unknown> = { code: e.code, message, requestId: res.locals.requestId };
     if (e.details && e.status < 500) body.details = e.details;
     if (e.status === 503) res.setHeader('retry-after', '5');
-    res.status(e.status).json({ error: body });
-  });
+    res.status(e.status);
+    sendJson(res, { error: body });
+  };
+  app.use((err: unknown, req: Request, res: Response, _next: NextFunction) => fail(err, req, res));
+
+  // Most API calls never reach Express (fast-path.ts): Express's handle is wrapped so that every
+  // server made from this app (node:http, node:https, app.listen) tries the fast path first.
+  const fast: FastPathDeps = {
+    bodyLimitBytes: deps.bodyLimitBytes,
+    match: (method, path) => table.fastMatch(method, path),
+    begin: (req, res) => res.onEnd(begin(req, res)),
+    fail,
+  };
+  type Handle = (req: IncomingMessage, res: ServerResponse, next?: NextFunction) => void;
+  const handled = app as unknown as { handle: Handle };
+  const expressHandle = handled.handle.bind(app);
+  handled.handle = (req, res, next) => {
+    if (!tryFastPath(fast, req, res)) expressHandle(req, res, next);
+  };
   return app;
 }
 

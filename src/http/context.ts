@@ -1,17 +1,17 @@
-import type { Request, Response } from 'express';
 import type { TLSSocket } from 'node:tls';
 import type { Principal } from '../auth/token-service.js';
 import { roleMay, type Permission } from '../auth/roles.js';
 import type { ClientRoleRule } from '../config/config.js';
 import { CustosError } from '../lib/errors.js';
 import type { AppDeps } from './app.js';
+import type { ApiRequest, ApiResponse } from './fast-path.js';
 
-export function requestId(res: Response): string {
+export function requestId(res: ApiResponse): string {
   return res.locals.requestId as string;
 }
 
 /** Maps a verified client certificate to a role by the configured rules (first match wins). */
-export function principalFromCertificate(req: Request, rules: readonly ClientRoleRule[]): Principal | null {
+export function principalFromCertificate(req: ApiRequest, rules: readonly ClientRoleRule[]): Principal | null {
   const socket = req.socket as TLSSocket;
   if (typeof socket.getPeerCertificate !== 'function' || !socket.authorized) return null;
   const cert = socket.getPeerCertificate();
@@ -34,7 +34,7 @@ export function principalFromCertificate(req: Request, rules: readonly ClientRol
  * Resolves the caller (bearer token, else client certificate) and checks the permission.
  * Every refusal is audited; the refusal itself does not depend on the audit write succeeding.
  */
-export async function authorize(deps: AppDeps, req: Request, res: Response, permission: Permission): Promise<Principal> {
+export async function authorize(deps: AppDeps, req: ApiRequest, res: ApiResponse, permission: Permission): Promise<Principal> {
   const header = req.headers.authorization;
   let principal: Principal | null = null;
   let reason = 'no credentials';
@@ -58,7 +58,7 @@ export async function authorize(deps: AppDeps, req: Request, res: Response, perm
   return principal;
 }
 
-async function auditRefusal(deps: AppDeps, actor: string, action: string, req: Request, reason: string): Promise<void> {
+async function auditRefusal(deps: AppDeps, actor: string, action: string, req: ApiRequest, reason: string): Promise<void> {
   try {
     await deps.store.tx((t) =>
       t.appendAudit({ actor, action, subject: `${req.method} ${req.path}`, outcome: 'denied', details: { reason, ip: req.ip ?? null } }, deps.clock.now().toISOString()),

@@ -3,16 +3,22 @@ import type { Principal } from '../auth/token-service.js';
 import type { Permission } from '../auth/roles.js';
 import type { AppDeps } from './app.js';
 import { authorize } from './context.js';
+import type { ApiRequest, ApiResponse, FastRoute } from './fast-path.js';
 
-type Handler = (req: Request, res: Response, principal: Principal) => Promise<unknown> | unknown;
-type PublicHandler = (req: Request, res: Response) => Promise<unknown> | unknown;
+type Handler = (req: ApiRequest, res: ApiResponse, principal: Principal) => Promise<unknown> | unknown;
+type PublicHandler = (req: ApiRequest, res: ApiResponse) => Promise<unknown> | unknown;
+/** A handler that writes to the response as a stream: Express's response, never the fast path. */
+type StreamHandler = (req: ApiRequest, res: Response, principal: Principal) => Promise<unknown> | unknown;
 
 /** One route as {@link RouteTable} dispatches it. */
-interface RouteEntry {
+interface RouteEntry extends FastRoute {
   readonly method: string;
   readonly pattern: RegExp;
   readonly params: readonly string[];
-  readonly run: (req: Request, res: Response) => Promise<void>;
+  /** Served through Express only (a streaming answer). */
+  readonly expressOnly: boolean;
+  /** `METHOD /path/:param`, the route's name in metrics. */
+  readonly label: string;
 }
 
 const ROUTE_ENTRIES = Symbol('custos.routes');
@@ -48,25 +54,39 @@ export class RouteTable {
     return out.sort();
   }
 
+  /**
+   * The route serving `method` on this canonical path and its decoded parameters; null when none
+   * does, or when a parameter does not decode (Express answers those).
+   */
+  match(method: string, path: string): { route: RouteEntry; params: Record<string, string> } | null {
+    const list = this.#byMethod.get(method);
+    if (list === undefined) return null;
+    for (const e of list) {
+      const m = e.pattern.exec(path);
+      if (m === null) continue;
+      const params: Record<string, string> = {};
+      try {
+        for (let i = 0; i < e.params.length; i++) params[e.params[i]!] = decodeURIComponent(m[i + 1]!);
+      } catch {
+        return null;
+      }
+      return { route: e, params };
+    }
+    return null;
+  }
+
+  /** As {@link match}, for the fast path: streaming routes are left to Express. */
+  fastMatch(method: string, path: string): { route: RouteEntry; params: Record<string, string> } | null {
+    const found = this.match(method, path);
+    return found === null || found.route.expressOnly ? null : found;
+  }
+
   middleware(): express.RequestHandler {
     return (req, res, next) => {
-      const list = this.#byMethod.get(req.method);
-      if (list === undefined) return next();
-      const path = req.path;
-      for (const e of list) {
-        const m = e.pattern.exec(path);
-        if (m === null) continue;
-        const params: Record<string, string> = {};
-        try {
-          for (let i = 0; i < e.params.length; i++) params[e.params[i]!] = decodeURIComponent(m[i + 1]!);
-        } catch {
-          return next(); // Express answers a parameter that does not decode
-        }
-        req.params = params;
-        e.run(req, res).catch(next);
-        return;
-      }
-      next();
+      const found = this.match(req.method, req.path);
+      if (found === null) return next();
+      req.params = found.params;
+      found.route.run(req, res).catch(next);
     };
   }
 }
@@ -76,7 +96,7 @@ export class RouteTable {
  * the body in one `write` instead of a `writev` of two buffers; the body is left out for HEAD by
  * node itself.
  */
-function sendJson(res: Response, value: unknown): void {
+export function sendJson(res: ApiResponse, value: unknown): void {
   const body = JSON.stringify(value);
   res.setHeader('content-type', 'application/json; charset=utf-8');
   res.setHeader('content-length', Buffer.byteLength(body));
@@ -110,9 +130,10 @@ export class Routes {
     (this.router as unknown as Record<symbol, RouteEntry[]>)[ROUTE_ENTRIES] = this.#entries;
   }
 
-  private add(method: 'get' | 'post' | 'delete', path: string, permission: Permission | null, handler: Handler | PublicHandler, status: number): this {
-    const run = async (req: Request, res: Response): Promise<void> => {
-      res.locals.route = `${method.toUpperCase()} ${path}`;
+  private add(method: 'get' | 'post' | 'delete', path: string, permission: Permission | null, handler: Handler | PublicHandler, status: number, expressOnly = false): this {
+    const label = `${method.toUpperCase()} ${path}`;
+    const run = async (req: ApiRequest, res: ApiResponse): Promise<void> => {
+      res.locals.route = label;
       const principal = permission === null ? undefined : await authorize(this.deps, req, res, permission);
       // The default status is set first so that a handler may still choose another (e.g. 503).
       res.status(status);
@@ -122,8 +143,10 @@ export class Routes {
         else sendJson(res, out);
       }
     };
-    this.router[method](path, run);
-    this.#entries.push({ method: method.toUpperCase(), ...compilePath(path), run });
+    this.router[method](path, (req: Request, res: Response, next: express.NextFunction) => {
+      run(req, res).catch(next);
+    });
+    this.#entries.push({ method: method.toUpperCase(), ...compilePath(path), run, expressOnly, label });
     return this;
   }
 
@@ -135,6 +158,10 @@ export class Routes {
   }
   delete(path: string, permission: Permission, handler: Handler): this {
     return this.add('delete', path, permission, handler, 200);
+  }
+  /** A GET whose handler streams its answer into Express's response (served through Express only). */
+  streamGet(path: string, permission: Permission, handler: StreamHandler): this {
+    return this.add('get', path, permission, handler as unknown as Handler, 200, true);
   }
   /** Unauthenticated by API token: the request carries its own proof (TPM evidence, provisioning token). */
   publicGet(path: string, handler: PublicHandler): this {

@@ -1,4 +1,4 @@
-import type { Request } from 'express';
+import type { ApiRequest } from './fast-path.js';
 import type { z } from 'zod';
 import { CustosError } from '../lib/errors.js';
 
@@ -6,13 +6,13 @@ import { CustosError } from '../lib/errors.js';
  * Parses a request body with a strict zod schema: unknown fields, wrong types and missing fields
  * are ERR_BAD_REQUEST naming the first offending field; nothing reaches a service unchecked.
  */
-export function parseBody<S extends z.ZodType>(req: Request, schema: S): z.infer<S> {
+export function parseBody<S extends z.ZodType>(req: ApiRequest, schema: S): z.infer<S> {
   const r = schema.safeParse(req.body ?? {});
   if (!r.success) throw zodError(r.error, 'body');
   return r.data;
 }
 
-export function parseQuery<S extends z.ZodType>(req: Request, schema: S): z.infer<S> {
+export function parseQuery<S extends z.ZodType>(req: ApiRequest, schema: S): z.infer<S> {
   const r = schema.safeParse({ ...req.query });
   if (!r.success) throw zodError(r.error, 'query');
   return r.data;

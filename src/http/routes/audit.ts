@@ -51,7 +51,7 @@ export function auditRoutes(policies: PolicySet, opts: { auditKey: string; issue
     r.get('/v1/policies', 'policies.read', () => ({ policies: policies.list() }));
     // The whole log as one JSON Lines file (events, checkpoints, audit public keys), streamed page
     // by page so its size does not matter; `custos audit verify` checks it offline.
-    r.get('/v1/audit/export', 'audit.read', async (_req, res) => {
+    r.streamGet('/v1/audit/export', 'audit.read', async (_req, res) => {
       const store = deps.store;
       const [first, last, key] = await Promise.all([store.listAudit(0, 1), store.lastAudit(), store.getKey(opts.auditKey)]);
       const versions = key ? await store.listVersions(opts.auditKey) : [];

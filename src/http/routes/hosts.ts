@@ -1,4 +1,3 @@
-import type { Request } from 'express';
 import { z } from 'zod';
 import { authorize } from '../context.js';
 import type { AppDeps } from '../app.js';
@@ -32,7 +31,7 @@ export function hostRoutes(hosts: HostService) {
   return (deps: AppDeps) => {
     const r = new Routes(deps);
     r.post('/v1/provisioning-tokens', 'provisioning-tokens.create', (req, _res, who) => hosts.createProvisioningToken(who.actor, parseBody(req, provisioningBody)), 201);
-    r.publicPost('/v1/hosts/enroll', async (req: Request, res) => {
+    r.publicPost('/v1/hosts/enroll', async (req, res) => {
       const body = parseBody(req, enrollBody);
       // With a provisioning token the request needs no API token; without one, the caller must
       // hold a role allowed to enroll (provisioner, operator, admin).
