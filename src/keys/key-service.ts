@@ -211,11 +211,11 @@ export class KeyService {
    */
   async #commitUse(name: string, v: KeyVersionRecord, allowed: ReadonlySet<KeyState>, op: string, e: AuditEventInput | readonly AuditEventInput[]): Promise<void> {
     await this.#d.store.tx(async (t) => {
-      const now = await t.getVersion(name, v.version);
-      if (!now || !allowed.has(now.state)) {
+      const state = await t.getVersionState(name, v.version);
+      if (state === null || !allowed.has(state)) {
         this.#forget(name);
-        if (now?.state === 'destroyed') throw new CustosError('ERR_KEY_DESTROYED', `version ${v.version} was destroyed`);
-        throw new CustosError('ERR_KEY_STATE', `version ${v.version} is ${now?.state ?? 'gone'} and cannot ${op}`, { details: { state: now?.state ?? null } });
+        if (state === 'destroyed') throw new CustosError('ERR_KEY_DESTROYED', `version ${v.version} was destroyed`);
+        throw new CustosError('ERR_KEY_STATE', `version ${v.version} is ${state ?? 'gone'} and cannot ${op}`, { details: { state } });
       }
       for (const x of Array.isArray(e) ? (e as readonly AuditEventInput[]) : [e as AuditEventInput]) await this.#audit(t, x);
     });

@@ -34,9 +34,9 @@ export class JwtIssuer {
    * compromised meanwhile). Otherwise nothing is recorded and the JWT is not released.
    */
   async assertStillActive(t: Repos, signed: IssuedJwt): Promise<void> {
-    const v = await t.getVersion(signed.keyName, signed.keyVersion);
-    if (!v || v.state !== 'active') {
-      throw new CustosError('ERR_KEY_STATE', `issuer key ${signed.kid} is ${v?.state ?? 'gone'}`, { details: { state: v?.state ?? null } });
+    const state = await t.getVersionState(signed.keyName, signed.keyVersion);
+    if (state !== 'active') {
+      throw new CustosError('ERR_KEY_STATE', `issuer key ${signed.kid} is ${state ?? 'gone'}`, { details: { state } });
     }
   }
 }

@@ -10,6 +10,7 @@ import type {
   AuditEventRecord,
   HsmIntentRecord,
   KeyRecord,
+  KeyState,
   KeyVersionRecord,
 } from './records.js';
 
@@ -31,6 +32,8 @@ export interface Repos {
   updateVersion(keyName: string, version: number, patch: Partial<Omit<KeyVersionRecord, 'keyName' | 'version'>>): Promise<void>;
   listVersions(keyName: string): Promise<KeyVersionRecord[]>;
   getVersion(keyName: string, version: number): Promise<KeyVersionRecord | null>;
+  /** Only the state of a version (the re-check inside a key use's transaction); null if there is no such version. */
+  getVersionState(keyName: string, version: number): Promise<KeyState | null>;
   listAllVersions(): Promise<KeyVersionRecord[]>;
   getVersionByHsmId(hsmId: string): Promise<KeyVersionRecord | null>;
   // hsm journal

@@ -18,6 +18,7 @@ import type {
   AuditEventRecord,
   HsmIntentRecord,
   KeyRecord,
+  KeyState,
   KeyVersionRecord,
 } from '../records.js';
 import type { Repos, Store } from '../store.js';
@@ -361,16 +362,19 @@ export class SqliteStore implements Store {
       this.#auditHead = undefined;
       const outcomes: ({ ok: true; v: unknown } | { ok: false; e: unknown })[] = [];
       try {
+        // Prepared once: db.exec would parse each statement again, twice per transaction.
+        const savepoint = this.#s('SAVEPOINT grouped');
+        const release = this.#s('RELEASE grouped');
         for (const g of group) {
-          this.#db.exec('SAVEPOINT grouped');
+          savepoint.run();
           try {
             const v = await g.fn(this);
-            this.#db.exec('RELEASE grouped');
+            release.run();
             outcomes.push({ ok: true, v });
           } catch (e) {
             this.#auditHead = undefined;
-            this.#db.exec('ROLLBACK TO grouped');
-            this.#db.exec('RELEASE grouped');
+            this.#s('ROLLBACK TO grouped').run();
+            release.run();
             outcomes.push({ ok: false, e: mapSqliteError(e) });
           }
         }
@@ -455,6 +459,9 @@ export class SqliteStore implements Store {
   async getVersion(keyName: string, version: number): Promise<KeyVersionRecord | null> {
     const r = this.#s('SELECT * FROM key_versions WHERE key_name = ? AND version = ?').get(keyName, version) as Row | undefined;
     return r ? toVersion(r) : null;
+  }
+  async getVersionState(keyName: string, version: number): Promise<KeyState | null> {
+    return (this.#s('SELECT state FROM key_versions WHERE key_name = ? AND version = ?').pluck().get(keyName, version) as KeyState | undefined) ?? null;
   }
   async listAllVersions(): Promise<KeyVersionRecord[]> {
     return (this.#s('SELECT * FROM key_versions ORDER BY key_name, version').all() as Row[]).map(toVersion);
