@@ -100,6 +100,19 @@ const PROVISIONING_TOKEN = /^cpt_[A-Za-z0-9_-]{43}$/;
 export const MAX_LIVE_NONCES_PER_HOST = 256;
 
 
+/** A policy's PCR reference values as bytes, decoded once per loaded policy document. */
+const decodedReferences = new WeakMap<AttestationPolicy, Record<string, Buffer[]>>();
+function referenceValuesOf(doc: AttestationPolicy): Record<string, Buffer[]> | undefined {
+  const refs = doc.pcrs.referenceValues;
+  if (!refs) return undefined;
+  let out = decodedReferences.get(doc);
+  if (!out) {
+    out = Object.fromEntries(Object.entries(refs).map(([k, vs]) => [k, vs.map((v) => Buffer.from(v, 'hex'))]));
+    decodedReferences.set(doc, out);
+  }
+  return out;
+}
+
 /**
  * Host provisioning and attestation: enrollment (EK chain, AK checks, MakeCredential), credential
  * activation (AK pinned), nonces, and quote appraisal against the host's attestation policy.
@@ -107,7 +120,7 @@ export const MAX_LIVE_NONCES_PER_HOST = 256;
  */
 export class HostService {
   readonly #d: HostServiceDeps;
-  readonly #akKeys = new Map<string, KeyObject>();
+  readonly #akKeys = new Map<string, { akPub: ReturnType<typeof parseTpm2bPublic>; key: KeyObject }>();
 
   constructor(deps: HostServiceDeps) {
     this.#d = deps;
@@ -318,7 +331,8 @@ export class HostService {
 
   /** A fresh nonce for one host: 32 random bytes, single use, TTL from the host's policy. */
   async challenge(hostId: string): Promise<{ nonce: string; expiresAt: string }> {
-    const h = await this.#host(hostId);
+    const h = await this.#d.store.getHostState(hostId);
+    if (!h) throw new CustosError('ERR_HOST_NOT_FOUND');
     if (h.status === 'revoked') throw new CustosError('ERR_HOST_REVOKED');
     const policy = this.#policyOf(h);
     const nonce = randomBytes(32);
@@ -333,7 +347,7 @@ export class HostService {
     return { nonce: nonce.toString('base64'), expiresAt };
   }
 
-  #policyOf(h: HostRecord): LoadedPolicy<AttestationPolicy> {
+  #policyOf(h: Pick<HostRecord, 'policyId'>): LoadedPolicy<AttestationPolicy> {
     const p = this.#d.policies.attestationById(h.policyId);
     if (!p) throw new CustosError('ERR_POLICY_NOT_FOUND', `attestation policy ${h.policyId} of this host is no longer loaded`);
     return p;
@@ -378,13 +392,16 @@ export class HostService {
     if (taken.expiresAt <= this.#now().toISOString()) throw new CustosError('ERR_NONCE_EXPIRED');
     if (h.status === 'revoked') throw new CustosError('ERR_HOST_REVOKED');
     const policy = this.#policyOf(h);
-    const akPub = parseTpm2bPublic(Buffer.from(h.akPublic, 'base64'));
-    let key = this.#akKeys.get(h.akName);
-    if (!key) {
-      key = tpmPublicToKeyObject(akPub);
-      this.#akKeys.set(h.akName, key);
+    // The AK's name is the digest of its public area, so a parsed area and key found under the
+    // name are those of the bytes the host record carries.
+    let ak = this.#akKeys.get(h.akName);
+    if (!ak) {
+      const akPub = parseTpm2bPublic(Buffer.from(h.akPublic, 'base64'));
+      ak = { akPub, key: tpmPublicToKeyObject(akPub) };
+      this.#akKeys.set(h.akName, ak);
     }
-    const refs = policy.doc.pcrs.referenceValues;
+    const { akPub, key } = ak;
+    const refs = referenceValuesOf(policy.doc);
     const verdict = verifyQuote({
       akPublic: akPub,
       akKey: key,
@@ -393,7 +410,7 @@ export class HostService {
       pcrs: ev.pcrs,
       expectedExtraData: extraData,
       requiredSelection: { bank: policy.doc.pcrs.bank, indices: policy.doc.pcrs.indices },
-      ...(refs ? { referenceValues: Object.fromEntries(Object.entries(refs).map(([k, vs]) => [k, vs.map((v) => Buffer.from(v, 'hex'))])) } : {}),
+      ...(refs ? { referenceValues: refs } : {}),
       ...(h.lastClock ? { previous: { clock: BigInt(h.lastClock.clock), resetCount: h.lastClock.resetCount, restartCount: h.lastClock.restartCount } } : {}),
       expectedQualifiedSigner: Buffer.from(h.akQualifiedName, 'hex'),
       allowSha1: policy.doc.allowSha1 === true,
@@ -423,7 +440,7 @@ export class HostService {
     const c = a.verdict.parsed.counters;
     // Counters only move forward: two appraisals of one host may commit out of order, and the
     // stored counters must stay those of the newest quote that verified.
-    const fresh = await t.getHost(a.host.id);
+    const fresh = await t.getHostState(a.host.id);
     const recorded = outcome ?? (a.verdict.ok ? 'success' : 'failure');
     // Revoked while its evidence was being appraised: nothing is recorded as success for it
     // (a refusal is still written).

@@ -38,6 +38,7 @@ export interface SealedSessionKey {
 }
 
 let suite: CipherSuite | undefined;
+let sessionKem: NodeDhkemP256HkdfSha256;
 
 /**
  * The ECDH worker of this process: sealing takes its ephemeral keys from the worker's pool and
@@ -47,7 +48,10 @@ export const sessionEcdhOffload = new EcdhOffload();
 
 /** The one HPKE suite custos uses for session keys. */
 export function sessionHpkeSuite(): CipherSuite {
-  suite ??= new CipherSuite({ kem: new NodeDhkemP256HkdfSha256(sessionEcdhOffload), kdf: new NodeHkdfSha256(), aead: new NodeAesGcm(AeadId.Aes256Gcm, 32) });
+  if (suite === undefined) {
+    sessionKem = new NodeDhkemP256HkdfSha256(sessionEcdhOffload);
+    suite = new CipherSuite({ kem: sessionKem, kdf: new NodeHkdfSha256(), aead: new NodeAesGcm(AeadId.Aes256Gcm, 32) });
+  }
   return suite;
 }
 
@@ -105,8 +109,9 @@ export async function sealSessionKeyTo(
   // SerializePublicKey for DHKEM(P-256) is the SEC1 uncompressed point (RFC 9180 §7.1.1).
   const point = Buffer.concat([Buffer.from([0x04]), Buffer.from(jwk.x, 'base64url'), Buffer.from(jwk.y, 'base64url')]);
   try {
-    // deserializePublicKey checks again that the point is on the curve (hpke-node.ts).
-    const recipientPublicKey = await s.kem.deserializePublicKey(point);
+    // parseEphemeralJwk, the only maker of an EphemeralKey, has checked that the point is on
+    // P-256 (RFC 9180 §7.1.4 public-key validation); it is not decoded a second time here.
+    const recipientPublicKey = sessionKem.publicKeyFromCheckedPoint(point);
     const params = testOnly?.ekm === undefined ? { recipientPublicKey, info } : { recipientPublicKey, info, ekm: testOnly.ekm };
     const sealed = await s.seal(params, sessionKey, new Uint8Array(0));
     return {

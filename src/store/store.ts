@@ -56,6 +56,8 @@ export interface Repos {
   // hosts and enrollment
   insertHost(h: HostRecord): Promise<void>;
   getHost(id: string): Promise<HostRecord | null>;
+  /** Only what a request re-checks of a host (status, policy, counters); null if there is no such host. */
+  getHostState(id: string): Promise<Pick<HostRecord, 'status' | 'policyId' | 'lastClock'> | null>;
   listHosts(): Promise<HostRecord[]>;
   findHostByAkName(akName: string): Promise<HostRecord | null>;
   findHostsByEkPublicHash(ekPublicHash: string): Promise<HostRecord[]>;

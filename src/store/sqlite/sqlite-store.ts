@@ -557,6 +557,10 @@ export class SqliteStore implements Store {
     const r = this.#s('SELECT * FROM hosts WHERE id = ?').get(id) as Row | undefined;
     return r ? toHost(r) : null;
   }
+  async getHostState(id: string): Promise<Pick<HostRecord, 'status' | 'policyId' | 'lastClock'> | null> {
+    const r = this.#s('SELECT status, policy_id, last_clock FROM hosts WHERE id = ?').get(id) as Row | undefined;
+    return r ? { status: r.status as HostRecord['status'], policyId: r.policy_id as string, lastClock: json(r.last_clock) } : null;
+  }
   async listHosts(): Promise<HostRecord[]> {
     return (this.#s('SELECT * FROM hosts ORDER BY enrolled_at, id').all() as Row[]).map(toHost);
   }
