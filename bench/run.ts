@@ -14,7 +14,12 @@
  * Prints readable tables, then one line `BENCH_JSON {...}` with every figure.
  *
  * Environment: BENCH_SCALE (default 1) multiplies every measuring time (0.2 for a smoke run);
- * BENCH_ONLY=sign|sign-batch|sessions runs only that HTTP part; BENCH_CPU_PROF=<dir> profiles the server.
+ * BENCH_ONLY=sign|sign-batch|sessions runs only that HTTP part; BENCH_CPU_PROF=<dir> profiles the server;
+ * BENCH_NODE_FLAGS="--trace-gc …" passes more Node flags to the server.
+ *
+ * This process, the load generator, runs with --single-threaded-gc (package.json): its parallel
+ * scavenges otherwise wait for helper threads that the server keeps off the two cores, and
+ * `--trace-gc` showed 30–50 ms generator pauses that landed in the client-side p99.
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { createECDH, createHash, randomBytes } from 'node:crypto';
@@ -22,7 +27,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { performance } from 'node:perf_hooks';
+import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { planRotations } from '../src/rotation/planner.js';
 import type { KeyVersionInfo, KeyWithVersions } from '../src/rotation/types.js';
@@ -268,6 +273,9 @@ interface Row extends RunResult {
   /** Latency inside the server process (request event to 'finish'), max over replicas. */
   serverP50Ms?: number;
   serverP99Ms?: number;
+  /** Event-loop delay of this process (the load generator) over the run. */
+  generatorLoopDelayP99Ms?: number;
+  generatorLoopDelayMaxMs?: number;
   load: string;
 }
 
@@ -340,23 +348,31 @@ async function main(): Promise<void> {
     const client: Poster = new RoundRobin(servers.map((s) => new JsonClient(s.url, Math.ceil(256 / servers.length))));
     out.processes = processes;
     const rows: Row[] = [];
+    // The load generator's own event-loop delay: a stall here delays requests before they are
+    // sent, and the client's latency (counted from when a request was due) shows it.
+    const genDelay = monitorEventLoopDelay({ resolution: 2 });
+    genDelay.enable();
+    const genBeyond = (ns: number): number => Math.max(0, Math.round((ns / 1e6 - 2) * 100) / 100);
     const measure = async (label: string, run: () => Promise<RunResult>, concurrency?: number): Promise<Row> => {
       await usage();
       const gen0 = process.cpuUsage();
+      genDelay.reset();
       const r = await run();
       const gen = process.cpuUsage(gen0);
+      const generatorLoopDelay = { p99: genBeyond(genDelay.percentile(99)), max: genBeyond(genDelay.max) };
       const cpu = await usage();
       const ops = Math.max(1, r.ok + r.errors);
       const row: Row = {
         label, ...r, ...(concurrency !== undefined ? { concurrency } : {}),
         serverCpuUsPerOp: Math.round(cpu / ops), generatorCpuUsPerOp: Math.round((gen.user + gen.system) / ops), load: load(),
         serverLoopDelayP99Ms: loopDelay.p99, serverLoopDelayMaxMs: loopDelay.max, serverP50Ms: serverLatency.p50, serverP99Ms: serverLatency.p99,
+        generatorLoopDelayP99Ms: generatorLoopDelay.p99, generatorLoopDelayMaxMs: generatorLoopDelay.max,
       };
       rows.push(row);
       const extra = r.targetPerSec !== undefined ? ` at ${fmt(r.targetPerSec)}/s offered${r.saturated ? ' SATURATED' : ''}` : ` c=${concurrency}`;
       console.log(
         `  ${label.padEnd(26)}${extra.padEnd(20)} ${fmt(r.opsPerSec).padStart(7)}/s  p50 ${r.p50Ms} ms  p99 ${r.p99Ms} ms  CPU/op server ${row.serverCpuUsPerOp} µs, load generator ${row.generatorCpuUsPerOp} µs` +
-          `, in-server p50/p99 ${serverLatency.p50}/${serverLatency.p99} ms, server loop delay p99/max ${loopDelay.p99}/${loopDelay.max} ms${r.errors ? `  ERRORS ${r.errors}: ${r.firstError}` : ''}  (load ${row.load})`,
+          `, in-server p50/p99 ${serverLatency.p50}/${serverLatency.p99} ms, loop delay p99/max server ${loopDelay.p99}/${loopDelay.max} ms, generator ${generatorLoopDelay.p99}/${generatorLoopDelay.max} ms${r.errors ? `  ERRORS ${r.errors}: ${r.firstError}` : ''}  (load ${row.load})`,
       );
       return row;
     };
