@@ -146,6 +146,22 @@ describe('node:crypto HPKE primitives under @hpke/core', () => {
     await expect(fast.open({ recipientKey: pair, enc: good, info }, sealed.ct)).rejects.toThrow();
   });
 
+  it('a point already checked becomes a recipient key without a second decode; only the form is checked there', async () => {
+    const kem = new NodeDhkemP256HkdfSha256();
+    const pair = await kem.generateKeyPair();
+    const good = Buffer.from(await kem.serializePublicKey(pair.publicKey));
+    const direct = kem.publicKeyFromCheckedPoint(good);
+    expect(Buffer.from(await kem.serializePublicKey(direct))).toEqual(good);
+    // Sealing to it opens with the pair's private key, as sealing to the deserialized key does.
+    const suite = new CipherSuite({ kem, kdf: new NodeHkdfSha256(), aead: new NodeAesGcm(AeadId.Aes256Gcm, 32) });
+    const info = Buffer.from('custos session key' + 'jti');
+    const sealed = await suite.seal({ recipientPublicKey: direct, info }, Buffer.alloc(32, 7));
+    expect(Buffer.from(await suite.open({ recipientKey: pair, enc: sealed.enc, info }, sealed.ct))).toEqual(Buffer.alloc(32, 7));
+    for (const b of [good.subarray(0, 64), Buffer.concat([Buffer.from([0x02]), good.subarray(1)]), Buffer.alloc(0)]) {
+      expect(() => kem.publicKeyFromCheckedPoint(b)).toThrow();
+    }
+  });
+
   it('the AEAD refuses a key of the wrong size and an id that disagrees with its size', () => {
     expect(() => new NodeAesGcm(AeadId.Aes128Gcm, 32)).toThrow();
     expect(() => new NodeAesGcm(AeadId.Aes256Gcm, 32).createEncryptionContext(new Uint8Array(16))).toThrow();

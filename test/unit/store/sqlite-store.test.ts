@@ -162,4 +162,34 @@ describe('SQLite store', () => {
     expect((await s.listVersions('k')).map((v) => v.version)).toEqual([1]);
     await s.close();
   });
+
+  it('the narrow re-check reads agree with the full records, and follow their changes', async () => {
+    const s = new SqliteStore(file('narrow'));
+    const base = { keyName: 'k', kid: 'k.v1', hsmId: '01', pkcs11Uri: 'pkcs11:', publicKey: null, createdAt: 't', activatedAt: 't', deactivatedAt: null, destroyAt: null, destroyedAt: null, compromisedAt: null };
+    const host = {
+      id: 'h1', status: 'active' as const, akName: '000b' + 'aa'.repeat(32), akPublic: 'AAAA', akQualifiedName: '000b' + 'bb'.repeat(32), ekPublicHash: 'cc'.repeat(32),
+      ekCertificateSubject: null, ekCertificateIssuer: null, labels: { role: 'x' }, policyId: 'p1', enrolledAt: 't', revokedAt: null, lastAttestation: null, lastClock: null,
+    };
+    await s.tx(async (t) => {
+      await t.insertKey({ name: 'k', type: 'ec-p256', purpose: 'sign', rotationPolicy: 'manual', labels: {}, createdAt: 't' });
+      await t.insertVersion({ ...base, version: 1, state: 'active' });
+      await t.insertHost(host);
+    });
+    expect(await s.getVersionState('k', 1)).toBe('active');
+    expect(await s.getVersionState('k', 2)).toBeNull();
+    expect(await s.getVersionState('other', 1)).toBeNull();
+    expect(await s.getHostState('h1')).toEqual({ status: 'active', policyId: 'p1', lastClock: null });
+    expect(await s.getHostState('nope')).toBeNull();
+    const clock = { clock: '123456789012', resetCount: 2, restartCount: 3 };
+    await s.tx(async (t) => {
+      await t.updateVersion('k', 1, { state: 'deactivated', deactivatedAt: 't2' });
+      await t.updateHost('h1', { status: 'revoked', revokedAt: 't2', lastClock: clock });
+    });
+    expect(await s.getVersionState('k', 1)).toBe((await s.getVersion('k', 1))!.state);
+    expect(await s.getVersionState('k', 1)).toBe('deactivated');
+    const full = (await s.getHost('h1'))!;
+    expect(await s.getHostState('h1')).toEqual({ status: full.status, policyId: full.policyId, lastClock: full.lastClock });
+    expect(full).toMatchObject({ status: 'revoked', lastClock: clock });
+    await s.close();
+  });
 });
