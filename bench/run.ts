@@ -387,7 +387,9 @@ async function main(): Promise<void> {
     }
     await closedLoop(signOp(client, srv.token, 'bench-ec'), 16, ms(800)); // warm-up
     const signRows: Record<string, Row[]> = { ec: [], rsa: [] };
-    for (const c of [1, 16, 64]) signRows.ec!.push(await measure('ec-p256 sign', () => closedLoop(signOp(client, srv.token, 'bench-ec'), c, ms(2000)), c));
+    // 256 connections too: a signing service has many clients, and more requests in flight let
+    // one event-loop turn carry more of them (bigger PKCS#11 batches and group commits).
+    for (const c of [1, 16, 64, 256]) signRows.ec!.push(await measure('ec-p256 sign', () => closedLoop(signOp(client, srv.token, 'bench-ec'), c, ms(2000)), c));
     for (const c of [1, 16, 64]) signRows.rsa!.push(await measure('rsa-2048 sign', () => closedLoop(signOp(client, srv.token, 'bench-rsa'), c, ms(2000)), c));
     const ecPeak = Math.max(...signRows.ec!.map((r) => r.opsPerSec));
     const rsaPeak = Math.max(...signRows.rsa!.map((r) => r.opsPerSec));
