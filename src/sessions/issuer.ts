@@ -18,10 +18,16 @@ export interface IssuedJwt {
  * fallback: when the HSM cannot sign, issuance fails (ERR_HSM_UNAVAILABLE → 503).
  */
 export class JwtIssuer {
+  /** Keys already known to exist (keys are never deleted: only their versions are destroyed). */
+  readonly #ensured = new Set<string>();
+
   constructor(private readonly keys: KeyService, private readonly hsm: KeyStore, private readonly actor = 'system:issuer') {}
 
   async sign(keyName: string, claims: Record<string, unknown>, typ: string): Promise<IssuedJwt> {
-    await this.keys.ensureKey(this.actor, keyName, 'ec-p256', 'sign');
+    if (!this.#ensured.has(keyName)) {
+      await this.keys.ensureKey(this.actor, keyName, 'ec-p256', 'sign');
+      this.#ensured.add(keyName);
+    }
     const { key, version } = await this.keys.activeVersion(keyName);
     const signer = makeHsmJwsSigner(this.hsm, version.hsmId, key.type as KeyType);
     const token = await signJwt({ header: { alg: signer.alg, kid: version.kid, typ }, claims }, signer);
