@@ -17,16 +17,16 @@ export type EcdsaCurve = 'P-256' | 'P-384';
 interface CurveParams {
   /** Bytes of one scalar (r or s) in the raw form. */
   readonly size: number;
-  /** The group order n. */
-  readonly n: bigint;
+  /** The group order n, big-endian in `size` bytes (fixed-size scalars compare as numbers byte-wise). */
+  readonly n: Buffer;
 }
 
 const CURVES: Readonly<Record<EcdsaCurve, CurveParams>> = {
   // SEC 2 v2 §2.4.2 (secp256r1) and §2.5.1 (secp384r1).
-  'P-256': { size: 32, n: 0xffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551n },
+  'P-256': { size: 32, n: Buffer.from('ffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551', 'hex') },
   'P-384': {
     size: 48,
-    n: 0xffffffffffffffffffffffffffffffffffffffffffffffffc7634d81f4372ddf581a0db248b0a77aecec196accc52973n,
+    n: Buffer.from('ffffffffffffffffffffffffffffffffffffffffffffffffc7634d81f4372ddf581a0db248b0a77aecec196accc52973', 'hex'),
   },
 };
 
@@ -45,13 +45,17 @@ function fail(reason: string): never {
   throw new CustosError('ERR_SIGNATURE_FORMAT', `malformed ECDSA signature: ${reason}`);
 }
 
-function toBigInt(bytes: Buffer): bigint {
-  return bytes.length === 0 ? 0n : BigInt('0x' + bytes.toString('hex'));
-}
-
-function checkScalar(v: bigint, p: CurveParams, name: string): void {
-  if (v === 0n) fail(`${name} is zero`);
-  if (v >= p.n) fail(`${name} is not below the group order`);
+/** `scalar` is exactly `p.size` bytes, big-endian: it must lie in [1, n-1]. */
+function checkScalar(scalar: Buffer, p: CurveParams, name: string): void {
+  let zero = true;
+  for (let i = 0; i < scalar.length; i++) {
+    if (scalar[i] !== 0) {
+      zero = false;
+      break;
+    }
+  }
+  if (zero) fail(`${name} is zero`);
+  if (Buffer.compare(scalar, p.n) >= 0) fail(`${name} is not below the group order`);
 }
 
 /**
@@ -61,38 +65,49 @@ function checkScalar(v: bigint, p: CurveParams, name: string): void {
 export function checkRawEcdsaSignature(raw: Buffer, curve: EcdsaCurve): void {
   const p = curveParams(curve);
   if (!Buffer.isBuffer(raw) || raw.length !== p.size * 2) fail(`raw signature must be ${p.size * 2} bytes for ${curve}`);
-  checkScalar(toBigInt(raw.subarray(0, p.size)), p, 'r');
-  checkScalar(toBigInt(raw.subarray(p.size)), p, 's');
-}
-
-/** Minimal DER INTEGER content of a non-negative big-endian magnitude (X.690 §8.3.2). */
-function derIntegerContent(magnitude: Buffer): Buffer {
-  let i = 0;
-  while (i < magnitude.length - 1 && magnitude[i] === 0) i++;
-  const trimmed = magnitude.subarray(i);
-  // A set high bit would read as negative (two's complement), so a 0x00 is prepended.
-  return (trimmed[0] ?? 0) & 0x80 ? Buffer.concat([Buffer.from([0]), trimmed]) : trimmed;
-}
-
-function derLength(n: number): Buffer {
-  if (n < 0x80) return Buffer.from([n]);
-  if (n <= 0xff) return Buffer.from([0x81, n]);
-  return Buffer.from([0x82, n >> 8, n & 0xff]);
+  checkScalar(raw.subarray(0, p.size), p, 'r');
+  checkScalar(raw.subarray(p.size), p, 's');
 }
 
 /**
- * Converts raw r‖s (JOSE / PKCS#11 form) to the DER `ECDSA-Sig-Value`.
+ * Where the minimal DER INTEGER content of a non-negative big-endian magnitude starts, and
+ * whether it needs a 0x00 in front (X.690 §8.3.2: no leading zero octets; a set high bit would
+ * read as negative in two's complement).
+ */
+function derInteger(magnitude: Buffer): { from: number; pad: number; len: number } {
+  let from = 0;
+  while (from < magnitude.length - 1 && magnitude[from] === 0) from++;
+  const pad = (magnitude[from] as number) & 0x80 ? 1 : 0;
+  return { from, pad, len: pad + magnitude.length - from };
+}
+
+/**
+ * Converts raw r‖s (JOSE / PKCS#11 form) to the DER `ECDSA-Sig-Value`, written into one buffer.
  * @throws CustosError ERR_SIGNATURE_FORMAT on a wrong size or r/s outside [1, n-1]
  */
 export function ecdsaRawToDer(raw: Buffer, curve: EcdsaCurve): Buffer {
   checkRawEcdsaSignature(raw, curve);
   const size = curveParams(curve).size;
-  const parts = [raw.subarray(0, size), raw.subarray(size)].map((m) => {
-    const c = derIntegerContent(m);
-    return Buffer.concat([Buffer.from([0x02]), derLength(c.length), c]);
-  });
-  const body = Buffer.concat(parts);
-  return Buffer.concat([Buffer.from([0x30]), derLength(body.length), body]);
+  const r = raw.subarray(0, size);
+  const s = raw.subarray(size);
+  const ri = derInteger(r);
+  const si = derInteger(s);
+  // Each INTEGER is at most 49 content bytes (P-384), so its length is one octet; the SEQUENCE
+  // body is at most 102 bytes: short form below 128, else 0x81 and one octet.
+  const body = 2 + ri.len + 2 + si.len;
+  const head = body < 0x80 ? 2 : 3;
+  const out = Buffer.alloc(head + body);
+  let at = 0;
+  out[at++] = 0x30;
+  if (head === 3) out[at++] = 0x81;
+  out[at++] = body;
+  for (const [m, i] of [[r, ri], [s, si]] as const) {
+    out[at++] = 0x02;
+    out[at++] = i.len;
+    if (i.pad) out[at++] = 0;
+    at += m.copy(out, at, i.from);
+  }
+  return out;
 }
 
 /** Reads a definite DER length at `at`; returns the length and where the content starts. */
@@ -126,7 +141,7 @@ function readInteger(der: Buffer, at: number, p: CurveParams, name: string): { v
   if (magnitude.length > p.size) fail(`${name} is too large for the curve`);
   const out = Buffer.alloc(p.size);
   magnitude.copy(out, p.size - magnitude.length);
-  checkScalar(toBigInt(out), p, name);
+  checkScalar(out, p, name);
   return { value: out, next: end };
 }
 
