@@ -224,6 +224,12 @@ export interface SqliteStoreOptions {
    * commits (long-running servers; short-lived CLI commands keep SQLite's default).
    */
   readonly backgroundCheckpointMs?: number;
+  /**
+   * With background checkpoints: once the WAL holds this many bytes of frames, the worker also
+   * asks for a RESTART checkpoint, so that the next write starts the WAL from its beginning
+   * (default 64 MiB, the size the file is truncated to).
+   */
+  readonly walRestartBytes?: number;
 }
 
 /**
@@ -254,7 +260,7 @@ export class SqliteStore implements Store {
     // writes does not leave a large WAL file behind for good.
     this.#db.pragma(`journal_size_limit = ${WAL_SIZE_LIMIT}`);
     this.#migrate();
-    if (opts.backgroundCheckpointMs !== undefined && path !== ':memory:') this.#startCheckpointer(path, opts.backgroundCheckpointMs);
+    if (opts.backgroundCheckpointMs !== undefined && path !== ':memory:') this.#startCheckpointer(path, opts.backgroundCheckpointMs, opts.walRestartBytes ?? WAL_SIZE_LIMIT);
   }
 
   /**
@@ -263,20 +269,35 @@ export class SqliteStore implements Store {
    * several milliseconds every few thousand audit events under load. Here the serving connection
    * never checkpoints; a worker thread with its own connection runs PASSIVE checkpoints (they
    * never block readers or writers) every `everyMs`. Should the worker die, the connection goes
-   * back to SQLite's automatic checkpoints, so the WAL never grows without bound.
+   * back to SQLite's automatic checkpoints.
+   *
+   * PASSIVE checkpoints alone never let the WAL start over under a writer that never pauses: a
+   * write restarts the WAL only if every frame was copied back when it began, and a busy server
+   * always appends new frames while a checkpoint runs (the bench saw a 238 MB WAL after 30 s).
+   * So once the WAL holds `restartBytes` of frames, the worker follows its PASSIVE checkpoint with
+   * a RESTART one. Its connection has no busy timeout: it never waits for the serving connection,
+   * it only takes the write lock when it is free, for the few frames written since the PASSIVE
+   * pass; the next write then starts the WAL from its beginning, and the file is cut back to
+   * `journal_size_limit`.
    */
-  #startCheckpointer(path: string, everyMs: number): void {
+  #startCheckpointer(path: string, everyMs: number, restartBytes: number): void {
     const source =
       `const { workerData, parentPort } = require('node:worker_threads');\n` +
       `const Database = require(workerData.modulePath);\n` +
       `const db = new Database(workerData.path);\n` +
       `db.pragma('busy_timeout = 0');\n` +
       `db.pragma('journal_size_limit = ${WAL_SIZE_LIMIT}');\n` +
-      `const tick = () => { try { db.pragma('wal_checkpoint(PASSIVE)'); } catch { /* busy: next tick */ } };\n` +
+      `const restartFrames = Math.max(1, Math.floor(workerData.restartBytes / db.pragma('page_size', { simple: true })));\n` +
+      `const tick = () => {\n` +
+      `  try {\n` +
+      `    const r = db.pragma('wal_checkpoint(PASSIVE)')[0];\n` +
+      `    if (r !== undefined && r.log >= restartFrames) db.pragma('wal_checkpoint(RESTART)');\n` +
+      `  } catch { /* busy: next tick */ }\n` +
+      `};\n` +
       `const timer = setInterval(tick, workerData.everyMs);\n` +
       `parentPort.on('message', () => { clearInterval(timer); tick(); db.close(); parentPort.close(); });\n`;
     const modulePath = createRequire(import.meta.url).resolve('better-sqlite3');
-    const worker = new Worker(source, { eval: true, workerData: { path, everyMs, modulePath }, name: 'custos-sqlite-checkpoint' });
+    const worker = new Worker(source, { eval: true, workerData: { path, everyMs, modulePath, restartBytes }, name: 'custos-sqlite-checkpoint' });
     worker.unref();
     this.#db.pragma('wal_autocheckpoint = 0');
     const fallBack = (): void => {
