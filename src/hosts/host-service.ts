@@ -99,7 +99,6 @@ const PROVISIONING_TOKEN = /^cpt_[A-Za-z0-9_-]{43}$/;
 /** Live nonces one host may hold at once (each attest or session consumes one). */
 export const MAX_LIVE_NONCES_PER_HOST = 256;
 
-
 /** A policy's PCR reference values as bytes, decoded once per loaded policy document. */
 const decodedReferences = new WeakMap<AttestationPolicy, Record<string, Buffer[]>>();
 function referenceValuesOf(doc: AttestationPolicy): Record<string, Buffer[]> | undefined {

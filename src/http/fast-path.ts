@@ -5,10 +5,10 @@
  * Why it exists: Express gives every request its own prototypes (`Object.setPrototypeOf(req,
  * app.request)`, the same for `res`). On Node 20 that alone makes node's HTTP internals handle
  * each request's objects through slow paths: on the 2-core bench machine, a server that answers
- * a fixed JSON body costs about 16 µs of CPU per request on node:http, 71 µs when it only swaps
- * the prototypes, and 100 µs with Express's router, type-is and body-parser (the `floor:` rows
- * of `npm run bench`, bench/http-floor.ts). A whole ec-p256 signature through custos cost about
- * 250 µs of server CPU before this path, 133 µs after.
+ * a fixed JSON body costs 14–15 µs of CPU per request on node:http, 53–56 µs when it only swaps
+ * the prototypes, and 100–108 µs with Express's router, type-is and body-parser (the `floor:`
+ * rows of `npm run bench`, bench/http-floor.ts). A whole ec-p256 signature through custos cost
+ * 223–251 µs of server CPU before this path, 125–150 µs after.
  *
  * What it takes: a request whose method and path match a route of the {@link RouteTable} in
  * canonical form, with either no body or a body whose Content-Length is known and within the

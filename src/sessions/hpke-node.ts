@@ -57,10 +57,7 @@ const ZERO_SALT = Buffer.alloc(HASH_LEN);
  */
 export class NodeHkdfSha256 extends HkdfSha256 {
   override async extract(salt: Bytes, ikm: Bytes): Promise<ArrayBuffer> {
-    const s = view(salt);
-    // RFC 5869 §2.2: an absent salt is HashLen zero bytes. Like the library, refuse other sizes.
-    if (s.length !== 0 && s.length !== HASH_LEN) throw new Error('The salt length must be the same as the hashSize');
-    return toAb(createHmac('sha256', s.length === 0 ? ZERO_SALT : s).update(view(ikm)).digest());
+    return toAb(extractSync(view(salt), view(ikm)));
   }
 
   override async expand(prk: Bytes, info: Bytes, len: number): Promise<ArrayBuffer> {
@@ -68,13 +65,17 @@ export class NodeHkdfSha256 extends HkdfSha256 {
   }
 
   override async extractAndExpand(salt: Bytes, ikm: Bytes, info: Bytes, len: number): Promise<ArrayBuffer> {
-    // Two HMAC calls rather than hkdfSync: the same RFC 5869 computation at about half the CPU
+    // HMAC calls rather than hkdfSync: the same RFC 5869 computation at about half the CPU
     // (hkdfSync makes key objects of its inputs and validates them on each call).
-    const s = view(salt);
-    if (s.length !== 0 && s.length !== HASH_LEN) throw new Error('The salt length must be the same as the hashSize');
-    const prk = createHmac('sha256', s.length === 0 ? ZERO_SALT : s).update(view(ikm)).digest();
-    return toAb(expandSync(prk, view(info), len));
+    return toAb(expandSync(extractSync(view(salt), view(ikm)), view(info), len));
   }
+}
+
+/** RFC 5869 §2.2 HKDF-Extract with HMAC-SHA256; like the library, a salt is empty or HashLen bytes. */
+function extractSync(salt: Buffer, ikm: Buffer): Buffer {
+  if (salt.length !== 0 && salt.length !== HASH_LEN) throw new Error('The salt length must be the same as the hashSize');
+  // An absent salt is HashLen zero bytes.
+  return createHmac('sha256', salt.length === 0 ? ZERO_SALT : salt).update(ikm).digest();
 }
 
 /** RFC 5869 §2.3 HKDF-Expand with HMAC-SHA256. */

@@ -37,8 +37,8 @@ export interface SealedSessionKey {
   readonly ciphertext: string;
 }
 
-let suite: CipherSuite | undefined;
-let sessionKem: NodeDhkemP256HkdfSha256;
+/** The session suite and its KEM (made on first use). */
+let session: { readonly suite: CipherSuite; readonly kem: NodeDhkemP256HkdfSha256 } | undefined;
 
 /**
  * The ECDH worker of this process: sealing takes its ephemeral keys from the worker's pool and
@@ -48,11 +48,15 @@ export const sessionEcdhOffload = new EcdhOffload();
 
 /** The one HPKE suite custos uses for session keys. */
 export function sessionHpkeSuite(): CipherSuite {
-  if (suite === undefined) {
-    sessionKem = new NodeDhkemP256HkdfSha256(sessionEcdhOffload);
-    suite = new CipherSuite({ kem: sessionKem, kdf: new NodeHkdfSha256(), aead: new NodeAesGcm(AeadId.Aes256Gcm, 32) });
+  return sessionHpke().suite;
+}
+
+function sessionHpke(): { readonly suite: CipherSuite; readonly kem: NodeDhkemP256HkdfSha256 } {
+  if (session === undefined) {
+    const kem = new NodeDhkemP256HkdfSha256(sessionEcdhOffload);
+    session = { kem, suite: new CipherSuite({ kem, kdf: new NodeHkdfSha256(), aead: new NodeAesGcm(AeadId.Aes256Gcm, 32) }) };
   }
-  return suite;
+  return session;
 }
 
 function checkJti(jti: string): void {
@@ -105,15 +109,15 @@ export async function sealSessionKeyTo(
   checkSessionKey(sessionKey);
   const info = sessionKeyInfo(jti);
   const { jwk } = recipient;
-  const s = sessionHpkeSuite();
+  const { suite, kem } = sessionHpke();
   // SerializePublicKey for DHKEM(P-256) is the SEC1 uncompressed point (RFC 9180 §7.1.1).
   const point = Buffer.concat([Buffer.from([0x04]), Buffer.from(jwk.x, 'base64url'), Buffer.from(jwk.y, 'base64url')]);
   try {
     // parseEphemeralJwk, the only maker of an EphemeralKey, has checked that the point is on
     // P-256 (RFC 9180 §7.1.4 public-key validation); it is not decoded a second time here.
-    const recipientPublicKey = sessionKem.publicKeyFromCheckedPoint(point);
+    const recipientPublicKey = kem.publicKeyFromCheckedPoint(point);
     const params = testOnly?.ekm === undefined ? { recipientPublicKey, info } : { recipientPublicKey, info, ekm: testOnly.ekm };
-    const sealed = await s.seal(params, sessionKey, new Uint8Array(0));
+    const sealed = await suite.seal(params, sessionKey, new Uint8Array(0));
     return {
       enc: Buffer.from(sealed.enc).toString('base64url'),
       ciphertext: Buffer.from(sealed.ct).toString('base64url'),

@@ -246,7 +246,7 @@ export class SessionService {
     if (s.kid !== kid || s.hostId !== claims.sub || s.audience !== claims.aud || s.cnfJkt !== claims.cnf?.jkt) return INACTIVE;
     if (s.keyName !== pv.version.keyName || s.keyVersion !== pv.version.version) return INACTIVE;
     if (s.expiresAt <= this.#d.clock.now().toISOString()) return INACTIVE;
-    const host = await this.#d.store.getHost(s.hostId);
+    const host = await this.#d.store.getHostState(s.hostId);
     if (!host || host.status === 'revoked') return INACTIVE;
     return { active: true, claims: payload };
   }

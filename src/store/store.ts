@@ -31,7 +31,6 @@ export interface Repos {
   insertVersion(v: KeyVersionRecord): Promise<void>;
   updateVersion(keyName: string, version: number, patch: Partial<Omit<KeyVersionRecord, 'keyName' | 'version'>>): Promise<void>;
   listVersions(keyName: string): Promise<KeyVersionRecord[]>;
-  getVersion(keyName: string, version: number): Promise<KeyVersionRecord | null>;
   /** Only the state of a version (the re-check inside a key use's transaction); null if there is no such version. */
   getVersionState(keyName: string, version: number): Promise<KeyState | null>;
   listAllVersions(): Promise<KeyVersionRecord[]>;

@@ -477,10 +477,6 @@ export class SqliteStore implements Store {
   async listVersions(keyName: string): Promise<KeyVersionRecord[]> {
     return (this.#s('SELECT * FROM key_versions WHERE key_name = ? ORDER BY version').all(keyName) as Row[]).map(toVersion);
   }
-  async getVersion(keyName: string, version: number): Promise<KeyVersionRecord | null> {
-    const r = this.#s('SELECT * FROM key_versions WHERE key_name = ? AND version = ?').get(keyName, version) as Row | undefined;
-    return r ? toVersion(r) : null;
-  }
   async getVersionState(keyName: string, version: number): Promise<KeyState | null> {
     return (this.#s('SELECT state FROM key_versions WHERE key_name = ? AND version = ?').pluck().get(keyName, version) as KeyState | undefined) ?? null;
   }
