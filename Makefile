@@ -9,7 +9,7 @@ STATE ?= $(CURDIR)/.custos
 APT_PACKAGES := softhsm2 swtpm swtpm-tools tpm2-tools opensc openssl
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test deps system-deps node-deps build bench clean
+.PHONY: demo test deps system-deps node-deps bench-deps build bench clean
 
 demo: deps
 	@bash scripts/demo.sh "$(STATE)"
@@ -19,10 +19,16 @@ test: deps
 	@status=0; npx vitest run --reporter=default --reporter=json --outputFile.json=.custos/vitest.json || status=$$?; \
 	if [ -f .custos/vitest.json ]; then node scripts/test-summary.mjs .custos/vitest.json; fi; exit $$status
 
-bench: deps
+bench: deps bench-deps
 	npm run --silent bench
 
 deps: system-deps node-deps
+
+# The bench also drives the server with wrk (a C load generator), installed only when missing.
+bench-deps:
+	@if ! dpkg -s wrk >/dev/null 2>&1; then \
+	  echo "installing: wrk"; $(SUDO) apt-get update -qq; \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends wrk >/dev/null; fi
 
 # System packages, installed only when missing; the package lists are refreshed once first
 # (they may be empty on a new machine).
