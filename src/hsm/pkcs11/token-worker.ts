@@ -24,6 +24,8 @@ export function tokenWorkerMain(env: WorkerEnv): void {
   const notLoggedIn = new Set(init.codes.notLoggedIn);
   const tokenGone = new Set(init.codes.tokenGone);
   const signatureBad = new Set(init.codes.signatureBad);
+  /** See the message handler at the end. */
+  const RESULT_SLICE_MS = 0.3;
 
   class Failure extends Error {
     constructor(readonly result: WorkerResult) {
@@ -413,9 +415,23 @@ export function tokenWorkerMain(env: WorkerEnv): void {
     }
   }
 
+  // Results go back in slices of about RESULT_SLICE_MS of work, not once per batch: the main
+  // thread then answers the first requests of a long batch while this thread signs the rest,
+  // instead of the two threads taking turns (a batch of 64 ECDSA signatures is 2.4 ms here).
   env.parentPort.on('message', (msg) => {
     if (msg.t !== 'batch') return;
-    env.parentPort.postMessage({ t: 'results', r: msg.ops.map((x) => ({ n: x.n, r: run(x.o) })) });
+    let out: Array<{ n: number; r: WorkerResult }> = [];
+    let since = performance.now();
+    for (const x of msg.ops) {
+      out.push({ n: x.n, r: run(x.o) });
+      const now = performance.now();
+      if (now - since >= RESULT_SLICE_MS) {
+        env.parentPort.postMessage({ t: 'results', r: out });
+        out = [];
+        since = now;
+      }
+    }
+    if (out.length > 0) env.parentPort.postMessage({ t: 'results', r: out });
   });
   env.parentPort.postMessage({ t: 'ready', r: { ok: true, v: true } });
 }

@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { createHash, createPublicKey, randomBytes, verify } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openPkcs11KeyStore, type KeyStoreOp } from '../../../src/hsm/pkcs11/pkcs11-key-store.js';
 import { startSoftHsm, type SoftHsm } from '../../helpers/softhsm.js';
@@ -63,6 +63,51 @@ describe('PKCS#11 adapter: queue bounds, metrics, event loop', () => {
       // timer gap would be as long as the whole generation.
       expect(maxGap).toBeLessThan(Math.max(120, took / 3));
       expect((await store.listKeys()).filter((k) => k.type === 'rsa-3072')).toHaveLength(2);
+    } finally {
+      await store.close();
+    }
+  });
+});
+
+describe('PKCS#11 adapter: which worker takes an operation', () => {
+  let hsm: SoftHsm;
+  beforeAll(async () => {
+    hsm = await startSoftHsm();
+  });
+  afterAll(async () => {
+    await hsm?.cleanup();
+  });
+
+  it('fills the first worker; the second joins for a long operation and for a queue of RSA signatures', async () => {
+    const store = await openPkcs11KeyStore({ module: hsm.module, tokenLabel: hsm.tokenLabel, pin: hsm.pin, workers: 2 });
+    try {
+      const ec = await store.generateKeyPair({ id: randomBytes(16).toString('hex'), label: 'custos:lanes-ec:v1', type: 'ec-p256' });
+      const rsa = await store.generateKeyPair({ id: randomBytes(16).toString('hex'), label: 'custos:lanes-rsa:v1', type: 'rsa-2048' });
+      const pub = createPublicKey({ key: await store.getPublicKey(ec.id), format: 'der', type: 'spki' });
+      const before = store.stats().perWorker;
+      // Bursts of 16 ECDSA signatures: each burst is far below the first worker's share, so the
+      // second one stays out (fewer wake-ups and messages) and every signature is still right.
+      for (let burst = 0; burst < 10; burst++) {
+        const messages = Array.from({ length: 16 }, () => randomBytes(40));
+        const sigs = await Promise.all(messages.map((m) => store.sign(ec.id, 'ecdsa', 'sha256', createHash('sha256').update(m).digest())));
+        sigs.forEach((sig, i) => expect(verify('sha256', messages[i]!, { key: pub, dsaEncoding: 'ieee-p1363' }, sig)).toBe(true));
+      }
+      const afterEc = store.stats().perWorker;
+      expect(afterEc[0]! - before[0]!).toBe(160);
+      expect(afterEc[1]! - before[1]!).toBe(0);
+      // 40 RSA signatures at once are ~22 ms of token work: the second worker takes its part.
+      await Promise.all(Array.from({ length: 40 }, () => store.sign(rsa.id, 'rsa-pkcs1', 'sha256', randomBytes(32))));
+      const afterRsa = store.stats().perWorker;
+      expect(afterRsa[1]! - afterEc[1]!).toBeGreaterThan(0);
+      expect(afterRsa[0]! - afterEc[0]! + afterRsa[1]! - afterEc[1]!).toBe(40);
+      // An RSA-3072 key generation (hundreds of ms) does not hold up a signature asked for after it.
+      const gen = store.generateKeyPair({ id: randomBytes(16).toString('hex'), label: 'custos:lanes-gen:v1', type: 'rsa-3072' });
+      let generated = false;
+      void gen.then(() => (generated = true));
+      await new Promise((r) => setTimeout(r, 5));
+      await store.sign(ec.id, 'ecdsa', 'sha256', randomBytes(32));
+      expect(generated).toBe(false);
+      await gen;
     } finally {
       await store.close();
     }
