@@ -6,7 +6,7 @@ import type { Store } from './store.js';
 /** Opens the store named by the configuration (`serving`: a long-running server process). */
 export function openStore(database: Config['database'], opts: { serving?: boolean } = {}): Store {
   if (database.kind === 'sqlite') {
-    const o: SqliteStoreOptions = opts.serving ? { backgroundCheckpointMs: 1000 } : {};
+    const o: SqliteStoreOptions = opts.serving ? { backgroundCheckpointMs: 250 } : {};
     return new SqliteStore(database.path, o);
   }
   throw new CustosError(

@@ -115,6 +115,22 @@ describe('SQLite store', () => {
     expect(bounded).toBeLessThan(unbounded / 2);
   }, 60_000);
 
+  it('restarts the WAL at 4 MiB by default, so that it is rewritten in place instead of extended', async () => {
+    // 3,000 transactions of a few pages each (about 50 MB of frames), with the short pauses of a
+    // server between bursts of requests. A WAL restarted only at 64 MiB would hold them all; at
+    // the 4 MiB default it stays a few MiB.
+    const db = file('walcap-default');
+    const s = new SqliteStore(db, { backgroundCheckpointMs: 10 });
+    const pad = 'x'.repeat(6000);
+    for (let i = 0; i < 3_000; i++) {
+      await s.tx((t) => t.appendAudit({ ...ev(i), details: { pad } }, 't'));
+      if (i % 25 === 24) await new Promise((r) => setTimeout(r, 2));
+    }
+    const size = statSync(`${db}-wal`).size;
+    await s.close();
+    expect(size).toBeLessThan(12 * 1024 * 1024);
+  }, 60_000);
+
   it('a process with background checkpoints exits normally once it closes its store', async () => {
     // Regression: the worker and the close timeout are unref'd; a close awaited at top level must
     // still keep the process up until it is done (node exits 13 on an unsettled top-level await).
