@@ -49,10 +49,9 @@ export function createApp(deps: AppDeps): express.Express {
     return () => {
       const route = (res.locals.route as string | undefined) ?? 'unmatched';
       const seconds = Number(process.hrtime.bigint() - start) / 1e9;
-      deps.metrics.httpRequests.inc({ method: req.method, route, status: String(res.statusCode) });
-      deps.metrics.httpDuration.observe({ method: req.method, route }, seconds);
+      deps.metrics.observeHttp(req.method ?? 'GET', route, res.statusCode, seconds);
       if (res.statusCode >= 500) deps.log.warn({ requestId: res.locals.requestId, method: req.method, route, status: res.statusCode, ms: seconds * 1000 }, 'request failed');
-      else deps.log.debug({ requestId: res.locals.requestId, method: req.method, route, status: res.statusCode, ms: seconds * 1000 }, 'request');
+      else if (deps.log.isLevelEnabled('debug')) deps.log.debug({ requestId: res.locals.requestId, method: req.method, route, status: res.statusCode, ms: seconds * 1000 }, 'request');
     };
   };
   app.use((req: Request, res: Response, next: NextFunction) => {

@@ -54,18 +54,40 @@ export class Metrics {
     });
   }
 
+  // Label-bound children, made once per label set: prom-client otherwise hashes the label object
+  // on every observation, twice or more per request.
+  readonly #httpChildren = new Map<string, { count: Counter.Internal; duration: Histogram.Internal<string> }>();
+  readonly #hsmChildren = new Map<string, { ok: Counter.Internal; error: Counter.Internal; duration: Histogram.Internal<string> }>();
+
+  /** Counts and times one answered HTTP request. */
+  observeHttp(method: string, route: string, status: number, seconds: number): void {
+    const key = `${method} ${status} ${route}`;
+    let c = this.#httpChildren.get(key);
+    if (c === undefined) {
+      c = { count: this.httpRequests.labels({ method, route, status: String(status) }), duration: this.httpDuration.labels({ method, route }) };
+      this.#httpChildren.set(key, c);
+    }
+    c.count.inc();
+    c.duration.observe(seconds);
+  }
+
   /** Wraps a KeyStore-like call, counting and timing it. */
   async timeHsm<T>(op: string, fn: () => Promise<T>): Promise<T> {
-    const end = this.hsmDuration.startTimer({ op });
+    let c = this.#hsmChildren.get(op);
+    if (c === undefined) {
+      c = { ok: this.hsmOps.labels({ op, outcome: 'ok' }), error: this.hsmOps.labels({ op, outcome: 'error' }), duration: this.hsmDuration.labels({ op }) };
+      this.#hsmChildren.set(op, c);
+    }
+    const start = performance.now();
     try {
       const r = await fn();
-      this.hsmOps.inc({ op, outcome: 'ok' });
+      c.ok.inc();
       return r;
     } catch (e) {
-      this.hsmOps.inc({ op, outcome: 'error' });
+      c.error.inc();
       throw e;
     } finally {
-      end();
+      c.duration.observe((performance.now() - start) / 1000);
     }
   }
 }

@@ -327,5 +327,13 @@ describe('keys API on SoftHSM2', () => {
     const m = await svc.call('GET', '/metrics', undefined, null);
     expect(m.body).toContain('custos_http_requests_total');
     expect(m.body).toMatch(/custos_hsm_operations_total\{op="sign",outcome="ok"\} \d+/);
+    // Counts and latencies carry their labels; counts agree between counter and histogram.
+    const count = (re: RegExp): number => Number(re.exec(m.body as string)?.[1] ?? NaN);
+    const signs = count(/custos_hsm_operations_total\{op="sign",outcome="ok"\} (\d+)/);
+    const failed = count(/custos_hsm_operations_total\{op="sign",outcome="error"\} (\d+)/) || 0;
+    expect(count(/custos_hsm_operation_duration_seconds_count\{op="sign"\} (\d+)/)).toBe(signs + failed);
+    expect(signs).toBeGreaterThan(0);
+    expect(count(/custos_http_request_duration_seconds_count\{method="POST",route="POST \/v1\/keys\/:name\/sign"\} (\d+)/)).toBeGreaterThan(0);
+    expect(m.body).toMatch(/custos_http_requests_total\{method="POST",route="POST \/v1\/keys\/:name\/sign",status="200"\} \d+/);
   });
 });
