@@ -12,7 +12,7 @@ import type { LoadedPolicy } from '../policy/loader.js';
 import type { PolicySet } from '../policy/policy-service.js';
 import { appraise, buildEarResult, type EarStatus } from '../sessions/claims.js';
 import type { JwtIssuer } from '../sessions/issuer.js';
-import type { EnrollmentRecord, HostRecord, ProvisioningTokenRecord } from '../store/records.js';
+import type { AppraisalHost, EnrollmentRecord, HostRecord, ProvisioningTokenRecord } from '../store/records.js';
 import type { Repos, Store } from '../store/store.js';
 import { activationTtlMs, nonceTtlMs, resolveAttestationPolicy, type AttestationPolicy } from './attestation-policy.js';
 
@@ -57,7 +57,7 @@ export interface Evidence {
 }
 
 export interface Appraised {
-  host: HostRecord;
+  host: AppraisalHost;
   policy: LoadedPolicy<AttestationPolicy>;
   verdict: QuoteVerdict;
   status: EarStatus;
@@ -381,7 +381,7 @@ export class HostService {
    * attest, SHA-256(nonce ‖ thumbprint) for sessions. Request-level refusals (unknown, expired or
    * foreign nonce, revoked host, malformed structures) throw; check failures are in the verdict.
    */
-  async appraise(ev: Evidence, extraData: Buffer, host?: HostRecord): Promise<Appraised> {
+  async appraise(ev: Evidence, extraData: Buffer, host?: AppraisalHost): Promise<Appraised> {
     // A host record the caller just read may be passed in; recordAppraisal re-reads it in its
     // transaction, so a revocation in between is still caught before anything is issued.
     const h = host?.id === ev.hostId ? host : await this.#host(ev.hostId);

@@ -123,7 +123,7 @@ export class SessionService {
       ev = HostServiceClass.parseEvidence(input.hostId, input);
       base['nonceSha256'] = sha256hex(ev.nonce);
       base['evidenceSha256'] = ev.evidenceSha256;
-      const host = await this.#d.store.getHost(input.hostId);
+      const host = await this.#d.store.getHostForAppraisal(input.hostId);
       if (!host) throw new CustosError('ERR_HOST_NOT_FOUND');
       policy = resolveSessionPolicy(this.#d.policies.session, { id: host.id, labels: host.labels }, input.audience);
       base['sessionPolicyId'] = policy.id;

@@ -90,6 +90,9 @@ export interface HostRecord {
   lastClock: { clock: string; resetCount: number; restartCount: number } | null;
 }
 
+/** A host as an appraisal reads it: everything but the summary of its last attestation. */
+export type AppraisalHost = Omit<HostRecord, 'lastAttestation'>;
+
 export interface EnrollmentRecord {
   id: string;
   status: 'pending' | 'activated' | 'failed';

@@ -1,6 +1,7 @@
 import type {
   ApiTokenRecord,
   EnrollmentRecord,
+  AppraisalHost,
   HostRecord,
   NonceRecord,
   ProvisioningTokenRecord,
@@ -55,6 +56,8 @@ export interface Repos {
   // hosts and enrollment
   insertHost(h: HostRecord): Promise<void>;
   getHost(id: string): Promise<HostRecord | null>;
+  /** A host without its last-attestation summary (what an appraisal needs); null if there is no such host. */
+  getHostForAppraisal(id: string): Promise<AppraisalHost | null>;
   /** Only what a request re-checks of a host (status, policy, counters); null if there is no such host. */
   getHostState(id: string): Promise<Pick<HostRecord, 'status' | 'policyId' | 'lastClock'> | null>;
   listHosts(): Promise<HostRecord[]>;

@@ -9,6 +9,7 @@ import { MIGRATIONS } from '../migrations.js';
 import type {
   ApiTokenRecord,
   EnrollmentRecord,
+  AppraisalHost,
   HostRecord,
   NonceRecord,
   ProvisioningTokenRecord,
@@ -110,6 +111,12 @@ function toIntent(r: Row): HsmIntentRecord {
 const json = <T>(v: unknown): T | null => (v === null || v === undefined ? null : (JSON.parse(v as string) as T));
 
 function toHost(r: Row): HostRecord {
+  const h = toAppraisalHost(r) as HostRecord;
+  h.lastAttestation = json(r.last_attestation);
+  return h;
+}
+
+function toAppraisalHost(r: Row): AppraisalHost {
   return {
     id: r.id as string,
     status: r.status as HostRecord['status'],
@@ -123,7 +130,6 @@ function toHost(r: Row): HostRecord {
     policyId: r.policy_id as string,
     enrolledAt: r.enrolled_at as string,
     revokedAt: (r.revoked_at as string | null) ?? null,
-    lastAttestation: json(r.last_attestation),
     lastClock: json(r.last_clock),
   };
 }
@@ -584,6 +590,12 @@ export class SqliteStore implements Store {
   async getHost(id: string): Promise<HostRecord | null> {
     const r = this.#s('SELECT * FROM hosts WHERE id = ?').get(id) as Row | undefined;
     return r ? toHost(r) : null;
+  }
+  async getHostForAppraisal(id: string): Promise<AppraisalHost | null> {
+    const r = this.#s(
+      'SELECT id, status, ak_name, ak_public, ak_qualified_name, ek_public_hash, ek_certificate_subject, ek_certificate_issuer, labels, policy_id, enrolled_at, revoked_at, last_clock FROM hosts WHERE id = ?',
+    ).get(id) as Row | undefined;
+    return r ? toAppraisalHost(r) : null;
   }
   async getHostState(id: string): Promise<Pick<HostRecord, 'status' | 'policyId' | 'lastClock'> | null> {
     const r = this.#s('SELECT status, policy_id, last_clock FROM hosts WHERE id = ?').get(id) as Row | undefined;

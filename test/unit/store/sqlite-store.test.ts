@@ -225,6 +225,13 @@ describe('SQLite store', () => {
     const full = (await s.getHost('h1'))!;
     expect(await s.getHostState('h1')).toEqual({ status: full.status, policyId: full.policyId, lastClock: full.lastClock });
     expect(full).toMatchObject({ status: 'revoked', lastClock: clock });
+    // The appraisal read is the full record without the last-attestation summary.
+    await s.tx((t) => t.updateHost('h1', { lastAttestation: { status: 'affirming', time: 't3' } }));
+    const withSummary = (await s.getHost('h1'))!;
+    expect(withSummary.lastAttestation).toEqual({ status: 'affirming', time: 't3' });
+    const { lastAttestation: _summary, ...rest } = withSummary;
+    expect(await s.getHostForAppraisal('h1')).toEqual(rest);
+    expect(await s.getHostForAppraisal('nope')).toBeNull();
     await s.close();
   });
 });
