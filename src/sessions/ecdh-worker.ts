@@ -48,11 +48,20 @@ parentPort.on('message', (m) => {
         out.push({ handle, point });
       }
       parentPort.postMessage({ id: m.id, ok: true, keys: out });
-    } else if (m.op === 'dh') {
-      const ecdh = keys.get(m.handle);
-      keys.delete(m.handle);
-      if (ecdh === undefined) throw new Error('unknown or used ephemeral key');
-      parentPort.postMessage({ id: m.id, ok: true, secret: ecdh.computeSecret(Buffer.from(m.peer.buffer, m.peer.byteOffset, m.peer.byteLength)) });
+    } else if (m.op === 'dhs') {
+      // The DHs asked for in one event-loop turn, answered in one message.
+      const out = [];
+      for (const x of m.items) {
+        try {
+          const ecdh = keys.get(x.handle);
+          keys.delete(x.handle);
+          if (ecdh === undefined) throw new Error('unknown or used ephemeral key');
+          out.push({ id: x.id, ok: true, secret: ecdh.computeSecret(Buffer.from(x.peer.buffer, x.peer.byteOffset, x.peer.byteLength)) });
+        } catch (e) {
+          out.push({ id: x.id, ok: false, message: e instanceof Error ? e.message : String(e) });
+        }
+      }
+      parentPort.postMessage({ batch: out });
     } else if (m.op === 'drop') {
       keys.delete(m.handle);
     }
@@ -124,12 +133,16 @@ export class EcdhOffload {
     try {
       const w = new Worker(WORKER_SOURCE, { eval: true, name: 'custos-ecdh' });
       w.unref();
-      w.on('message', (r: Reply) => {
+      const settle = (r: Reply): void => {
         const p = this.#pending.get(r.id);
         if (p) {
           this.#pending.delete(r.id);
           p.resolve(r);
         }
+      };
+      w.on('message', (m: Reply | { batch: Reply[] }) => {
+        if ('batch' in m) for (const r of m.batch) settle(r);
+        else settle(m);
       });
       const fail = (e: unknown): void => {
         if (this.#worker !== w) return;
@@ -183,7 +196,25 @@ export class EcdhOffload {
           resolve(r);
         },
       });
-      w.postMessage({ id, ...m });
+      if (m.op === 'dh') {
+        // DHs asked for in one turn of the event loop go to the worker together (one message
+        // and one wake-up each way instead of one per session).
+        // A copy of just the point: a Buffer view of a pooled slab would be cloned whole.
+        this.#dhQueue.push({ id, handle: m.handle, peer: new Uint8Array(m.peer) });
+        if (this.#dhQueue.length === 1) setImmediate(() => this.#flushDh(w));
+      } else w.postMessage({ id, ...m });
     });
+  }
+
+  readonly #dhQueue: { id: number; handle: number; peer: Uint8Array }[] = [];
+
+  #flushDh(w: Worker): void {
+    const items = this.#dhQueue.splice(0);
+    if (items.length === 0) return;
+    if (this.#worker !== w) {
+      // Stopped or replaced meanwhile: #failPending has answered these already.
+      return;
+    }
+    w.postMessage({ op: 'dhs', items });
   }
 }

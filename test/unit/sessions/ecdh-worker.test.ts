@@ -48,6 +48,26 @@ describe('ECDH worker', () => {
     await expect(offload.dh(k3.handle, peer.getPublicKey())).rejects.toThrow(/unknown or used/);
   });
 
+  it('DHs asked for in one turn go together; each gets its own answer and a bad one fails alone', async () => {
+    const peers = Array.from({ length: 12 }, () => {
+      const p = createECDH('prime256v1');
+      p.generateKeys();
+      return p;
+    });
+    const keys: PooledKey[] = [];
+    for (let i = 0; i < peers.length; i++) keys.push(await pooled(offload));
+    // One of them is asked twice in the same batch: the second use must fail, the others succeed.
+    const results = await Promise.allSettled([
+      ...peers.map((p, i) => offload.dh(keys[i]!.handle, p.getPublicKey())),
+      offload.dh(keys[3]!.handle, peers[3]!.getPublicKey()),
+    ]);
+    results.slice(0, peers.length).forEach((r, i) => {
+      expect(r.status).toBe('fulfilled');
+      expect((r as PromiseFulfilledResult<Buffer>).value.equals(peers[i]!.computeSecret(keys[i]!.point))).toBe(true);
+    });
+    expect(results[peers.length]).toMatchObject({ status: 'rejected', reason: { message: expect.stringMatching(/unknown or used/) } });
+  });
+
   it('session keys sealed with pooled ephemeral keys open with the enclave key, across refills and after a restart', async () => {
     const { publicKey, privateKey } = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
     const pub = publicKey.export({ format: 'jwk' });
