@@ -141,8 +141,10 @@ export class EcdhOffload {
         }
       };
       w.on('message', (m: Reply | { batch: Reply[] }) => {
-        if ('batch' in m) for (const r of m.batch) settle(r);
-        else settle(m);
+        if ('batch' in m) {
+          this.#dhOut -= m.batch.length;
+          for (const r of m.batch) settle(r);
+        } else settle(m);
       });
       const fail = (e: unknown): void => {
         if (this.#worker !== w) return;
@@ -163,6 +165,8 @@ export class EcdhOffload {
   #failPending(message: string): void {
     const pending = [...this.#pending];
     this.#pending.clear();
+    this.#dhQueue.length = 0;
+    this.#dhOut = 0;
     this.#refilling = false;
     for (const [id, p] of pending) p.resolve({ id, ok: false, message });
   }
@@ -197,16 +201,25 @@ export class EcdhOffload {
         },
       });
       if (m.op === 'dh') {
-        // DHs asked for in one turn of the event loop go to the worker together (one message
-        // and one wake-up each way instead of one per session).
         // A copy of just the point: a Buffer view of a pooled slab would be cloned whole.
-        this.#dhQueue.push({ id, handle: m.handle, peer: new Uint8Array(m.peer) });
-        if (this.#dhQueue.length === 1) setImmediate(() => this.#flushDh(w));
+        const item = { id, handle: m.handle, peer: new Uint8Array(m.peer) };
+        if (this.#dhOut === 0) {
+          // The worker has no DH to do: this one goes now.
+          this.#dhOut++;
+          w.postMessage({ op: 'dhs', items: [item] });
+        } else {
+          // While it works, the DHs asked for meanwhile wait for the end of this event-loop turn
+          // and go together (one message and one wake-up each way instead of one per session).
+          this.#dhQueue.push(item);
+          if (this.#dhQueue.length === 1) setImmediate(() => this.#flushDh(w));
+        }
       } else w.postMessage({ id, ...m });
     });
   }
 
   readonly #dhQueue: { id: number; handle: number; peer: Uint8Array }[] = [];
+  /** DHs sent to the worker and not answered yet. */
+  #dhOut = 0;
 
   #flushDh(w: Worker): void {
     const items = this.#dhQueue.splice(0);
@@ -215,6 +228,7 @@ export class EcdhOffload {
       // Stopped or replaced meanwhile: #failPending has answered these already.
       return;
     }
+    this.#dhOut += items.length;
     w.postMessage({ op: 'dhs', items });
   }
 }
