@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openPkcs11KeyStore, type KeyStoreOp } from '../../../src/hsm/pkcs11/pkcs11-key-store.js';
 import { startSoftHsm, type SoftHsm } from '../../helpers/softhsm.js';
 
-describe('PKCS#11 adapter: queue bounds, metrics, event loop', () => {
+describe('PKCS#11 adapter: queue bounds, metrics, event loop, workers', () => {
   let hsm: SoftHsm;
   beforeAll(async () => {
     hsm = await startSoftHsm();
@@ -66,16 +66,6 @@ describe('PKCS#11 adapter: queue bounds, metrics, event loop', () => {
     } finally {
       await store.close();
     }
-  });
-});
-
-describe('PKCS#11 adapter: which worker takes an operation', () => {
-  let hsm: SoftHsm;
-  beforeAll(async () => {
-    hsm = await startSoftHsm();
-  });
-  afterAll(async () => {
-    await hsm?.cleanup();
   });
 
   it('fills the first worker; the second joins for a long operation and for a queue of RSA signatures', async () => {
