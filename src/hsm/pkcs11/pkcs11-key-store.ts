@@ -79,10 +79,9 @@ interface Lane {
   inflight: Map<number, Pending>;
   load: number;
   out: Array<{ n: number; o: WorkerOp }>;
-  /** The worker's event-loop utilization at the last sample, and whether it was busy since the one before. */
+  /** The worker's event-loop utilization at the last sample, and its smoothed share of busy time. */
   elu: EventLoopUtilization;
   util: number;
-  busy: boolean;
   /** Operations this worker answered (for stats). */
   answered: number;
 }
@@ -93,7 +92,8 @@ const moduleUsers = new Map<string, number>();
 
 /**
  * Cost units of an operation in a lane's load: an ECDSA P-256 signature is 1 (about 37 µs in
- * SoftHSM2 here), an RSA signature about 15 of those (rsa-2048: 1,850/s against 27,000/s).
+ * SoftHSM2 here), an RSA signature about 15 of those (rsa-2048: 1,850/s against 27,000/s). An
+ * ECDSA verification counts 2, an RSA one 1; everything else 1 unless its call says otherwise.
  */
 const RSA_SIGN_COST = 15;
 /** A lane takes new operations first until it holds this much work (about 2 ms of ECDSA). */
@@ -444,7 +444,7 @@ export class Pkcs11KeyStore implements KeyStore {
           break;
         }
         if (open && (!lane || l.load < lane.load)) lane = l;
-        if (!l.busy && l.load < LANE_SPILL * 4) break;
+        if (l.util < LANE_BUSY && l.load < LANE_SPILL * 4) break;
       }
       if (lane === undefined) break;
       const p = this.queue.shift() as Pending;
@@ -468,7 +468,7 @@ export class Pkcs11KeyStore implements KeyStore {
 
   #lastLaneSample = 0;
 
-  /** Refreshes each lane's `busy` from its worker's event-loop utilization, at most every LANE_SAMPLE_MS. */
+  /** Refreshes each lane's smoothed utilization from its worker's event loop, at most every LANE_SAMPLE_MS. */
   private sampleLanes(): void {
     if (this.lanes.length < 2) return;
     const now = performance.now();
@@ -478,7 +478,6 @@ export class Pkcs11KeyStore implements KeyStore {
       const elu = l.worker.performance.eventLoopUtilization();
       const u = l.worker.performance.eventLoopUtilization(elu, l.elu).utilization;
       l.util = l.util * (1 - LANE_EWMA) + u * LANE_EWMA;
-      l.busy = l.util >= LANE_BUSY;
       l.elu = elu;
     }
   }
@@ -639,7 +638,7 @@ export class Pkcs11KeyStore implements KeyStore {
       `const pkcs11js = require(workerData.pkcs11Path);\n` +
       `(${tokenWorkerMain.toString()})({ parentPort, workerData, pkcs11js });\n`;
     const worker = new Worker(source, { eval: true, workerData: init, name: 'custos-pkcs11' });
-    const lane: Lane = { worker, inflight: new Map(), load: 0, out: [], elu: worker.performance.eventLoopUtilization(), util: 0, busy: false, answered: 0 };
+    const lane: Lane = { worker, inflight: new Map(), load: 0, out: [], elu: worker.performance.eventLoopUtilization(), util: 0, answered: 0 };
     return new Promise((resolve, reject) => {
       const onError = (e: unknown): void => reject(new CustosError('ERR_HSM_UNAVAILABLE', 'the PKCS#11 worker failed to start', { details: { part: 'module' }, cause: e }));
       worker.once('error', onError);

@@ -111,9 +111,7 @@ function toIntent(r: Row): HsmIntentRecord {
 const json = <T>(v: unknown): T | null => (v === null || v === undefined ? null : (JSON.parse(v as string) as T));
 
 function toHost(r: Row): HostRecord {
-  const h = toAppraisalHost(r) as HostRecord;
-  h.lastAttestation = json(r.last_attestation);
-  return h;
+  return { ...toAppraisalHost(r), lastAttestation: json(r.last_attestation) };
 }
 
 function toAppraisalHost(r: Row): AppraisalHost {
@@ -140,6 +138,12 @@ const HOST_COLUMNS: Record<keyof Omit<HostRecord, 'id'>, [string, boolean]> = {
   labels: ['labels', true], policyId: ['policy_id', false], enrolledAt: ['enrolled_at', false], revokedAt: ['revoked_at', false],
   lastAttestation: ['last_attestation', true], lastClock: ['last_clock', true],
 };
+
+/** What an appraisal reads of a host: every column but the last-attestation summary. */
+const APPRAISAL_HOST_SQL = `SELECT id, ${Object.entries(HOST_COLUMNS)
+  .filter(([field]) => field !== 'lastAttestation')
+  .map(([, [column]]) => column)
+  .join(', ')} FROM hosts WHERE id = ?`;
 
 function toEnrollment(r: Row): EnrollmentRecord {
   return {
@@ -592,9 +596,7 @@ export class SqliteStore implements Store {
     return r ? toHost(r) : null;
   }
   async getHostForAppraisal(id: string): Promise<AppraisalHost | null> {
-    const r = this.#s(
-      'SELECT id, status, ak_name, ak_public, ak_qualified_name, ek_public_hash, ek_certificate_subject, ek_certificate_issuer, labels, policy_id, enrolled_at, revoked_at, last_clock FROM hosts WHERE id = ?',
-    ).get(id) as Row | undefined;
+    const r = this.#s(APPRAISAL_HOST_SQL).get(id) as Row | undefined;
     return r ? toAppraisalHost(r) : null;
   }
   async getHostState(id: string): Promise<Pick<HostRecord, 'status' | 'policyId' | 'lastClock'> | null> {
