@@ -107,24 +107,56 @@ export async function sealSessionKeyTo(
   testOnly?: { readonly ekm?: CryptoKeyPair },
 ): Promise<SealedSessionKey> {
   checkSessionKey(sessionKey);
+  return (await sessionKeySealer(recipient, jti, testOnly)).seal(sessionKey);
+}
+
+/** The second half of a seal: the HPKE context exists, the session key is sealed when it comes. */
+export interface SessionKeySealer {
+  /** @throws CustosError ERR_INTERNAL (session key not 32 bytes, HPKE failure) */
+  seal(sessionKey: Buffer): Promise<SealedSessionKey>;
+}
+
+/**
+ * The part of {@link sealSessionKeyTo} that does not need the session key: HPKE's encapsulation
+ * (an ephemeral key pair and the ECDH with the recipient's key) and key schedule. A session starts
+ * it while the HSM makes the session key, so that neither waits for the other. The context seals
+ * exactly one key (sequence number 0, as the single-shot API does).
+ * @throws CustosError ERR_INTERNAL (HPKE failure), ERR_BAD_REQUEST (empty jti)
+ */
+export async function sessionKeySealer(
+  recipient: EphemeralKey,
+  jti: string,
+  testOnly?: { readonly ekm?: CryptoKeyPair },
+): Promise<SessionKeySealer> {
   const info = sessionKeyInfo(jti);
   const { jwk } = recipient;
   const { suite, kem } = sessionHpke();
   // SerializePublicKey for DHKEM(P-256) is the SEC1 uncompressed point (RFC 9180 §7.1.1).
   const point = Buffer.concat([Buffer.from([0x04]), Buffer.from(jwk.x, 'base64url'), Buffer.from(jwk.y, 'base64url')]);
+  let ctx: Awaited<ReturnType<typeof suite.createSenderContext>>;
   try {
     // parseEphemeralJwk, the only maker of an EphemeralKey, has checked that the point is on
     // P-256 (RFC 9180 §7.1.4 public-key validation); it is not decoded a second time here.
     const recipientPublicKey = kem.publicKeyFromCheckedPoint(point);
     const params = testOnly?.ekm === undefined ? { recipientPublicKey, info } : { recipientPublicKey, info, ekm: testOnly.ekm };
-    const sealed = await suite.seal(params, sessionKey, new Uint8Array(0));
-    return {
-      enc: Buffer.from(sealed.enc).toString('base64url'),
-      ciphertext: Buffer.from(sealed.ct).toString('base64url'),
-    };
+    ctx = await suite.createSenderContext(params);
   } catch (cause) {
     throw new CustosError('ERR_INTERNAL', 'HPKE seal failed', { cause });
   }
+  let used = false;
+  return {
+    async seal(sessionKey: Buffer): Promise<SealedSessionKey> {
+      checkSessionKey(sessionKey);
+      if (used) throw new CustosError('ERR_INTERNAL', 'a session key sealer seals one key');
+      used = true;
+      try {
+        const ct = await ctx.seal(sessionKey, new Uint8Array(0));
+        return { enc: Buffer.from(ctx.enc).toString('base64url'), ciphertext: Buffer.from(ct).toString('base64url') };
+      } catch (cause) {
+        throw new CustosError('ERR_INTERNAL', 'HPKE seal failed', { cause });
+      }
+    },
+  };
 }
 
 async function recipientKeyOf(recipient: PrivateJwk | CryptoKey | CryptoKeyPair): Promise<CryptoKey | CryptoKeyPair> {

@@ -31,7 +31,7 @@ import type { SessionRecord } from '../store/records.js';
 import type { Store } from '../store/store.js';
 import { buildSessionClaims, type SessionClaims } from './claims.js';
 import { parseEphemeralJwk, sessionExtraData, type EphemeralKey } from './ephemeral-key.js';
-import { sealSessionKeyTo, SESSION_KEY_BYTES, type SealedSessionKey } from './hpke.js';
+import { sessionKeySealer, SESSION_KEY_BYTES, type SealedSessionKey } from './hpke.js';
 import type { JwtIssuer } from './issuer.js';
 import { JwksBuilder, type JwkSet } from './jwks.js';
 import { resolveSessionPolicy, type ResolvedSessionPolicy } from './policy.js';
@@ -176,20 +176,22 @@ export class SessionService {
       appraisal: { status: a.status, trustworthinessVector: a.trustworthinessVector, policyId: a.policy.id, policyVersion: a.policy.version, pcrDigest: a.pcrDigestHex },
       verifierId: VERIFIER_ID, disclose: policy.disclose,
     });
-    // The token does not depend on the session key, so the signature is asked for first and the
-    // random bytes right after, in the same turn: the PKCS#11 adapter hands operations queued in
-    // one turn to its workers together, which saves a main-thread/worker round trip per session.
-    // The seal (node:crypto, this thread) then runs while the worker signs. As before, a failure
-    // of one leaves the other's result unused: nothing is returned or recorded.
+    // Three pieces of work that do not depend on each other start in the same turn: the token's
+    // signature and the session key (both HSM operations, which the PKCS#11 adapter hands to its
+    // workers together) and HPKE's encapsulation (its ECDH runs on the ECDH worker). The seal
+    // itself (AES-GCM, this thread) waits only for the key and the HPKE context. As before, a
+    // failure of one leaves the others' results unused: nothing is returned or recorded.
     const signing = this.#d.issuer.sign(policy.issuerKey, claims as unknown as Record<string, unknown>, SESSION_TOKEN_TYP);
     signing.catch(() => undefined); // observed below; this only keeps an early throw from leaving it unhandled
+    // `eph` was validated by parseEphemeralJwk in issue().
+    const sealer = sessionKeySealer(eph, jti);
+    sealer.catch(() => undefined); // observed below, as `signing`
     // The session key comes from the HSM's RNG (C_GenerateRandom); it exists in this process only
     // long enough to be sealed, and is never stored or logged.
     const sessionKey = await this.#d.hsm.randomBytes(SESSION_KEY_BYTES);
     let sealed: SealedSessionKey;
     try {
-      // `eph` was validated by parseEphemeralJwk in issue().
-      sealed = await sealSessionKeyTo(eph, sessionKey, jti);
+      sealed = await (await sealer).seal(sessionKey);
     } finally {
       sessionKey.fill(0);
     }

@@ -11,7 +11,8 @@ import {
 } from '@hpke/core';
 import { describe, expect, it } from 'vitest';
 import { isCustosError } from '../../../src/lib/errors.js';
-import { openSessionKey, sealSessionKey, sessionHpkeSuite, sessionKeyInfo } from '../../../src/sessions/hpke.js';
+import { parseEphemeralJwk } from '../../../src/sessions/ephemeral-key.js';
+import { openSessionKey, sealSessionKey, sessionHpkeSuite, sessionKeyInfo, sessionKeySealer } from '../../../src/sessions/hpke.js';
 
 interface Vector {
   rfc9180Section: string;
@@ -192,6 +193,21 @@ describe('session key sealing', () => {
     const c = await sealSessionKey(pub, key, 'j');
     expect(c.enc).not.toBe(a.enc);
     expect((await openSessionKey(priv, c.enc, c.ciphertext, 'j')).equals(key)).toBe(true);
+  });
+
+  it('a sealer made before the session key seals exactly what the one-shot seal does, and only once', async () => {
+    const { pub, priv } = p256Pair();
+    const key = randomBytes(32);
+    const ekm = await sessionHpkeSuite().kem.deriveKeyPair(randomBytes(32));
+    const eph = parseEphemeralJwk(pub);
+    const sealer = await sessionKeySealer(eph, 'j', { ekm });
+    expect(await codeOf(sealer.seal(randomBytes(16)))).toBe('ERR_INTERNAL');
+    const early = await sealer.seal(key);
+    expect(early).toEqual(await sealSessionKey(pub, key, 'j', { ekm }));
+    expect((await openSessionKey(priv, early.enc, early.ciphertext, 'j')).equals(key)).toBe(true);
+    // A second key under the same context would use sequence number 1: refused.
+    expect(await codeOf(sealer.seal(randomBytes(32)))).toBe('ERR_INTERNAL');
+    expect(await codeOf(sessionKeySealer(eph, ''))).toBe('ERR_BAD_REQUEST');
   });
 
   it('opens with a CryptoKey as well as a JWK', async () => {
