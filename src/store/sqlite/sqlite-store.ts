@@ -224,6 +224,11 @@ class Mutex {
 /** Most transactions one group commit carries. */
 const MAX_GROUP = 64;
 
+/** How long a write waits for the database's write lock before it fails (ERR_STORE_UNAVAILABLE). */
+const BUSY_TIMEOUT_MS = 10_000;
+/** Between two tries for the write lock while another connection holds it. */
+const BUSY_RETRY_MS = 1;
+
 /** Bytes a reset WAL file is truncated to (journal_size_limit). */
 const WAL_SIZE_LIMIT = 64 * 1024 * 1024;
 
@@ -251,6 +256,11 @@ export interface SqliteStoreOptions {
    * (default 4 MiB; see WAL_RESTART_BYTES).
    */
   readonly walRestartBytes?: number;
+  /**
+   * How long a write transaction waits for the write lock that another connection holds before
+   * it fails with ERR_STORE_UNAVAILABLE (default 10 s). The wait is on a timer, not on this thread.
+   */
+  readonly busyTimeoutMs?: number;
 }
 
 /**
@@ -269,13 +279,15 @@ export class SqliteStore implements Store {
   failAuditAppends = false;
 
   #checkpointer: Worker | undefined;
+  readonly #busyTimeoutMs: number;
 
   constructor(path: string, opts: SqliteStoreOptions = {}) {
+    this.#busyTimeoutMs = opts.busyTimeoutMs ?? BUSY_TIMEOUT_MS;
     if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
     this.#db = new Database(path);
     this.#db.pragma('journal_mode = WAL');
     this.#db.pragma('synchronous = NORMAL');
-    this.#db.pragma('busy_timeout = 10000');
+    this.#db.pragma(`busy_timeout = ${this.#busyTimeoutMs}`);
     this.#db.pragma('foreign_keys = ON');
     // After a checkpoint that resets the WAL, truncate the file to at most this size: a burst of
     // writes does not leave a large WAL file behind for good.
@@ -371,7 +383,7 @@ export class SqliteStore implements Store {
    */
   tx<T>(fn: (t: Repos) => Promise<T>): Promise<T> {
     return new Promise<T>((resolve, reject) => {
-      this.#pending.push({ fn: fn as (t: Repos) => Promise<unknown>, resolve: resolve as (v: unknown) => void, reject });
+      this.#pending.push({ fn: fn as (t: Repos) => Promise<unknown>, resolve: resolve as (v: unknown) => void, reject, since: 0 });
       if (!this.#flushScheduled) {
         this.#flushScheduled = true;
         setImmediate(() => void this.#flush());
@@ -379,8 +391,29 @@ export class SqliteStore implements Store {
     });
   }
 
-  #pending: { fn: (t: Repos) => Promise<unknown>; resolve: (v: unknown) => void; reject: (e: unknown) => void }[] = [];
+  /** `since`: when the first try for the write lock found it held (0 = not tried yet). */
+  #pending: { fn: (t: Repos) => Promise<unknown>; resolve: (v: unknown) => void; reject: (e: unknown) => void; since: number }[] = [];
   #flushScheduled = false;
+
+  /**
+   * BEGIN IMMEDIATE without waiting: true when this connection now holds the write lock, false
+   * when another connection holds it (the checkpoint worker's RESTART for the few milliseconds of
+   * its fsyncs, or another process sharing the file). SQLite's busy handler would wait by sleeping
+   * on this thread, and every request of the process would wait with it; the caller waits on a
+   * timer instead and the event loop goes on serving.
+   */
+  #tryBeginImmediate(): boolean {
+    this.#db.pragma('busy_timeout = 0');
+    try {
+      this.#db.exec('BEGIN IMMEDIATE');
+      return true;
+    } catch (e) {
+      if ((e as { code?: unknown }).code === 'SQLITE_BUSY') return false;
+      throw e;
+    } finally {
+      this.#db.pragma(`busy_timeout = ${this.#busyTimeoutMs}`);
+    }
+  }
 
   async #flush(): Promise<void> {
     this.#flushScheduled = false;
@@ -393,11 +426,29 @@ export class SqliteStore implements Store {
       setImmediate(() => void this.#flush());
     }
     await this.#mutex.run(async () => {
+      let began: boolean;
       try {
-        this.#db.exec('BEGIN IMMEDIATE');
+        began = this.#tryBeginImmediate();
       } catch (e) {
         const err = new CustosError('ERR_STORE_UNAVAILABLE', undefined, { cause: e });
         for (const g of group) g.reject(err);
+        return;
+      }
+      if (!began) {
+        const now = performance.now();
+        for (const g of group) if (g.since === 0) g.since = now;
+        const waited = group.filter((g) => now - g.since >= this.#busyTimeoutMs);
+        if (waited.length > 0) {
+          const err = new CustosError('ERR_STORE_UNAVAILABLE', 'the database stayed locked by another connection');
+          for (const g of waited) g.reject(err);
+        }
+        // The others go back to the front, in their order, and the next try comes on a timer:
+        // requests made meanwhile join them rather than trying on their own.
+        this.#pending.unshift(...group.filter((g) => now - g.since < this.#busyTimeoutMs));
+        if (this.#pending.length > 0) {
+          this.#flushScheduled = true;
+          setTimeout(() => void this.#flush(), BUSY_RETRY_MS);
+        }
         return;
       }
       this.#inTx = true;

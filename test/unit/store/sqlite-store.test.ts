@@ -1,3 +1,4 @@
+import Database from 'better-sqlite3';
 import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { promisify } from 'node:util';
@@ -130,6 +131,47 @@ describe('SQLite store', () => {
     await s.close();
     expect(size).toBeLessThan(12 * 1024 * 1024);
   }, 60_000);
+
+  it('waits for a write lock held by another connection on a timer, not on the event loop', async () => {
+    const db = file('busy-wait');
+    const s = new SqliteStore(db);
+    const other = new Database(db);
+    other.exec('BEGIN IMMEDIATE');
+    // Ticks of a 5 ms interval while the lock is held: SQLite's busy handler would sleep on this
+    // thread for the whole 300 ms and no tick would come.
+    const ticks: number[] = [];
+    const interval = setInterval(() => ticks.push(performance.now()), 5);
+    const started = performance.now();
+    const written = s.tx((t) => t.appendAudit(ev(1), 't'));
+    setTimeout(() => other.exec('COMMIT'), 300);
+    await written;
+    const waited = performance.now() - started;
+    clearInterval(interval);
+    other.close();
+    expect(waited).toBeGreaterThanOrEqual(290);
+    expect(ticks.filter((t) => t < started + 290).length).toBeGreaterThan(20);
+    const gaps = ticks.slice(1).map((t, i) => t - ticks[i]!);
+    expect(Math.max(...gaps)).toBeLessThan(100);
+    expect((await s.listAudit(0, 10)).map((e) => e.subject)).toEqual(['s1']);
+    await s.close();
+  });
+
+  it('a write that cannot get the lock within the busy timeout fails with ERR_STORE_UNAVAILABLE and writes nothing', async () => {
+    const db = file('busy-timeout');
+    const s = new SqliteStore(db, { busyTimeoutMs: 150 });
+    const other = new Database(db);
+    other.exec('BEGIN IMMEDIATE');
+    const started = performance.now();
+    await expect(s.tx((t) => t.appendAudit(ev(1), 't'))).rejects.toMatchObject({ code: 'ERR_STORE_UNAVAILABLE' });
+    expect(performance.now() - started).toBeGreaterThanOrEqual(140);
+    other.exec('COMMIT');
+    other.close();
+    expect(await s.listAudit(0, 10)).toEqual([]);
+    // The lock is free again: the next write goes through.
+    await s.tx((t) => t.appendAudit(ev(2), 't'));
+    expect((await s.listAudit(0, 10)).map((e) => e.subject)).toEqual(['s2']);
+    await s.close();
+  });
 
   it('a process with background checkpoints exits normally once it closes its store', async () => {
     // Regression: the worker and the close timeout are unref'd; a close awaited at top level must
