@@ -16,7 +16,9 @@
  *
  * Environment: BENCH_SCALE (default 1) multiplies every measuring time (0.2 for a smoke run);
  * BENCH_ONLY=sign|sign-batch|sessions runs only that HTTP part (sign-wrk: only the wrk sign rows); BENCH_CPU_PROF=<dir> profiles the server;
- * BENCH_NODE_FLAGS="--trace-gc …" passes more Node flags to the server.
+ * BENCH_NODE_FLAGS="--trace-gc …" passes more Node flags to the server (after the V8 flags of `custos serve`, which
+ * CUSTOS_GC sets as for the real server); BENCH_SESSION_RATES=300,1000 adds open-loop ECC session rows at those rates,
+ * each followed by where its time went (challenge, quote, session request; and for the slowest 1%).
  *
  * This process, the load generator, runs with --single-threaded-gc and a 2 MB young generation
  * (package.json): its parallel scavenges otherwise wait for helper threads that the server keeps
@@ -31,6 +33,7 @@ import { cpus, loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { serveV8Flags } from '../src/cli/relaunch.js';
 import { planRotations } from '../src/rotation/planner.js';
 import type { KeyVersionInfo, KeyWithVersions } from '../src/rotation/types.js';
 import type { AutomaticRotationPolicy } from '../src/policy/rotation-policy.js';
@@ -124,7 +127,9 @@ async function startServer(hsm: SoftHsm, dir: string): Promise<ServerHandle> {
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     // BENCH_CPU_PROF=<dir>: V8 CPU profile of the server, written when it stops.
     // BENCH_NODE_FLAGS="--trace-gc …": more Node flags for the server.
+    // The V8 flags `custos serve` itself runs with (src/cli/relaunch.ts), then the bench's own.
     execArgv: [
+      ...serveV8Flags(),
       ...(process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : []),
       ...(process.env.BENCH_NODE_FLAGS ?? '').split(' ').filter((f) => f !== ''),
     ],
@@ -245,19 +250,34 @@ function ephemeral(): { x: string; y: string; jkt: Buffer } {
   return ephemeralKeys[nextEphemeral++] ?? ephemeralPublic();
 }
 
+/** Per session of the BENCH_SESSION_RATES rows: ms in the challenge, the quote, the session request. */
+const SPLIT: number[][] = [];
+function splitReport(label: string): void {
+  const q = (a: number[], p: number): number => { const b = [...a].sort((x, y) => x - y); return Math.round(b[Math.floor(p * (b.length - 1))]! * 100) / 100; };
+  const tot = SPLIT.map((r) => r[0]! + r[1]! + r[2]!);
+  const slow = SPLIT.filter((_, i) => tot[i]! >= q(tot, 0.99));
+  const avg = (i: number): number => Math.round(slow.reduce((a, r) => a + r[i]!, 0) / Math.max(1, slow.length) * 100) / 100;
+  console.log(`    split ${label}: challenge p50/p99 ${q(SPLIT.map((r) => r[0]!), 0.5)}/${q(SPLIT.map((r) => r[0]!), 0.99)}, quote ${q(SPLIT.map((r) => r[1]!), 0.5)}/${q(SPLIT.map((r) => r[1]!), 0.99)}, session ${q(SPLIT.map((r) => r[2]!), 0.5)}/${q(SPLIT.map((r) => r[2]!), 0.99)}; slowest 1%: challenge ${avg(0)} quote ${avg(1)} session ${avg(2)}`);
+  SPLIT.length = 0;
+}
 function sessionOp(client: Poster, hosts: { id: string; ak: SoftAk }[]): (slot: number) => Promise<void> {
   return async (slot) => {
     const h = hosts[slot % hosts.length]!;
+    const t0 = performance.now();
     const c = await client.post('/v1/challenges', { hostId: h.id });
+    const t1 = performance.now();
     if (c.status !== 200) throw new Error(`challenge ${c.status} ${JSON.stringify(c.body).slice(0, 200)}`);
     const nonce = Buffer.from((c.body as { nonce: string }).nonce, 'base64');
     const jwk = ephemeral();
     const extraData = createHash('sha256').update(nonce).update(jwk.jkt).digest();
     const q = h.ak.quote(extraData, [PCR0, PCR1]);
+    const t2 = performance.now();
     const s = await client.post('/v1/sessions', {
       hostId: h.id, nonce: nonce.toString('base64'), ...q, ephemeralPublicKey: { kty: 'EC', crv: 'P-256', x: jwk.x, y: jwk.y }, audience: 'ledger',
     });
     if (s.status !== 201) throw new Error(`session ${s.status} ${JSON.stringify(s.body).slice(0, 300)}`);
+    const t3 = performance.now();
+    SPLIT.push([t1 - t0, t2 - t1, t3 - t2]);
   };
 }
 
@@ -286,8 +306,8 @@ interface Row extends RunResult {
 
 async function main(): Promise<void> {
   const t0 = performance.now();
-  const out: Record<string, unknown> = { machine: { cpus: cpus().length, node: process.version, loadavgStart: loadavg() }, scale: SCALE };
-  console.log(`custos bench — ${cpus().length} CPUs, node ${process.version}, load average at start ${load()}, scale ${SCALE}`);
+  const out: Record<string, unknown> = { machine: { cpus: cpus().length, node: process.version, loadavgStart: loadavg() }, scale: SCALE, serverV8Flags: serveV8Flags() };
+  console.log(`custos bench — ${cpus().length} CPUs, node ${process.version}, load average at start ${load()}, scale ${SCALE}; server V8 flags: ${serveV8Flags().join(' ') || 'none'} (CUSTOS_GC=${process.env.CUSTOS_GC ?? 'auto'})`);
   const hsm = await startSoftHsm({ label: `custos-bench-${randomBytes(3).toString('hex')}` });
   const dir = await mkdtemp(join(tmpdir(), 'custos-bench-'));
   const servers: ServerHandle[] = [];
@@ -470,6 +490,12 @@ async function main(): Promise<void> {
     const eccOpen = await measure('sessions ECC AK (open)', () => openLoop(sessionOp(client, eccHosts), 1000, ms(3000), ECC_HOSTS));
     keysFor(ms(3000));
     const rsaOpen = await measure('sessions RSA AK (open)', () => openLoop(sessionOp(client, rsaHosts), 1000, ms(3000), RSA_HOSTS));
+    for (const rate of (process.env.BENCH_SESSION_RATES ?? '').split(',').filter(Boolean).map(Number)) {
+      keysFor(ms(3000));
+      SPLIT.length = 0;
+      sess.push(await measure(`sessions ECC AK (open ${rate})`, () => openLoop(sessionOp(client, eccHosts), rate, ms(3000), ECC_HOSTS)));
+      splitReport(String(rate));
+    }
     const eccPeak = Math.max(...sess.filter((r) => r.label.includes('ECC')).map((r) => r.opsPerSec));
     const rsaSessPeak = Math.max(...sess.filter((r) => r.label.includes('RSA')).map((r) => r.opsPerSec));
     // Latency at a load this machine sustains, for comparison with the 1,000/s run.
