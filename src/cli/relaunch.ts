@@ -6,9 +6,9 @@
  * (the event loop, the PKCS#11 workers, the ECDH worker) already keep the cores busy, so a helper
  * that was preempted holds the event loop up until the scheduler runs it again. With
  * `--single-threaded-gc` the event loop does the same work alone, without waiting for anyone.
- * Measured on 2 cores with `npm run bench` (sessions at 1,000/s, open loop, two builds run
- * alternately): p99 14.6–18.0 ms in 7 runs with the flag, 17.4–50.2 ms in 4 runs without;
- * peak sessions/s and key signing unchanged within the noise.
+ * Measured on 2 cores with `BENCH_ONLY=sessions npm run bench` (open-loop sessions at 1,000–1,077/s,
+ * runs with and without the flag alternating): p99 14.6–18.0 ms in 9 rows with the flag,
+ * 17.4–50.2 ms in 4 rows without; peak sessions/s and key signing unchanged within the noise.
  *
  * V8 takes this flag only on the command line: not from NODE_OPTIONS, and v8.setFlagsFromString
  * after start-up crashes the process at the next collection. So `custos serve` started without it
