@@ -1,11 +1,13 @@
 import { Command } from 'commander';
 import { loadConfig } from '../config/config.js';
 import { createLogger } from '../lib/logger.js';
+import { applyHeapGrowingPercent } from '../lib/v8-heap.js';
 
 /** `custos serve`: starts the service with the configuration from file + environment. */
 export function serveCommand(): Command {
   return new Command('serve').description('run the custos server').action(async () => {
     const config = loadConfig();
+    applyHeapGrowingPercent(config.heapGrowingPercent);
     const log = createLogger(config.logLevel);
     // Loaded on demand so that the client commands start fast.
     const { composeService } = await import('../compose.js');

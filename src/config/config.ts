@@ -35,6 +35,7 @@ const fileSchema = z.strictObject({
   attestationResultKey: z.string().regex(/^[a-z0-9][a-z0-9_-]{0,62}$/).optional(),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).optional(),
   bodyLimitBytes: z.number().int().min(1024).max(16 * 1024 * 1024).optional(),
+  heapGrowingPercent: z.number().int().min(0).max(1000).optional(),
   allowInsecureHttp: z.boolean().optional(),
   pkcs11: z
     .strictObject({
@@ -82,12 +83,21 @@ export interface Config {
   attestationResultKey: string;
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
   bodyLimitBytes: number;
+  /**
+   * How far V8 lets the old generation grow past its live size before the next full GC, in
+   * percent (`custos serve` sets V8's --heap-growing-percent; 0 leaves V8's own heuristics).
+   * See src/lib/v8-heap.ts.
+   */
+  heapGrowingPercent: number;
   allowInsecureHttp: boolean;
   pkcs11: { module: string; tokenLabel: string; pinFile: string; workers: number; poolSize: number };
   tls: { cert: string; key: string; clientCa?: string; clientRoles: ClientRoleRule[] } | null;
   audit: { checkpointEvery: number; checkpointSeconds: number; signingKey: string };
   rotation: { enabled: boolean; intervalSeconds: number; reconcileGraceSeconds: number };
 }
+
+/** See src/lib/v8-heap.ts for why and what was measured. */
+export const DEFAULT_HEAP_GROWING_PERCENT = 300;
 
 const ENV_FIELDS: Record<string, string> = {
   CUSTOS_LISTEN: 'listen',
@@ -98,6 +108,7 @@ const ENV_FIELDS: Record<string, string> = {
   CUSTOS_ISSUER: 'issuer',
   CUSTOS_LOG_LEVEL: 'logLevel',
   CUSTOS_BODY_LIMIT_BYTES: 'bodyLimitBytes',
+  CUSTOS_HEAP_GROWING_PERCENT: 'heapGrowingPercent',
   CUSTOS_ALLOW_INSECURE_HTTP: 'allowInsecureHttp',
   CUSTOS_PKCS11_MODULE: 'pkcs11.module',
   CUSTOS_PKCS11_TOKEN_LABEL: 'pkcs11.tokenLabel',
@@ -113,7 +124,7 @@ const ENV_FIELDS: Record<string, string> = {
   CUSTOS_RECONCILE_GRACE_SECONDS: 'rotation.reconcileGraceSeconds',
 };
 
-const NUMERIC = new Set(['bodyLimitBytes', 'pkcs11.workers', 'audit.checkpointEvery', 'audit.checkpointSeconds', 'rotation.intervalSeconds', 'rotation.reconcileGraceSeconds', 'timeScale']);
+const NUMERIC = new Set(['bodyLimitBytes', 'heapGrowingPercent', 'pkcs11.workers', 'audit.checkpointEvery', 'audit.checkpointSeconds', 'rotation.intervalSeconds', 'rotation.reconcileGraceSeconds', 'timeScale']);
 const BOOLEAN = new Set(['allowInsecureHttp', 'rotation.enabled']);
 
 function setPath(obj: Record<string, unknown>, path: string, value: unknown): void {
@@ -208,6 +219,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd: string = p
     attestationResultKey: f.attestationResultKey ?? 'session-issuer',
     logLevel: f.logLevel ?? 'info',
     bodyLimitBytes: f.bodyLimitBytes ?? 64 * 1024,
+    heapGrowingPercent: f.heapGrowingPercent ?? DEFAULT_HEAP_GROWING_PERCENT,
     allowInsecureHttp: f.allowInsecureHttp ?? false,
     pkcs11: {
       module: abs(module),

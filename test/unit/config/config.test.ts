@@ -28,6 +28,7 @@ describe('configuration', () => {
     expect(c.ekCaDir).toBe(join(cwd, 'attestation', 'ek-ca'));
     expect(c.pkcs11.pinFile).toBe(join(cwd, '.custos', 'hsm', 'pin'));
     expect(c.tls).toBeNull();
+    expect(c.heapGrowingPercent).toBe(300);
   });
 
   it('takes environment overrides over the file', () => {
@@ -38,12 +39,15 @@ describe('configuration', () => {
     expect(c.pkcs11.tokenLabel).toBe('fromfile');
     expect(c.pkcs11.module).toBe('/opt/hsm/lib.so');
     expect(c.policyDir).toBe('/etc/custos/policies');
+    expect(loadConfig({ CUSTOS_HEAP_GROWING_PERCENT: '0' }, cwd).heapGrowingPercent).toBe(0);
   });
 
   it('names the field of an invalid value', () => {
     expect(fieldOf(() => loadConfig({ CUSTOS_LISTEN: 'nonsense' }, cwd))).toBe('listen');
     expect(fieldOf(() => loadConfig({ CUSTOS_DATABASE_URL: 'mysql://x' }, cwd))).toBe('databaseUrl');
     expect(fieldOf(() => loadConfig({ CUSTOS_PKCS11_WORKERS: 'many' }, cwd))).toBe('pkcs11.workers');
+    expect(fieldOf(() => loadConfig({ CUSTOS_HEAP_GROWING_PERCENT: '5000' }, cwd))).toBe('heapGrowingPercent');
+    expect(fieldOf(() => loadConfig({ CUSTOS_HEAP_GROWING_PERCENT: '-1' }, cwd))).toBe('heapGrowingPercent');
     expect(fieldOf(() => loadConfig({ CUSTOS_TLS_CERT: '/x.pem' }, cwd))).toBe('tls.key');
     expect(fieldOf(() => loadConfig({ CUSTOS_CONFIG: join(cwd, 'missing.yaml') }, cwd))).toBe('CUSTOS_CONFIG');
     const dir = mkdtempSync(join(tmpdir(), 'custos-cfg-'));
