@@ -15,9 +15,9 @@
  * Prints readable tables, then one line `BENCH_JSON {...}` with every figure.
  *
  * Environment: BENCH_SCALE (default 1) multiplies every measuring time (0.2 for a smoke run);
- * BENCH_ONLY=sign|sign-batch|sessions runs only that HTTP part (sign-wrk: only the wrk sign rows); BENCH_CPU_PROF=<dir> profiles the server;
- * BENCH_NODE_FLAGS="--trace-gc …" passes more Node flags to the server (after the V8 flags of `custos serve`, which
- * CUSTOS_GC sets as for the real server); BENCH_SESSION_RATES=300,1000 adds open-loop ECC session rows at those rates,
+ * BENCH_ONLY=sign|sign-batch|sessions runs only that HTTP part (sign-wrk: only the wrk sign rows; several: sign-batch,sessions); BENCH_CPU_PROF=<dir> profiles the server;
+ * BENCH_NODE_FLAGS="--trace-gc …" passes more Node flags to the server (CUSTOS_HEAP_GROWING_PERCENT reaches it as it
+ * would reach `custos serve`); BENCH_SESSION_RATES=300,1000 adds open-loop ECC session rows at those rates,
  * each followed by where its time went (challenge, quote, session request; and for the slowest 1%).
  *
  * This process, the load generator, runs with --single-threaded-gc and a 2 MB young generation
@@ -27,13 +27,13 @@
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { createECDH, createHash, randomBytes } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { serveV8Flags } from '../src/cli/relaunch.js';
+import { DEFAULT_HEAP_GROWING_PERCENT } from '../src/config/config.js';
 import { planRotations } from '../src/rotation/planner.js';
 import type { KeyVersionInfo, KeyWithVersions } from '../src/rotation/types.js';
 import type { AutomaticRotationPolicy } from '../src/policy/rotation-policy.js';
@@ -123,13 +123,12 @@ async function startServer(hsm: SoftHsm, dir: string): Promise<ServerHandle> {
       CUSTOS_EK_CA_DIR: ekCa, CUSTOS_ISSUER: 'https://custos.bench', CUSTOS_PKCS11_MODULE: hsm.module,
       CUSTOS_PKCS11_TOKEN_LABEL: hsm.tokenLabel, CUSTOS_PKCS11_PIN_FILE: pinFile, CUSTOS_ROTATION_ENABLED: 'false',
       ...(process.env.CUSTOS_PKCS11_WORKERS ? { CUSTOS_PKCS11_WORKERS: process.env.CUSTOS_PKCS11_WORKERS } : {}),
+      ...(process.env.CUSTOS_HEAP_GROWING_PERCENT ? { CUSTOS_HEAP_GROWING_PERCENT: process.env.CUSTOS_HEAP_GROWING_PERCENT } : {}),
     },
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     // BENCH_CPU_PROF=<dir>: V8 CPU profile of the server, written when it stops.
     // BENCH_NODE_FLAGS="--trace-gc …": more Node flags for the server.
-    // The V8 flags `custos serve` itself runs with (src/cli/relaunch.ts), then the bench's own.
     execArgv: [
-      ...serveV8Flags(),
       ...(process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : []),
       ...(process.env.BENCH_NODE_FLAGS ?? '').split(' ').filter((f) => f !== ''),
     ],
@@ -306,8 +305,9 @@ interface Row extends RunResult {
 
 async function main(): Promise<void> {
   const t0 = performance.now();
-  const out: Record<string, unknown> = { machine: { cpus: cpus().length, node: process.version, loadavgStart: loadavg() }, scale: SCALE, serverV8Flags: serveV8Flags() };
-  console.log(`custos bench — ${cpus().length} CPUs, node ${process.version}, load average at start ${load()}, scale ${SCALE}; server V8 flags: ${serveV8Flags().join(' ') || 'none'} (CUSTOS_GC=${process.env.CUSTOS_GC ?? 'auto'})`);
+  const heapGrowing = Number(process.env.CUSTOS_HEAP_GROWING_PERCENT ?? DEFAULT_HEAP_GROWING_PERCENT);
+  const out: Record<string, unknown> = { machine: { cpus: cpus().length, node: process.version, loadavgStart: loadavg() }, scale: SCALE, heapGrowingPercent: heapGrowing };
+  console.log(`custos bench — ${cpus().length} CPUs, node ${process.version}, load average at start ${load()}, scale ${SCALE}; server heap growing ${heapGrowing}% (CUSTOS_HEAP_GROWING_PERCENT)`);
   const hsm = await startSoftHsm({ label: `custos-bench-${randomBytes(3).toString('hex')}` });
   const dir = await mkdtemp(join(tmpdir(), 'custos-bench-'));
   const servers: ServerHandle[] = [];
@@ -405,8 +405,10 @@ async function main(): Promise<void> {
       return row;
     };
 
-    const only = process.env.BENCH_ONLY;
-    if (only !== 'sessions' && only !== 'sign-batch') {
+    // BENCH_ONLY: a comma-separated list of parts (sign, sign-wrk, sign-batch, sessions); all when unset.
+    const only = new Set((process.env.BENCH_ONLY ?? '').split(',').filter((p) => p !== ''));
+    const part = (p: string): boolean => only.size === 0 || only.has(p);
+    if (part('sign') || only.has('sign-wrk')) {
     console.log(`\n[HTTP sign] POST /v1/keys/{name}/sign, keep-alive, ${servers.length === 1 ? `server in a child process on ${srv.url}` : `${servers.length} replicas (one SQLite file, one token): ${servers.map((s) => s.url).join(' ')}`}`);
     // The floor first: what any Node HTTP server costs here per request, before doing any work.
     const floor = await httpFloorBench(64, ms(2000));
@@ -417,7 +419,7 @@ async function main(): Promise<void> {
     const signRows: Record<string, Row[]> = { ec: [], rsa: [] };
     // 256 connections too: a signing service has many clients, and more requests in flight let
     // one event-loop turn carry more of them (bigger PKCS#11 batches and group commits).
-    const nodeRows = only !== 'sign-wrk';
+    const nodeRows = part('sign');
     if (nodeRows) for (const c of [1, 16, 64, 256]) signRows.ec!.push(await measure('ec-p256 sign', () => closedLoop(signOp(client, srv.token, 'bench-ec'), c, ms(2000)), c));
     if (nodeRows) for (const c of [1, 16, 64]) signRows.rsa!.push(await measure('rsa-2048 sign', () => closedLoop(signOp(client, srv.token, 'bench-rsa'), c, ms(2000)), c));
     // The same requests from wrk, which takes about a third of the Node generator's CPU per
@@ -440,7 +442,7 @@ async function main(): Promise<void> {
     const nodePeak = Math.max(...signRows.ec!.filter((r) => r.generator !== 'wrk').map((r) => r.opsPerSec));
     console.log(`  ec-p256 peak ${fmt(ecPeak)}/s = ${ratio(ecPeak, raw.ecP256)} × raw (target ≥ 0.5; ${peakRow.generator === 'wrk' ? 'wrk' : 'Node generator'}, c=${peakRow.concurrency}); p99 at half the peak ${ecOpen.p99Ms} ms (target < 10 ms)`);
     console.log(`  ec-p256 peak = ${ratio(ecPeak, raw.ecP256TokenKey)} × raw C_Sign on a token key (${fmt(raw.ecP256TokenKey)}/s)`);
-    if (useWrk && only !== 'sign-wrk') console.log(`  ec-p256 peak with the Node generator ${fmt(nodePeak)}/s = ${ratio(nodePeak, raw.ecP256)} × raw`);
+    if (useWrk && nodeRows) console.log(`  ec-p256 peak with the Node generator ${fmt(nodePeak)}/s = ${ratio(nodePeak, raw.ecP256)} × raw`);
     const nodeFloor = floor.find((f) => f.mode === 'node')!;
     console.log(`  ec-p256 peak = ${ratio(ecPeak, nodeFloor.opsPerSec)} × the node:http floor (${fmt(nodeFloor.opsPerSec)}/s)`);
     console.log(`  rsa-2048 peak ${fmt(rsaPeak)}/s = ${ratio(rsaPeak, raw.rsa2048)} × raw`);
@@ -451,7 +453,7 @@ async function main(): Promise<void> {
     };
     }
 
-    if (only !== 'sessions' && only !== 'sign' && only !== 'sign-wrk') {
+    if (part('sign-batch')) {
 
     // Batches: POST …/sign-batch, every signature still made in the HSM and audited on its own.
     // Rates below count signatures (requests × batch size); latencies are per request.
@@ -473,8 +475,10 @@ async function main(): Promise<void> {
     };
     }
 
-    if (only !== 'sign' && only !== 'sign-batch' && only !== 'sign-wrk') {
-    console.log(`\n[sessions] challenge + POST /v1/sessions end to end (software AKs: ${ECC_HOSTS} ECC P-256, ${RSA_HOSTS} RSA-2048 hosts)`);
+    if (part('sessions')) {
+    const mb = (f: string): string => (existsSync(f) ? (statSync(f).size / 1e6).toFixed(1) : '0');
+    const db = join(dir, 'state', 'custos.db');
+    console.log(`\n[sessions] challenge + POST /v1/sessions end to end (software AKs: ${ECC_HOSTS} ECC P-256, ${RSA_HOSTS} RSA-2048 hosts; database ${mb(db)} MB, WAL ${mb(`${db}-wal`)} MB)`);
     // Enough ephemeral keys for a run at well above the rates measured here.
     const keysFor = (durationMs: number): void => sessionKeys(Math.ceil((3000 * durationMs) / 1000));
     keysFor(ms(800));

@@ -15,6 +15,7 @@ import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { pino } from 'pino';
 import { composeService } from '../src/compose.js';
 import { loadConfig } from '../src/config/config.js';
+import { applyHeapGrowingPercent } from '../src/lib/v8-heap.js';
 import { Metrics } from '../src/http/metrics.js';
 import { listen } from '../src/server.js';
 import type { HostRecord } from '../src/store/records.js';
@@ -39,6 +40,8 @@ const send = (m: FromServer): void => {
 
 async function main(): Promise<void> {
   const config = loadConfig(process.env, process.cwd());
+  // As `custos serve` does (src/cli/serve.ts).
+  applyHeapGrowingPercent(config.heapGrowingPercent);
   const log = pino({ level: 'silent' });
   // No EK trust anchors: the bench hosts are registered directly, never enrolled.
   const service = await composeService(config, log, { anchors: { certificates: [] }, metrics: new Metrics({ defaultMetrics: false }) });
