@@ -1,9 +1,8 @@
 /**
  * How much the old generation may grow between V8's full garbage collections (`custos serve`).
  *
- * Under load the server promotes a few MB/s of short-lived objects to the old generation: requests
- * in flight, group-committed transactions and pooled ephemeral keys that outlive a scavenge or two.
- * The live heap stays at about 25 MB, and by its own heuristics V8 starts a full collection
+ * Under load the server promotes a few MB/s of short-lived objects to the old generation (objects
+ * that outlive a scavenge or two; which ones was not established). The live heap stays at about 25 MB, and by its own heuristics V8 starts a full collection
  * (mark-compact) every 5 MB or so of growth: every 1–2 s at 1,000 sessions/s. Each one costs the
  * event loop incremental marking steps and a final pause. With `--heap-growing-percent=300` the
  * old generation may reach four times the live size first, which means about 100 MB here and a
@@ -15,7 +14,15 @@
  *   - V8's default: p99 median 19.6 ms, 7 of 10 rows ≤ 20 ms;
  *   - 300%: median 16.9 ms, 9 of 10 ≤ 20 ms;
  *   - the default with --single-threaded-gc: median 19.1 ms, 8 of 10 ≤ 20 ms.
- * Full collections fell from 13–15 to 5–6 per run.
+ * Full collections fell from 13–15 to 5–6 per run. In whole `npm run bench` runs the sessions p99 at
+ * 1,000/s was 34.1–34.7 ms before (2 runs) and 17.1–37.3 ms after, ≤ 20 ms in 5 of 6 runs (150%:
+ * 37.0 and 44.4 ms).
+ *
+ * The cost: the old generation reaches ~100–150 MB, and each full collection has more heap to
+ * finish (final pauses of 2–17 ms were seen). The sign open-loop p99 at half the peak, already
+ * above its 10 ms target in some runs before, was above it in 7 of 8 runs with 300%; alternating
+ * `BENCH_ONLY=sign` runs gave 9.6 and 36.3 ms with V8's default and 33.9 and 38.5 ms with 300%.
+ * That trade-off is not settled; 0 restores V8's own heuristics.
  *
  * V8 reads this flag each time it sets the next collection's limit, so it can be set once the
  * process runs (v8.setFlagsFromString). Flags that change how the collector is built (such as
