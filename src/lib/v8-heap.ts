@@ -18,11 +18,11 @@
  * 1,000/s was 34.1–34.7 ms before (2 runs) and 17.1–37.3 ms after, ≤ 20 ms in 5 of 6 runs (150%:
  * 37.0 and 44.4 ms).
  *
- * The cost: the old generation reaches ~100–150 MB, and each full collection has more heap to
- * finish (final pauses of 2–17 ms were seen). The sign open-loop p99 at half the peak, already
- * above its 10 ms target in some runs before, was above it in 7 of 8 runs with 300%; alternating
- * `BENCH_ONLY=sign` runs gave 9.6 and 36.3 ms with V8's default and 33.9 and 38.5 ms with 300%.
- * That trade-off is not settled; 0 restores V8's own heuristics.
+ * The cost is memory: the old generation reaches ~100–150 MB. No effect on the sign path was
+ * established: its open-loop p99 at half the peak is noisy either way (under its 10 ms target in
+ * 2 of 9 runs with 300% and 1 of 3 with V8's default in this round), and with `--trace-gc-nvp`
+ * in one run each the same amount was promoted (227 MB) with 5 full collections instead of 14,
+ * whose longest pauses were 9.9 and 19.1 ms. 0 restores V8's own heuristics.
  *
  * V8 reads this flag each time it sets the next collection's limit, so it can be set once the
  * process runs (v8.setFlagsFromString). Flags that change how the collector is built (such as
