@@ -265,7 +265,8 @@ export interface SqliteStoreOptions {
 
 /**
  * The embedded store: SQLite through better-sqlite3, WAL mode, `BEGIN IMMEDIATE` write
- * transactions with a busy timeout so that several processes can share one database file.
+ * transactions that wait for a lock held elsewhere (up to a busy timeout, on a timer) so that
+ * several processes can share one database file.
  */
 export class SqliteStore implements Store {
   readonly kind = 'sqlite' as const;
