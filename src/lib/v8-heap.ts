@@ -16,7 +16,8 @@
  *   - the default with --single-threaded-gc: median 19.1 ms, 8 of 10 ≤ 20 ms.
  * Full collections fell from 13–15 to 5–6 per run. In whole `npm run bench` runs the sessions p99 at
  * 1,000/s was 34.1–34.7 ms before (2 runs) and 16.1–37.3 ms after, ≤ 20 ms in 8 of 10 runs (150%:
- * 37.0 and 44.4 ms).
+ * 37.0 and 44.4 ms; 600%: 17.9–80.9 ms, ≤ 20 ms in 3 of 6 runs, and a sessions peak under
+ * 2,000/s in 3 of them).
  *
  * The cost is memory: the old generation reaches ~100–150 MB. No effect on the sign path was
  * established: its open-loop p99 at half the peak is noisy either way (under its 10 ms target in
