@@ -15,13 +15,13 @@
  *   - 300%: median 16.9 ms, 9 of 10 ≤ 20 ms;
  *   - the default with --single-threaded-gc: median 19.1 ms, 8 of 10 ≤ 20 ms.
  * Full collections fell from 13–15 to 5–6 per run. In whole `npm run bench` runs the sessions p99 at
- * 1,000/s was 34.1–34.7 ms before (2 runs) and 16.1–37.3 ms after, ≤ 20 ms in 8 of 10 runs (150%:
+ * 1,000/s was 34.1–34.7 ms before (2 runs) and 16.1–37.3 ms after, ≤ 20 ms in 9 of 11 runs (150%:
  * 37.0 and 44.4 ms; 600%: 17.9–80.9 ms, ≤ 20 ms in 3 of 6 runs, and a sessions peak under
  * 2,000/s in 3 of them).
  *
  * The cost is memory: the old generation reaches ~100–150 MB. No effect on the sign path was
  * established: its open-loop p99 at half the peak is noisy either way (under its 10 ms target in
- * 3 of 13 runs with 300% and 1 of 3 with V8's default in this round), and with `--trace-gc-nvp`
+ * 4 of 14 runs with 300% and 1 of 3 with V8's default in this round), and with `--trace-gc-nvp`
  * in one run each the same amount was promoted (227 MB) with 5 full collections instead of 14,
  * whose longest pauses were 9.9 and 19.1 ms. 0 restores V8's own heuristics.
  *
