@@ -437,15 +437,16 @@ export class SqliteStore implements Store {
       }
       if (!began) {
         const now = performance.now();
-        for (const g of group) if (g.since === 0) g.since = now;
-        const waited = group.filter((g) => now - g.since >= this.#busyTimeoutMs);
-        if (waited.length > 0) {
-          const err = new CustosError('ERR_STORE_UNAVAILABLE', 'the database stayed locked by another connection');
-          for (const g of waited) g.reject(err);
+        // Those that have waited the busy timeout fail; the others go back to the front, in their
+        // order, and the next try comes on a timer: requests made meanwhile join them rather than
+        // trying on their own.
+        const again: typeof group = [];
+        for (const g of group) {
+          if (g.since === 0) g.since = now;
+          if (now - g.since < this.#busyTimeoutMs) again.push(g);
+          else g.reject(new CustosError('ERR_STORE_UNAVAILABLE', 'the database stayed locked by another connection'));
         }
-        // The others go back to the front, in their order, and the next try comes on a timer:
-        // requests made meanwhile join them rather than trying on their own.
-        this.#pending.unshift(...group.filter((g) => now - g.since < this.#busyTimeoutMs));
+        this.#pending.unshift(...again);
         if (this.#pending.length > 0) {
           this.#flushScheduled = true;
           setTimeout(() => void this.#flush(), BUSY_RETRY_MS);
