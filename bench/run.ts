@@ -249,14 +249,24 @@ function ephemeral(): { x: string; y: string; jkt: Buffer } {
   return ephemeralKeys[nextEphemeral++] ?? ephemeralPublic();
 }
 
-/** Per session of the BENCH_SESSION_RATES rows: ms in the challenge, the quote, the session request. */
-const SPLIT: number[][] = [];
+/**
+ * Per session of a BENCH_SESSION_RATES row (recorded only while `splitting`): ms in the challenge,
+ * the quote, the session request.
+ */
+const SPLIT: [number, number, number][] = [];
+let splitting = false;
 function splitReport(label: string): void {
-  const q = (a: number[], p: number): number => { const b = [...a].sort((x, y) => x - y); return Math.round(b[Math.floor(p * (b.length - 1))]! * 100) / 100; };
-  const tot = SPLIT.map((r) => r[0]! + r[1]! + r[2]!);
-  const slow = SPLIT.filter((_, i) => tot[i]! >= q(tot, 0.99));
-  const avg = (i: number): number => Math.round(slow.reduce((a, r) => a + r[i]!, 0) / Math.max(1, slow.length) * 100) / 100;
-  console.log(`    split ${label}: challenge p50/p99 ${q(SPLIT.map((r) => r[0]!), 0.5)}/${q(SPLIT.map((r) => r[0]!), 0.99)}, quote ${q(SPLIT.map((r) => r[1]!), 0.5)}/${q(SPLIT.map((r) => r[1]!), 0.99)}, session ${q(SPLIT.map((r) => r[2]!), 0.5)}/${q(SPLIT.map((r) => r[2]!), 0.99)}; slowest 1%: challenge ${avg(0)} quote ${avg(1)} session ${avg(2)}`);
+  const q = (a: number[], p: number): number => {
+    const b = [...a].sort((x, y) => x - y);
+    return Math.round(b[Math.floor(p * (b.length - 1))]! * 100) / 100;
+  };
+  const col = (i: 0 | 1 | 2): number[] => SPLIT.map((r) => r[i]);
+  const tot = SPLIT.map((r) => r[0] + r[1] + r[2]);
+  const cut = q(tot, 0.99);
+  const slow = SPLIT.filter((_, i) => tot[i]! >= cut);
+  const avg = (i: 0 | 1 | 2): number => Math.round((slow.reduce((a, r) => a + r[i], 0) / Math.max(1, slow.length)) * 100) / 100;
+  const pq = (i: 0 | 1 | 2): string => `${q(col(i), 0.5)}/${q(col(i), 0.99)}`;
+  console.log(`    split ${label}: challenge p50/p99 ${pq(0)}, quote ${pq(1)}, session ${pq(2)}; slowest 1%: challenge ${avg(0)} quote ${avg(1)} session ${avg(2)}`);
   SPLIT.length = 0;
 }
 function sessionOp(client: Poster, hosts: { id: string; ak: SoftAk }[]): (slot: number) => Promise<void> {
@@ -276,7 +286,7 @@ function sessionOp(client: Poster, hosts: { id: string; ak: SoftAk }[]): (slot: 
     });
     if (s.status !== 201) throw new Error(`session ${s.status} ${JSON.stringify(s.body).slice(0, 300)}`);
     const t3 = performance.now();
-    SPLIT.push([t1 - t0, t2 - t1, t3 - t2]);
+    if (splitting) SPLIT.push([t1 - t0, t2 - t1, t3 - t2]);
   };
 }
 
@@ -496,8 +506,9 @@ async function main(): Promise<void> {
     const rsaOpen = await measure('sessions RSA AK (open)', () => openLoop(sessionOp(client, rsaHosts), 1000, ms(3000), RSA_HOSTS));
     for (const rate of (process.env.BENCH_SESSION_RATES ?? '').split(',').filter(Boolean).map(Number)) {
       keysFor(ms(3000));
-      SPLIT.length = 0;
+      splitting = true;
       sess.push(await measure(`sessions ECC AK (open ${rate})`, () => openLoop(sessionOp(client, eccHosts), rate, ms(3000), ECC_HOSTS)));
+      splitting = false;
       splitReport(String(rate));
     }
     const eccPeak = Math.max(...sess.filter((r) => r.label.includes('ECC')).map((r) => r.opsPerSec));
