@@ -404,15 +404,17 @@ export class SqliteStore implements Store {
    * timer instead and the event loop goes on serving.
    */
   #tryBeginImmediate(): boolean {
-    this.#db.pragma('busy_timeout = 0');
+    // Prepared once, like every statement of a flush: db.exec and db.pragma parse their SQL each
+    // time, and these four ran for every group.
+    this.#s('PRAGMA busy_timeout = 0').get();
     try {
-      this.#db.exec('BEGIN IMMEDIATE');
+      this.#s('BEGIN IMMEDIATE').run();
       return true;
     } catch (e) {
       if ((e as { code?: unknown }).code === 'SQLITE_BUSY') return false;
       throw e;
     } finally {
-      this.#db.pragma(`busy_timeout = ${this.#busyTimeoutMs}`);
+      this.#s(`PRAGMA busy_timeout = ${this.#busyTimeoutMs}`).get();
     }
   }
 
@@ -457,7 +459,6 @@ export class SqliteStore implements Store {
       this.#auditHead = undefined;
       const outcomes: ({ ok: true; v: unknown } | { ok: false; e: unknown })[] = [];
       try {
-        // Prepared once: db.exec would parse each statement again, twice per transaction.
         const savepoint = this.#s('SAVEPOINT grouped');
         const release = this.#s('RELEASE grouped');
         for (const g of group) {
@@ -473,7 +474,7 @@ export class SqliteStore implements Store {
             outcomes.push({ ok: false, e: mapSqliteError(e) });
           }
         }
-        this.#db.exec('COMMIT');
+        this.#s('COMMIT').run();
       } catch (e) {
         if (this.#db.inTransaction) this.#db.exec('ROLLBACK');
         const err = e instanceof CustosError ? e : new CustosError('ERR_STORE_UNAVAILABLE', undefined, { cause: e });
