@@ -48,7 +48,7 @@ interface WrkSummary {
 }
 
 /** CPU time (µs) of this process's reaped children, from /proc/self/stat (cutime + cstime). */
-function childrenCpuUs(): number {
+export function childrenCpuUs(): number {
   const stat = readFileSync('/proc/self/stat', 'utf8');
   // Fields after the command name (which may hold spaces) start after the last ')'.
   const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
