@@ -18,7 +18,10 @@
  * BENCH_ONLY=sign|sign-batch|sessions runs only that HTTP part (sign-wrk: only the wrk sign rows; several: sign-batch,sessions); BENCH_CPU_PROF=<dir> profiles the server;
  * BENCH_NODE_FLAGS="--trace-gc …" passes more Node flags to the server (CUSTOS_HEAP_GROWING_PERCENT reaches it as it
  * would reach `custos serve`); BENCH_SESSION_RATES=300,1000 adds open-loop ECC session rows at those rates,
- * each followed by where its time went (challenge, quote, session request; and for the slowest 1%).
+ * each followed by where its time went (challenge, quote, session request; and for the slowest 1%);
+ * BENCH_STALL_LOG=1 makes the server print each event-loop stall over 15 ms, split into running,
+ * waiting for a core and blocked (bench/server.ts). The sign row at half the peak comes twice: from
+ * the Node generator and from bench/openloop.c (the target's row when a C compiler is there).
  *
  * This process, the load generator, runs with --single-threaded-gc and a 2 MB young generation
  * (package.json): its parallel scavenges otherwise wait for helper threads that the server keeps

@@ -11,7 +11,8 @@
  * - parent → child `{type: 'stop'}`: closes everything and exits.
  * Configuration comes from CUSTOS_* variables set by the parent (PIN in a file, never argv).
  */
-import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
+import { readFileSync } from 'node:fs';
+import { monitorEventLoopDelay, performance, PerformanceObserver } from 'node:perf_hooks';
 import { pino } from 'pino';
 import { composeService } from '../src/compose.js';
 import { loadConfig } from '../src/config/config.js';
@@ -107,7 +108,43 @@ async function main(): Promise<void> {
       }
     })();
   });
+  if (process.env.BENCH_STALL_LOG) watchStalls();
   send({ type: 'ready', url, token, keys: { ec: 'bench-ec', rsa: 'bench-rsa' } });
+}
+
+/** perf_hooks' GC kinds (NODE_PERFORMANCE_GC_*). */
+const GC_KINDS: Record<number, string> = { 1: 'scavenge', 2: 'minor-mc', 4: 'mark-compact', 8: 'incremental', 16: 'weak-callbacks' };
+
+/**
+ * BENCH_STALL_LOG=1: every 5 ms a timer checks how long the event loop took to come back; a gap
+ * over 15 ms goes to stderr (between the rows it falls in) with where the main thread's time
+ * went, from /proc/thread-self/schedstat: ran (on a CPU: JavaScript, GC, a long synchronous
+ * call), runqueue (ready but waiting for one of the shared cores) or blocked (neither: a system
+ * call, a lock, the disk). GC pauses over 3 ms that overlap the gap are named with it.
+ */
+function watchStalls(): void {
+  const gcs: { t: number; d: number; kind: number }[] = [];
+  new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) if (e.duration > 3) gcs.push({ t: e.startTime, d: e.duration, kind: (e as unknown as { detail: { kind: number } }).detail.kind });
+  }).observe({ entryTypes: ['gc'] });
+  const sched = (): number[] => readFileSync('/proc/thread-self/schedstat', 'utf8').trim().split(' ').map(Number);
+  let last = performance.now();
+  let lastSched = sched();
+  setInterval(() => {
+    const now = performance.now();
+    const gap = now - last;
+    const sc = sched();
+    const ran = (sc[0]! - lastSched[0]!) / 1e6;
+    const queued = (sc[1]! - lastSched[1]!) / 1e6;
+    last = now;
+    lastSched = sc;
+    while (gcs.length > 0 && gcs[0]!.t + gcs[0]!.d < now - 1000) gcs.shift();
+    if (gap <= 15) return;
+    const near = gcs.filter((g) => g.t + g.d > now - gap - 1 && g.t < now + 1).map((g) => `${GC_KINDS[g.kind] ?? g.kind} ${g.d.toFixed(1)} ms`);
+    process.stderr.write(
+      `  STALL ${gap.toFixed(1)} ms at ${(now / 1000).toFixed(2)} s: ran ${ran.toFixed(1)}, runqueue ${queued.toFixed(1)}, blocked ${Math.max(0, gap - ran - queued).toFixed(1)}${near.length > 0 ? `; GC: ${near.join(', ')}` : ''}\n`,
+    );
+  }, 5).unref();
 }
 
 main().catch((e: unknown) => {
