@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it, vi } from 'vitest';
 import { CustosError } from '../../../src/lib/errors.js';
-import { SqliteStore } from '../../../src/store/sqlite/sqlite-store.js';
+import { SqliteStore, WAL_RESTARTS_TABLE } from '../../../src/store/sqlite/sqlite-store.js';
 import { expectUnbrokenChain } from '../../helpers/audit-chain.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'custos-store-'));
@@ -123,6 +123,33 @@ describe('SQLite store', () => {
     expect(unbounded).toBeGreaterThan(100 * 1024 * 1024);
     expect(bounded).toBeLessThan(unbounded / 2);
   }, 60_000);
+
+  it('starts the WAL over with a write of the checkpoint worker, not a request\'s, after each restart', async () => {
+    // The worker follows each completed RESTART with one row of its own table: that write, on
+    // its connection and thread, is the one that writes (and with synchronous = NORMAL, fsyncs)
+    // the WAL's new header and cuts the file back. The row counts the restarts.
+    const db = file('wal-restart-write');
+    const s = new SqliteStore(db, { backgroundCheckpointMs: 5, walRestartBytes: 64 * 1024 });
+    const pad = 'x'.repeat(4000);
+    const restarts = (): number => {
+      const r = new Database(db, { readonly: true });
+      try {
+        return (r.prepare(`SELECT restarts FROM ${WAL_RESTARTS_TABLE} WHERE id = 1`).get() as { restarts: number } | undefined)?.restarts ?? 0;
+      } finally {
+        r.close();
+      }
+    };
+    expect(restarts()).toBe(0);
+    for (let i = 0; i < 600; i++) {
+      await s.tx((t) => t.appendAudit({ ...ev(i), details: { pad } }, 't'));
+      if (i % 20 === 19) await new Promise((r) => setTimeout(r, 8));
+    }
+    await vi.waitFor(() => expect(restarts()).toBeGreaterThanOrEqual(2), { timeout: 5000, interval: 20 });
+    const events = await s.listAudit(0, 1000);
+    expect(events).toHaveLength(600);
+    expectUnbrokenChain(events);
+    await s.close();
+  }, 30_000);
 
   it('restarts the WAL at 4 MiB by default, so that it is rewritten in place instead of extended', async () => {
     // 3,000 transactions of a few pages each (about 50 MB of frames), with the short pauses of a
