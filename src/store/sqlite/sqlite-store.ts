@@ -250,6 +250,9 @@ const WAL_RESTART_BYTES = 4 * 1024 * 1024;
  */
 export const WAL_RESTARTS_TABLE = 'custos_wal_restarts';
 
+/** Below this many frames in the WAL the checkpoint worker does not start it over itself. */
+const OWN_RESTART_MIN_FRAMES = 8;
+
 /** Options of {@link SqliteStore}. */
 export interface SqliteStoreOptions {
   /**
@@ -321,12 +324,15 @@ export class SqliteStore implements Store {
    * pass; the next write then starts the WAL from its beginning, and the file is cut back to
    * `journal_size_limit`.
    *
-   * That next write is the worker's own, straight after the RESTART: one row of
-   * {@link WAL_RESTARTS_TABLE} (which also counts the restarts). The write that starts the WAL
-   * over writes its header and, with synchronous = NORMAL, fsyncs it, and cuts the file back: done
-   * by a request's COMMIT, that was the serving thread waiting for the disk (the main thread was
-   * seen in fsync and ftruncate for 5–15 ms at a time under load). Should a request's write get
-   * the lock first, it starts the WAL over itself, as before.
+   * That next write is the worker's own, straight after the RESTART, and also after a PASSIVE
+   * checkpoint that happened to copy every frame back (the next write would start the WAL over
+   * then too): one row of {@link WAL_RESTARTS_TABLE}, which also counts them. The write that
+   * starts the WAL over writes its header and, with synchronous = NORMAL, fsyncs it, and cuts the
+   * file back: done by a request's COMMIT, that was the serving thread waiting for the disk (it
+   * was seen in fsync for 5–15 ms at a time under load). Should a request's write get the lock
+   * first, it starts the WAL over itself, as before. A WAL of at most
+   * {@link OWN_RESTART_MIN_FRAMES} frames is left alone, so that an idle server's worker does not
+   * keep writing its own row (and checkpointing it) forever.
    */
   #startCheckpointer(path: string, everyMs: number, restartBytes: number): void {
     const source =
@@ -340,9 +346,11 @@ export class SqliteStore implements Store {
       `const tick = () => {\n` +
       `  try {\n` +
       `    const r = db.pragma('wal_checkpoint(PASSIVE)')[0];\n` +
-      `    if (r === undefined || r.log < restartFrames) return;\n` +
-      `    const done = db.pragma('wal_checkpoint(RESTART)')[0];\n` +
-      `    if (done !== undefined && done.busy === 0) restarted.run();\n` +
+      `    if (r === undefined || r.log <= ${OWN_RESTART_MIN_FRAMES}) return;\n` +
+      `    if (r.log >= restartFrames) {\n` +
+      `      const done = db.pragma('wal_checkpoint(RESTART)')[0];\n` +
+      `      if (done !== undefined && done.busy === 0) restarted.run();\n` +
+      `    } else if (r.checkpointed === r.log) restarted.run();\n` +
       `  } catch { /* busy: next tick */ }\n` +
       `};\n` +
       `const timer = setInterval(tick, workerData.everyMs);\n` +
