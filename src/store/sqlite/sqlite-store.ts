@@ -340,6 +340,10 @@ export class SqliteStore implements Store {
       `const Database = require(workerData.modulePath);\n` +
       `const db = new Database(workerData.path);\n` +
       `db.pragma('busy_timeout = 0');\n` +
+      // As the serving connection: NORMAL syncs the WAL before a checkpoint and its header when it
+      // starts over, but not at every commit (FULL would hold the write lock through an fsync
+      // at each of the worker's own writes).
+      `db.pragma('synchronous = NORMAL');\n` +
       `db.pragma('journal_size_limit = ${WAL_SIZE_LIMIT}');\n` +
       `const restartFrames = Math.max(1, Math.floor(workerData.restartBytes / db.pragma('page_size', { simple: true })));\n` +
       `const restarted = db.prepare('INSERT INTO ${WAL_RESTARTS_TABLE} (id, restarts) VALUES (1, 1) ON CONFLICT (id) DO UPDATE SET restarts = restarts + 1');\n` +
