@@ -60,7 +60,8 @@ const RSA_HOSTS = 16;
 
 const load = (): string => loadavg().map((l) => l.toFixed(2)).join(' ');
 const fmt = (n: number): string => n.toLocaleString('en-US');
-const ratio = (a: number, b: number): number => Math.round((a / b) * 100) / 100;
+// Three decimals: at two, a rate of 0.497 × its target's base would print as the 0.5 it misses.
+const ratio = (a: number, b: number): number => Math.round((a / b) * 1000) / 1000;
 
 // ---------- planning ----------
 
