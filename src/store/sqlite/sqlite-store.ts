@@ -434,9 +434,10 @@ export class SqliteStore implements Store {
    * timer instead and the event loop goes on serving.
    */
   #tryBeginImmediate(): boolean {
-    // Prepared once, like every statement of a flush: db.exec and db.pragma parse their SQL each
-    // time, and these four ran for every group.
-    this.#s('PRAGMA busy_timeout = 0').get();
+    // PRAGMA busy_timeout acts when it is prepared, not when it runs: it cannot be a cached
+    // statement, and db.pragma prepares it each time. BEGIN IMMEDIATE is prepared once, like
+    // every other statement of a flush.
+    this.#db.pragma('busy_timeout = 0');
     try {
       this.#s('BEGIN IMMEDIATE').run();
       return true;
@@ -444,7 +445,7 @@ export class SqliteStore implements Store {
       if ((e as { code?: unknown }).code === 'SQLITE_BUSY') return false;
       throw e;
     } finally {
-      this.#s(`PRAGMA busy_timeout = ${this.#busyTimeoutMs}`).get();
+      this.#db.pragma(`busy_timeout = ${this.#busyTimeoutMs}`);
     }
   }
 
