@@ -8,12 +8,12 @@
  * The bearer token and the body reach the generator through its environment, never its command
  * line.
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { RunResult } from './load.js';
-import { childrenCpuUs } from './wrk.js';
+import { runGenerator } from './wrk.js';
 
 interface OpenLoopSummary {
   due: number;
@@ -65,22 +65,7 @@ export function buildOpenLoop(dir: string): { path: string } | { reason: string 
  */
 export async function nativeOpenLoop(binary: string, opts: { url: string; path: string; token: string; body: unknown; ratePerSec: number; durationMs: number; connections: number }): Promise<NativeOpenLoopRun> {
   const u = new URL(opts.url);
-  const cpu0 = childrenCpuUs();
-  const out = await new Promise<string>((resolve, reject) => {
-    const child = spawn(binary, [u.hostname, u.port, opts.path, String(opts.ratePerSec), String(opts.durationMs), String(opts.connections)], {
-      env: { ...process.env, CUSTOS_BENCH_TOKEN: opts.token, CUSTOS_BENCH_BODY: JSON.stringify(opts.body) },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let text = '';
-    child.stdout.on('data', (d: Buffer) => (text += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (text += d.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => (code === 0 ? resolve(text) : reject(new Error(`openloop exited with ${code}: ${text.slice(0, 300)}`))));
-  });
-  const cpu = childrenCpuUs() - cpu0;
-  const line = out.split('\n').find((l) => l.startsWith('OPENLOOP_JSON '));
-  if (line === undefined) throw new Error(`openloop printed no summary: ${out.slice(0, 300)}`);
-  const s = JSON.parse(line.slice('OPENLOOP_JSON '.length)) as OpenLoopSummary;
+  const { summary: s, cpuUs: cpu } = await runGenerator<OpenLoopSummary>(binary, [u.hostname, u.port, opts.path, String(opts.ratePerSec), String(opts.durationMs), String(opts.connections)], opts, 'OPENLOOP_JSON');
   const errors = s.errors + s.status + s.unanswered;
   const elapsedMs = s.saturated ? s.durationUs / 1000 : Math.max(opts.durationMs, s.durationUs / 1000);
   return {

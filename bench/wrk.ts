@@ -48,12 +48,36 @@ interface WrkSummary {
 }
 
 /** CPU time (µs) of this process's reaped children, from /proc/self/stat (cutime + cstime). */
-export function childrenCpuUs(): number {
+function childrenCpuUs(): number {
   const stat = readFileSync('/proc/self/stat', 'utf8');
   // Fields after the command name (which may hold spaces) start after the last ')'.
   const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   const ticks = Number(f[13]) + Number(f[14]); // cutime, cstime (fields 16 and 17 of proc(5))
   return (ticks * 1e6) / 100; // USER_HZ is 100 on Linux
+}
+
+/**
+ * Runs a C load generator to its end: the bearer token and the JSON body go through its
+ * environment (CUSTOS_BENCH_TOKEN, CUSTOS_BENCH_BODY), never its command line; its summary is
+ * the JSON after `marker` on the line it prints; its CPU time is measured as a reaped child's.
+ */
+export async function runGenerator<T>(command: string, args: string[], req: { token: string; body: unknown }, marker: string): Promise<{ summary: T; cpuUs: number }> {
+  const cpu0 = childrenCpuUs();
+  const out = await new Promise<string>((resolve, reject) => {
+    const child = spawn(command, args, {
+      env: { ...process.env, CUSTOS_BENCH_TOKEN: req.token, CUSTOS_BENCH_BODY: JSON.stringify(req.body) },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let text = '';
+    child.stdout.on('data', (d: Buffer) => (text += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (text += d.toString()));
+    child.on('error', reject);
+    child.on('close', (code) => (code === 0 ? resolve(text) : reject(new Error(`${command} exited with ${code}: ${text.slice(0, 300)}`))));
+  });
+  const cpuUs = childrenCpuUs() - cpu0;
+  const line = out.split('\n').find((l) => l.startsWith(`${marker} `));
+  if (line === undefined) throw new Error(`${command} printed no summary: ${out.slice(0, 300)}`);
+  return { summary: JSON.parse(line.slice(marker.length + 1)) as T, cpuUs };
 }
 
 export interface WrkRun extends RunResult {
@@ -68,23 +92,8 @@ export interface WrkRun extends RunResult {
 export async function wrkClosedLoop(opts: { dir: string; url: string; path: string; token: string; body: unknown; connections: number; durationMs: number }): Promise<WrkRun> {
   const script = join(opts.dir, 'wrk-post.lua');
   await writeFile(script, SCRIPT, { mode: 0o600 });
-  const cpu0 = childrenCpuUs();
   const seconds = Math.max(1, Math.round(opts.durationMs / 1000));
-  const out = await new Promise<string>((resolve, reject) => {
-    const child = spawn('wrk', ['-t1', `-c${opts.connections}`, `-d${seconds}s`, '--timeout', '10s', '-s', script, `${opts.url}${opts.path}`], {
-      env: { ...process.env, CUSTOS_BENCH_TOKEN: opts.token, CUSTOS_BENCH_BODY: JSON.stringify(opts.body) },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let text = '';
-    child.stdout.on('data', (d: Buffer) => (text += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (text += d.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => (code === 0 ? resolve(text) : reject(new Error(`wrk exited with ${code}: ${text.slice(0, 300)}`))));
-  });
-  const cpu = childrenCpuUs() - cpu0;
-  const line = out.split('\n').find((l) => l.startsWith('WRK_JSON '));
-  if (line === undefined) throw new Error(`wrk printed no summary: ${out.slice(0, 300)}`);
-  const s = JSON.parse(line.slice('WRK_JSON '.length)) as WrkSummary;
+  const { summary: s, cpuUs: cpu } = await runGenerator<WrkSummary>('wrk', ['-t1', `-c${opts.connections}`, `-d${seconds}s`, '--timeout', '10s', '-s', script, `${opts.url}${opts.path}`], opts, 'WRK_JSON');
   const errors = s.connect + s.read + s.write + s.status + s.timeout;
   const ok = Math.max(0, s.requests - s.status);
   return {
