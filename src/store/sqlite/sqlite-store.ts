@@ -245,8 +245,9 @@ const WAL_RESTART_BYTES = 4 * 1024 * 1024;
 
 /**
  * The checkpoint worker's own table (this adapter's, outside the portable schema): one row that
- * the worker updates right after each RESTART checkpoint, so that the write that starts the WAL
- * over is its own and not a request's (see #startCheckpointer). `restarts` counts them.
+ * the worker updates right after a checkpoint that leaves the WAL to be started over (a RESTART,
+ * or a PASSIVE one that copied every frame back), so that the write that starts it over is its
+ * own and not a request's (see #startCheckpointer). `restarts` counts those writes.
  */
 export const WAL_RESTARTS_TABLE = 'custos_wal_restarts';
 
@@ -490,6 +491,7 @@ export class SqliteStore implements Store {
       this.#auditHead = undefined;
       const outcomes: ({ ok: true; v: unknown } | { ok: false; e: unknown })[] = [];
       try {
+        // Prepared once, as BEGIN and COMMIT: db.exec would parse each statement again.
         const savepoint = this.#s('SAVEPOINT grouped');
         const release = this.#s('RELEASE grouped');
         for (const g of group) {
