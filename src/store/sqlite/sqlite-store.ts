@@ -330,8 +330,8 @@ export class SqliteStore implements Store {
    * then too): one row of {@link WAL_RESTARTS_TABLE}, which also counts them. The write that
    * starts the WAL over writes its header and, with synchronous = NORMAL, fsyncs it, and cuts the
    * file back: done by a request's COMMIT, that was the serving thread waiting for the disk (a
-   * sampler found it in fsync of the WAL about 30 times in a sign bench run, once after). Should a request's write get the lock
-   * first, it starts the WAL over itself, as before. A WAL of at most
+   * sampler found it in fsync of the WAL about 30 times in a sign bench run, once after). Should
+   * a request's write get the lock first, it starts the WAL over itself, as before. A WAL of at most
    * {@link OWN_RESTART_MIN_FRAMES} frames is left alone, so that an idle server's worker does not
    * keep writing its own row (and checkpointing it) forever.
    */
