@@ -248,7 +248,8 @@ class NodeP256Primitives implements Primitives {
 
   async generateKeyPair(): Promise<CryptoKeyPair> {
     // OpenSSL's CSPRNG picks the scalar, as it does under WebCrypto's generateKey: in the ECDH
-    // worker ahead of time when there is one, else here.
+    // worker ahead of time when there is one, else here. A pooled key serves one DH (the
+    // sender's, in encap): this is the suite for sealing, not for keys a recipient keeps.
     const pooled = this.offload?.take();
     if (pooled !== undefined) {
       return { privateKey: new NodeP256Key('private', pooled.point, undefined, pooled.handle), publicKey: new NodeP256Key('public', pooled.point) };
