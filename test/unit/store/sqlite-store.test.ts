@@ -154,8 +154,8 @@ describe('SQLite store', () => {
   it('restarts the WAL at 4 MiB by default, so that it is rewritten in place instead of extended', async () => {
     // 3,000 transactions of a few pages each (about 50 MB of frames), with the short pauses of a
     // server between bursts of requests. A WAL restarted only at 64 MiB would hold them all; at
-    // the 4 MiB default it stays a few MiB (under 12 MiB in every earlier run; 13.5 MiB once, after the
-    // 200 MB WAL test above, when the disk was still writing that back and checkpoints lagged).
+    // the 4 MiB default it stays a few MiB (under 12 MiB in every earlier run; 13.5 MiB once,
+    // after the 200 MB WAL test above, while the disk was still writing that back).
     const db = file('walcap-default');
     const s = new SqliteStore(db, { backgroundCheckpointMs: 10 });
     const pad = 'x'.repeat(6000);
