@@ -29,6 +29,7 @@ interface OpenLoopSummary {
 }
 
 export interface NativeOpenLoopRun extends RunResult {
+  generator: 'openloop.c';
   /** CPU time of the generator process per request (µs). */
   generatorCpuUsPerOp: number;
   maxMs: number;
@@ -77,6 +78,7 @@ export async function nativeOpenLoop(binary: string, opts: { url: string; path: 
     maxMs: Math.round(s.maxUs / 10) / 100,
     targetPerSec: opts.ratePerSec,
     ...(s.saturated ? { saturated: true } : {}),
+    generator: 'openloop.c',
     generatorCpuUsPerOp: Math.round(cpu / Math.max(1, s.due)),
     ...(errors > 0 ? { firstError: `openloop: ${s.status} non-2xx, ${s.errors} socket errors, ${s.unanswered} unanswered` } : {}),
   };

@@ -458,7 +458,7 @@ async function main(): Promise<void> {
     // it can be built (as wrk's rows are for the peak).
     const native = servers.length === 1 ? buildOpenLoop(dir) : { reason: 'needs a single replica' };
     const ecOpenNative = 'path' in native
-      ? await measure('ec-p256 sign (open loop, C)', async () => ({ ...(await nativeOpenLoop(native.path, { url: srv.url, path: '/v1/keys/bench-ec/sign', token: srv.token, body: { digest: randomBytes(32).toString('base64') }, ratePerSec: halfRate, durationMs: ms(3000), connections: 256 })), generator: 'openloop.c' }))
+      ? await measure('ec-p256 sign (open loop, C)', () => nativeOpenLoop(native.path, { url: srv.url, path: '/v1/keys/bench-ec/sign', token: srv.token, body: { digest: randomBytes(32).toString('base64') }, ratePerSec: halfRate, durationMs: ms(3000), connections: 256 }))
       : undefined;
     if (!('path' in native)) console.log(`  (no C open-loop row: ${native.reason}; the target uses the Node generator's)`);
     const ecOpen = ecOpenNative ?? ecOpenNode;

@@ -2,8 +2,9 @@
  * How much the old generation may grow between V8's full garbage collections (`custos serve`).
  *
  * Under load the server promotes a few MB/s of short-lived objects to the old generation (objects
- * that outlive a scavenge or two; which ones was not established). The live heap stays at about 25 MB, and by its own heuristics V8 starts a full collection
- * (mark-compact) every 5 MB or so of growth: every 1–2 s at 1,000 sessions/s. Each one costs the
+ * that outlive a scavenge or two; which ones was not established). The live heap stays at about
+ * 25 MB, and by its own heuristics V8 starts a full collection (mark-compact) every 5 MB or so of
+ * growth: every 1–2 s at 1,000 sessions/s. Each one costs the
  * event loop incremental marking steps and a final pause. With `--heap-growing-percent=300` the
  * old generation may reach four times the live size first, which means about 100 MB here and a
  * full collection about three times less often.
