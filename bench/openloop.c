@@ -12,7 +12,18 @@
  *
  * Usage: openloop <host> <port> <path> <rate/s> <duration ms> <connections>
  * The request's bearer token and JSON body come from the environment (CUSTOS_BENCH_TOKEN,
- * CUSTOS_BENCH_BODY), never the command line. Prints one line:
+ * CUSTOS_BENCH_BODY), never the command line. A rate of 0 is a closed loop instead: every
+ * connection starts its next operation as soon as its last one is answered, for the duration
+ * (latency then counts from when each was sent).
+ *
+ * Sessions (built with -DOPENLOOP_SESSIONS, linked with libcrypto): with CUSTOS_BENCH_SESSIONS
+ * naming a file of software AKs (see load_sessions), an operation is what an enclave does for a
+ * session: POST /v1/challenges, then a quote over SHA-256(nonce ‖ RFC 7638 thumbprint of a fresh
+ * ephemeral P-256 key) signed with its host's AK, then POST /v1/sessions; its latency runs from
+ * when it was due to the session's answer. Connection i speaks for host i mod hosts, one
+ * operation at a time, so each host's quote clock only goes up. <path> is then unused.
+ *
+ * Prints one line:
  *   OPENLOOP_JSON {"due":…,"ok":…,"errors":…,"status":…,"durationUs":…,"p50Us":…,"p99Us":…,"maxUs":…,"saturated":0|1}
  * Linux only (epoll, timerfd).
  */
@@ -38,11 +49,15 @@
 struct conn {
   int fd;
   uint32_t events;   /* what epoll watches for now */
-  int busy;          /* a request is in flight */
-  uint64_t due_ns;   /* when the request in flight was due */
-  size_t sent;       /* bytes of the request written so far */
+  int busy;          /* an operation is in flight */
+  int step;          /* sessions: 0 while the challenge is in flight, 1 for the session */
+  uint64_t due_ns;   /* when the operation in flight was due */
+  const char *req;   /* the request being written */
+  size_t req_len;
+  size_t sent;       /* bytes of it written so far */
   char buf[BUF];
   size_t have;       /* bytes of the answer read so far */
+  char out[BUF];     /* sessions: this connection's own requests */
 };
 
 static const char *host;
@@ -53,7 +68,11 @@ static struct conn *conns;
 static int nconns;
 static int ep;
 static uint32_t *lat_us;
-static size_t nlat, ok, errors, bad_status;
+static size_t nlat, lat_cap, ok, errors, bad_status, started;
+static const char *token;
+static int closed_loop;      /* rate 0: each connection goes again as soon as it is answered */
+static uint64_t end_ns;      /* closed loop: no operation starts after this */
+static int sessions;         /* CUSTOS_BENCH_SESSIONS is set */
 
 static uint64_t now_ns(void) {
   struct timespec t;
@@ -120,8 +139,8 @@ static int *idle;
 static int nidle;
 
 static void try_write(struct conn *c) {
-  while (c->sent < request_len) {
-    ssize_t n = write(c->fd, request + c->sent, request_len - c->sent);
+  while (c->sent < c->req_len) {
+    ssize_t n = write(c->fd, c->req + c->sent, c->req_len - c->sent);
     if (n > 0) {
       c->sent += (size_t)n;
     } else if (n < 0 && errno == EAGAIN) {
@@ -134,18 +153,51 @@ static void try_write(struct conn *c) {
   watch(c, EPOLLIN, EPOLL_CTL_MOD);
 }
 
-static void send_on(struct conn *c, uint64_t due) {
-  c->busy = 1;
-  c->due_ns = due;
+static void begin_session(struct conn *c);
+
+/* Writes the connection's next request (c->req, c->req_len set by the caller). */
+static void send_request(struct conn *c) {
   c->sent = 0;
   c->have = 0;
   try_write(c);
 }
 
+static void send_on(struct conn *c, uint64_t due) {
+  started++;
+  c->busy = 1;
+  c->due_ns = due;
+  c->step = 0;
+  if (sessions) {
+    begin_session(c);
+  } else {
+    c->req = request;
+    c->req_len = request_len;
+  }
+  send_request(c);
+}
+
 static void release(struct conn *c) {
   c->busy = 0;
-  if (wq_len > 0) send_on(c, wq_pop());
-  else idle[nidle++] = (int)(c - conns);
+  if (closed_loop) {
+    uint64_t now = now_ns();
+    if (now < end_ns) send_on(c, now);
+    else idle[nidle++] = (int)(c - conns);
+  } else if (wq_len > 0) {
+    send_on(c, wq_pop());
+  } else {
+    idle[nidle++] = (int)(c - conns);
+  }
+}
+
+static void record(uint64_t due_ns) {
+  uint64_t us = (now_ns() - due_ns) / 1000;
+  if (nlat == lat_cap) {
+    lat_cap = lat_cap ? lat_cap * 2 : 4096;
+    lat_us = realloc(lat_us, lat_cap * sizeof *lat_us);
+    if (!lat_us) die("realloc");
+  }
+  lat_us[nlat++] = us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
+  ok++;
 }
 
 /* The connection failed: the request in flight is an error, and a new connection replaces it. */
@@ -158,8 +210,9 @@ static void reconnect(struct conn *c) {
   release(c);
 }
 
-/* Length of a complete answer in c->buf, 0 if not complete yet, -1 if it cannot be parsed. */
-static long complete_answer(struct conn *c, int *status) {
+/* Length of a complete answer in c->buf, 0 if not complete yet, -1 if it cannot be parsed;
+ * *body is where its body starts. */
+static long complete_answer(struct conn *c, int *status, const char **body) {
   c->buf[c->have] = '\0';
   char *end = strstr(c->buf, "\r\n\r\n");
   if (!end) return c->have >= BUF - 1 ? -1 : 0;
@@ -171,10 +224,271 @@ static long complete_answer(struct conn *c, int *status) {
     if (strncasecmp(line, "transfer-encoding:", 18) == 0) return -1; /* custos answers with a length */
   }
   if (length < 0) return -1;
+  *body = end + 4;
   long total = (long)(end + 4 - c->buf) + length;
   if (total >= BUF) return -1;
   return (long)c->have >= total ? total : 0;
 }
+
+#ifdef OPENLOOP_SESSIONS
+#include <openssl/bn.h>
+#include <openssl/core_names.h>
+#include <openssl/ecdsa.h>
+#include <openssl/evp.h>
+#include <openssl/x509.h>
+
+/* A software AK and the parts of its quotes that do not change (bench/openloop.ts writes them). */
+struct host {
+  char *id;
+  EVP_PKEY *ak;
+  int ecc;
+  unsigned char *prefix; /* TPMS_ATTEST up to and including extraData's size (32) */
+  size_t prefix_len;
+  unsigned char *rest;   /* after the clock: resetCount, restartCount, safe, firmwareVersion, PCR selection, digest */
+  size_t rest_len;
+  uint64_t clock;        /* the last clock value this AK quoted; each quote adds 10 */
+};
+static struct host *hosts;
+static int nhosts;
+static char *pcrs_json;
+static char *audience;
+
+/* An enclave's ephemeral public key: base64url coordinates and its RFC 7638 thumbprint. */
+struct eph {
+  char x[48], y[48];
+  unsigned char jkt[32];
+};
+static struct eph *ephs;
+static size_t neph, next_eph;
+
+static void fail(const char *what) {
+  fprintf(stderr, "openloop: %s\n", what);
+  exit(2);
+}
+
+static size_t b64(char *out, const unsigned char *in, size_t n, int url) {
+  const char *a = url ? "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+                      : "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  size_t o = 0;
+  for (size_t i = 0; i < n; i += 3) {
+    uint32_t v = (uint32_t)in[i] << 16 | (i + 1 < n ? (uint32_t)in[i + 1] << 8 : 0) | (i + 2 < n ? in[i + 2] : 0);
+    out[o++] = a[v >> 18 & 63];
+    out[o++] = a[v >> 12 & 63];
+    if (i + 1 < n) out[o++] = a[v >> 6 & 63];
+    else if (!url) out[o++] = '=';
+    if (i + 2 < n) out[o++] = a[v & 63];
+    else if (!url) out[o++] = '=';
+  }
+  out[o] = '\0';
+  return o;
+}
+
+/* base64 or base64url, padding optional; -1 on a bad character or when it does not fit. */
+static long unb64(unsigned char *out, size_t cap, const char *in, size_t n) {
+  uint32_t acc = 0;
+  int bits = 0;
+  size_t o = 0;
+  for (size_t i = 0; i < n && in[i] != '='; i++) {
+    char ch = in[i];
+    int v = ch >= 'A' && ch <= 'Z' ? ch - 'A' : ch >= 'a' && ch <= 'z' ? ch - 'a' + 26 : ch >= '0' && ch <= '9' ? ch - '0' + 52
+          : ch == '+' || ch == '-' ? 62 : ch == '/' || ch == '_' ? 63 : -1;
+    if (v < 0) return -1;
+    acc = acc << 6 | (uint32_t)v;
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      if (o == cap) return -1;
+      out[o++] = (unsigned char)(acc >> bits);
+    }
+  }
+  return (long)o;
+}
+
+static unsigned char *unhex(const char *hex, size_t *len) {
+  size_t n = strlen(hex);
+  if (n % 2) fail("odd hex in the sessions file");
+  unsigned char *out = malloc(n / 2 + 1);
+  if (!out) die("malloc");
+  for (size_t i = 0; i < n / 2; i++) {
+    unsigned v;
+    if (sscanf(hex + 2 * i, "%2x", &v) != 1) fail("bad hex in the sessions file");
+    out[i] = (unsigned char)v;
+  }
+  *len = n / 2;
+  return out;
+}
+
+static void put16(unsigned char *p, unsigned v) {
+  p[0] = (unsigned char)(v >> 8);
+  p[1] = (unsigned char)v;
+}
+
+static void make_ephemeral(struct eph *e) {
+  EVP_PKEY *k = EVP_EC_gen("P-256");
+  unsigned char pt[65];
+  size_t len = 0;
+  if (!k || !EVP_PKEY_get_octet_string_param(k, OSSL_PKEY_PARAM_PUB_KEY, pt, sizeof pt, &len) || len != 65 || pt[0] != 4)
+    fail("P-256 key generation failed");
+  EVP_PKEY_free(k);
+  b64(e->x, pt + 1, 32, 1);
+  b64(e->y, pt + 33, 32, 1);
+  char jwk[192];
+  int n = snprintf(jwk, sizeof jwk, "{\"crv\":\"P-256\",\"kty\":\"EC\",\"x\":\"%s\",\"y\":\"%s\"}", e->x, e->y);
+  if (EVP_Digest(jwk, (size_t)n, e->jkt, NULL, EVP_sha256(), NULL) != 1) fail("SHA-256 failed");
+}
+
+/*
+ * The sessions file, one item per line:
+ *   audience <audience>
+ *   pcrs <the request's "pcrs" member, JSON without spaces>
+ *   host <id> <ecc|rsa> <AK private key, PKCS#8 DER, hex> <quote prefix, hex> <last clock> <quote rest, hex>
+ */
+static void load_sessions(const char *path) {
+  FILE *f = fopen(path, "r");
+  if (!f) die(path);
+  char *line = NULL;
+  size_t cap = 0;
+  int hcap = 0;
+  while (getline(&line, &cap, f) > 0) {
+    line[strcspn(line, "\r\n")] = '\0';
+    char *save = NULL;
+    char *kind = strtok_r(line, " ", &save);
+    if (!kind) continue;
+    if (strcmp(kind, "audience") == 0 || strcmp(kind, "pcrs") == 0) {
+      char *v = strtok_r(NULL, " ", &save);
+      if (!v) fail("empty line in the sessions file");
+      *(strcmp(kind, "audience") == 0 ? &audience : &pcrs_json) = strdup(v);
+    } else if (strcmp(kind, "host") == 0) {
+      char *f_[6];
+      for (int i = 0; i < 6; i++)
+        if (!(f_[i] = strtok_r(NULL, " ", &save))) fail("short host line in the sessions file");
+      if (nhosts == hcap) {
+        hcap = hcap ? hcap * 2 : 64;
+        hosts = realloc(hosts, (size_t)hcap * sizeof *hosts);
+        if (!hosts) die("realloc");
+      }
+      struct host *h = &hosts[nhosts++];
+      h->id = strdup(f_[0]);
+      h->ecc = strcmp(f_[1], "ecc") == 0;
+      size_t dl;
+      unsigned char *der = unhex(f_[2], &dl);
+      const unsigned char *p = der;
+      h->ak = d2i_AutoPrivateKey(NULL, &p, (long)dl);
+      if (!h->ak) fail("unreadable AK in the sessions file");
+      free(der);
+      h->prefix = unhex(f_[3], &h->prefix_len);
+      h->clock = strtoull(f_[4], NULL, 10);
+      h->rest = unhex(f_[5], &h->rest_len);
+      if (h->prefix_len + 40 + h->rest_len > 1024) fail("quote too long");
+    }
+  }
+  free(line);
+  fclose(f);
+  if (nhosts == 0 || !pcrs_json || !audience) fail("the sessions file needs hosts, pcrs and audience");
+}
+
+/* TPMT_SIGNATURE of the AK over the quote: ECDSA (r, s as 32-byte TPM2Bs) or RSASSA, SHA-256. */
+static size_t sign_quote(struct host *h, const unsigned char *msg, size_t n, unsigned char *out) {
+  unsigned char der[600];
+  size_t dl = sizeof der;
+  EVP_MD_CTX *m = EVP_MD_CTX_new();
+  if (!m || EVP_DigestSignInit(m, NULL, EVP_sha256(), NULL, h->ak) != 1 || EVP_DigestSign(m, der, &dl, msg, n) != 1) fail("AK signature failed");
+  EVP_MD_CTX_free(m);
+  if (!h->ecc) {
+    put16(out, 0x0014); /* TPM_ALG_RSASSA */
+    put16(out + 2, 0x000B); /* TPM_ALG_SHA256 */
+    put16(out + 4, (unsigned)dl);
+    memcpy(out + 6, der, dl);
+    return 6 + dl;
+  }
+  const unsigned char *p = der;
+  ECDSA_SIG *sig = d2i_ECDSA_SIG(NULL, &p, (long)dl);
+  if (!sig) fail("unreadable ECDSA signature");
+  const BIGNUM *r, *s;
+  ECDSA_SIG_get0(sig, &r, &s);
+  put16(out, 0x0018); /* TPM_ALG_ECDSA */
+  put16(out + 2, 0x000B);
+  put16(out + 4, 32);
+  BN_bn2binpad(r, out + 6, 32);
+  put16(out + 38, 32);
+  BN_bn2binpad(s, out + 40, 32);
+  ECDSA_SIG_free(sig);
+  return 72;
+}
+
+static size_t http_post(char *out, const char *path, const char *body, size_t body_len) {
+  int n = snprintf(out, BUF, "POST %s HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: application/json\r\nAuthorization: Bearer %s\r\nContent-Length: %zu\r\n\r\n%.*s",
+                   path, host, port, token, body_len, (int)body_len, body);
+  if (n < 0 || n >= BUF) fail("request too long");
+  return (size_t)n;
+}
+
+static struct host *host_of(struct conn *c) {
+  return &hosts[(c - conns) % nhosts];
+}
+
+/* The operation's first request: a challenge for the connection's host. */
+static void begin_session(struct conn *c) {
+  char body[256];
+  int n = snprintf(body, sizeof body, "{\"hostId\":\"%s\"}", host_of(c)->id);
+  c->req = c->out;
+  c->req_len = http_post(c->out, "/v1/challenges", body, (size_t)n);
+}
+
+/* From the challenge's answer, the session request (0), or -1 when the answer has no nonce. */
+static int session_request(struct conn *c, const char *answer) {
+  struct host *h = host_of(c);
+  const char *p = strstr(answer, "\"nonce\":\"");
+  if (!p) return -1;
+  p += 9;
+  const char *q = strchr(p, '"');
+  unsigned char nonce[128];
+  long nn = q ? unb64(nonce, sizeof nonce, p, (size_t)(q - p)) : -1;
+  if (nn <= 0) return -1;
+  struct eph fresh, *e = &fresh;
+  if (next_eph < neph) e = &ephs[next_eph++];
+  else make_ephemeral(&fresh); /* more sessions than keys made ahead */
+  /* The quote: extraData = SHA-256(nonce ‖ thumbprint), the clock one step on. */
+  unsigned char m[128 + 32], quote[1024], sig[600];
+  memcpy(m, nonce, (size_t)nn);
+  memcpy(m + nn, e->jkt, 32);
+  size_t ql = h->prefix_len;
+  memcpy(quote, h->prefix, ql);
+  if (EVP_Digest(m, (size_t)nn + 32, quote + ql, NULL, EVP_sha256(), NULL) != 1) fail("SHA-256 failed");
+  ql += 32;
+  h->clock += 10;
+  for (int i = 0; i < 8; i++) quote[ql + i] = (unsigned char)(h->clock >> (56 - 8 * i));
+  ql += 8;
+  memcpy(quote + ql, h->rest, h->rest_len);
+  ql += h->rest_len;
+  size_t sl = sign_quote(h, quote, ql, sig);
+  char qb[1400], sb[820], body[4096];
+  b64(qb, quote, ql, 0);
+  b64(sb, sig, sl, 0);
+  int n = snprintf(body, sizeof body,
+                   "{\"hostId\":\"%s\",\"nonce\":\"%.*s\",\"quote\":\"%s\",\"signature\":\"%s\",\"pcrs\":%s,"
+                   "\"ephemeralPublicKey\":{\"kty\":\"EC\",\"crv\":\"P-256\",\"x\":\"%s\",\"y\":\"%s\"},\"audience\":\"%s\"}",
+                   h->id, (int)(q - p), p, qb, sb, pcrs_json, e->x, e->y, audience);
+  if (n < 0 || (size_t)n >= sizeof body) fail("session request too long");
+  c->req = c->out;
+  c->req_len = http_post(c->out, "/v1/sessions", body, (size_t)n);
+  return 0;
+}
+
+static void setup_sessions(const char *path, size_t keys) {
+  load_sessions(path);
+  ephs = malloc((keys + 1) * sizeof *ephs);
+  if (!ephs) die("malloc");
+  for (neph = 0; neph < keys; neph++) make_ephemeral(&ephs[neph]);
+}
+#else
+static void begin_session(struct conn *c) { (void)c; }
+static int session_request(struct conn *c, const char *answer) {
+  (void)c;
+  (void)answer;
+  return -1;
+}
+#endif
 
 static void on_readable(struct conn *c) {
   for (;;) {
@@ -186,7 +500,8 @@ static void on_readable(struct conn *c) {
     }
     c->have += (size_t)n;
     int status = 0;
-    long total = complete_answer(c, &status);
+    const char *body = NULL;
+    long total = complete_answer(c, &status, &body);
     if (total < 0) {
       reconnect(c);
       return;
@@ -196,13 +511,19 @@ static void on_readable(struct conn *c) {
       reconnect(c);
       return;
     }
-    /* Latencies of successful answers only, as bench/load.ts counts them. */
-    if (status >= 200 && status < 300) {
-      uint64_t us = (now_ns() - c->due_ns) / 1000;
-      lat_us[nlat++] = us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
-      ok++;
-    } else {
+    if (status < 200 || status >= 300) {
       bad_status++;
+    } else if (sessions && c->step == 0) {
+      /* The challenge: the session request goes out on the same connection. */
+      if (session_request(c, body) == 0) {
+        c->step = 1;
+        send_request(c);
+        return;
+      }
+      bad_status++;
+    } else {
+      /* Latencies of successful operations only, as bench/load.ts counts them. */
+      record(c->due_ns);
     }
     release(c);
     return;
@@ -216,7 +537,7 @@ static int cmp_u32(const void *a, const void *b) {
 
 int main(int argc, char **argv) {
   if (argc != 7) {
-    fprintf(stderr, "usage: openloop <host> <port> <path> <rate/s> <duration ms> <connections>\n");
+    fprintf(stderr, "usage: openloop <host> <port> <path> <rate/s, 0 for a closed loop> <duration ms> <connections>\n");
     return 2;
   }
   host = argv[1];
@@ -225,25 +546,39 @@ int main(int argc, char **argv) {
   double rate = atof(argv[4]);
   double duration_ms = atof(argv[5]);
   nconns = atoi(argv[6]);
-  const char *token = getenv("CUSTOS_BENCH_TOKEN");
+  token = getenv("CUSTOS_BENCH_TOKEN");
   const char *body = getenv("CUSTOS_BENCH_BODY");
-  if (rate <= 0 || duration_ms <= 0 || nconns <= 0 || !token || !body) {
-    fprintf(stderr, "openloop: rate, duration and connections must be positive; CUSTOS_BENCH_TOKEN and CUSTOS_BENCH_BODY must be set\n");
+  const char *sessions_file = getenv("CUSTOS_BENCH_SESSIONS");
+  sessions = sessions_file != NULL && sessions_file[0] != '\0';
+  closed_loop = rate == 0;
+  if (rate < 0 || duration_ms <= 0 || nconns <= 0 || !token || (!body && !sessions)) {
+    fprintf(stderr, "openloop: rate must not be negative, duration and connections must be positive; CUSTOS_BENCH_TOKEN and CUSTOS_BENCH_BODY (or CUSTOS_BENCH_SESSIONS) must be set\n");
     return 2;
   }
-  size_t cap = strlen(path) + strlen(host) + strlen(token) + strlen(body) + 256;
-  request = malloc(cap);
-  if (!request) die("malloc");
-  request_len = (size_t)snprintf(request, cap,
-                                 "POST %s HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: application/json\r\n"
-                                 "Authorization: Bearer %s\r\nContent-Length: %zu\r\n\r\n%s",
-                                 path, host, port, token, strlen(body), body);
+  /* An open loop sends exactly this many; a closed loop as many as its connections get answered. */
+  size_t total = closed_loop ? 0 : (size_t)(rate * duration_ms / 1000.0);
+  if (sessions) {
+#ifdef OPENLOOP_SESSIONS
+    /* Ephemeral keys made before the clock starts, as bench/run.ts does for the Node generator:
+     * one per session, enough for 3,000 sessions/s in a closed loop. */
+    setup_sessions(sessions_file, closed_loop ? (size_t)(3 * duration_ms) : total);
+#else
+    fprintf(stderr, "openloop: built without sessions (needs -DOPENLOOP_SESSIONS and libcrypto)\n");
+    return 2;
+#endif
+  } else {
+    size_t cap = strlen(path) + strlen(host) + strlen(token) + strlen(body) + 256;
+    request = malloc(cap);
+    if (!request) die("malloc");
+    request_len = (size_t)snprintf(request, cap,
+                                   "POST %s HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: application/json\r\n"
+                                   "Authorization: Bearer %s\r\nContent-Length: %zu\r\n\r\n%s",
+                                   path, host, port, token, strlen(body), body);
+  }
 
-  size_t total = (size_t)(rate * duration_ms / 1000.0);
-  lat_us = malloc((total + 1) * sizeof *lat_us);
   conns = calloc((size_t)nconns, sizeof *conns);
   idle = malloc((size_t)nconns * sizeof *idle);
-  if (!lat_us || !conns || !idle) die("malloc");
+  if (!conns || !idle) die("malloc");
   ep = epoll_create1(0);
   if (ep < 0) die("epoll_create1");
   for (int i = 0; i < nconns; i++) {
@@ -256,7 +591,7 @@ int main(int argc, char **argv) {
   struct epoll_event te = {.events = EPOLLIN, .data.ptr = NULL};
   if (epoll_ctl(ep, EPOLL_CTL_ADD, tfd, &te) < 0) die("epoll_ctl");
 
-  double interval_ns = 1e9 / rate;
+  double interval_ns = closed_loop ? 0 : 1e9 / rate;
   /* Arrivals are sent in ticks of 1 ms, as bench/load.ts's timers do: waking for each one would cost
    * a wake-up per request on the cores the server needs. Each still counts from when it was due. */
   const uint64_t tick_ns = 1000000;
@@ -264,6 +599,10 @@ int main(int argc, char **argv) {
   size_t due_count = 0;
   int saturated = 0;
   struct epoll_event evs[256];
+  if (closed_loop) {
+    end_ns = start + (uint64_t)(duration_ms * 1e6);
+    while (nidle > 0) send_on(&conns[idle[--nidle]], start);
+  }
   while (due_count < total || nidle < nconns) {
     uint64_t now = now_ns();
     while (due_count < total && start + (uint64_t)(due_count * interval_ns) <= now) {
@@ -272,7 +611,7 @@ int main(int argc, char **argv) {
       else wq_push(due);
       due_count++;
     }
-    if (wq_len > rate / 2) {
+    if (!closed_loop && wq_len > rate / 2) {
       saturated = 1;
       break;
     }
@@ -305,7 +644,7 @@ int main(int argc, char **argv) {
 #define PCT(p) (nlat ? lat_us[(size_t)((double)nlat * (p)) < nlat ? (size_t)((double)nlat * (p)) : nlat - 1] : 0)
   printf("OPENLOOP_JSON {\"due\":%zu,\"ok\":%zu,\"errors\":%zu,\"status\":%zu,\"unanswered\":%zu,\"durationUs\":%llu,"
          "\"p50Us\":%u,\"p99Us\":%u,\"maxUs\":%u,\"saturated\":%d}\n",
-         due_count, ok, errors, bad_status, saturated ? 0 : unanswered, (unsigned long long)elapsed_us, PCT(0.5), PCT(0.99),
+         closed_loop ? started : due_count, ok, errors, bad_status, saturated ? 0 : unanswered, (unsigned long long)elapsed_us, PCT(0.5), PCT(0.99),
          nlat ? lat_us[nlat - 1] : 0, saturated);
   return 0;
 }

@@ -45,7 +45,7 @@ import { SoftAk } from '../test/helpers/soft-tpm.js';
 import { closedLoop, JsonClient, openLoop, type RunResult } from './load.js';
 import { httpFloorBench } from './http-floor.js';
 import { rawSignRate } from './pkcs11-raw.js';
-import { buildOpenLoop, nativeOpenLoop } from './openloop.js';
+import { buildOpenLoop, nativeOpenLoop, nativeSessions } from './openloop.js';
 import { wrkAvailable, wrkClosedLoop } from './wrk.js';
 import { quoteVerifyRate } from './quote-verify.js';
 import type { BenchHost, FromServer, ToServer } from './server.js';
@@ -420,6 +420,9 @@ async function main(): Promise<void> {
       return row;
     };
 
+    // bench/openloop.c, built once when a part first needs it.
+    let nativeBuild: ReturnType<typeof buildOpenLoop> | undefined;
+    const nativeGenerator = (): ReturnType<typeof buildOpenLoop> => (nativeBuild ??= servers.length === 1 ? buildOpenLoop(dir) : { reason: 'needs a single replica' });
     // BENCH_ONLY: a comma-separated list of parts (sign, sign-wrk, sign-batch, sessions); all when unset.
     const only = new Set((process.env.BENCH_ONLY ?? '').split(',').filter((p) => p !== ''));
     const part = (p: string): boolean => only.size === 0 || only.has(p);
@@ -456,7 +459,7 @@ async function main(): Promise<void> {
     // The same arrivals from bench/openloop.c, which costs the shared cores a few µs per request
     // where the Node generator costs 35–45 µs, and has no stalls of its own: the target row when
     // it can be built (as wrk's rows are for the peak).
-    const native = servers.length === 1 ? buildOpenLoop(dir) : { reason: 'needs a single replica' };
+    const native = nativeGenerator();
     const ecOpenNative = 'path' in native
       ? await measure('ec-p256 sign (open loop, C)', () => nativeOpenLoop(native.path, { url: srv.url, path: '/v1/keys/bench-ec/sign', token: srv.token, body: { digest: randomBytes(32).toString('base64') }, ratePerSec: halfRate, durationMs: ms(3000), connections: 256 }))
       : undefined;
@@ -515,9 +518,20 @@ async function main(): Promise<void> {
     keysFor(ms(3000));
     sess.push(await measure('sessions RSA AK', () => closedLoop(sessionOp(client, rsaHosts), RSA_HOSTS, ms(3000)), RSA_HOSTS));
     keysFor(ms(3000));
-    const eccOpen = await measure('sessions ECC AK (open)', () => openLoop(sessionOp(client, eccHosts), 1000, ms(3000), ECC_HOSTS));
+    const eccOpenNode = await measure('sessions ECC AK (open)', () => openLoop(sessionOp(client, eccHosts), 1000, ms(3000), ECC_HOSTS));
     keysFor(ms(3000));
-    const rsaOpen = await measure('sessions RSA AK (open)', () => openLoop(sessionOp(client, rsaHosts), 1000, ms(3000), RSA_HOSTS));
+    const rsaOpenNode = await measure('sessions RSA AK (open)', () => openLoop(sessionOp(client, rsaHosts), 1000, ms(3000), RSA_HOSTS));
+    // The same sessions from bench/openloop.c (built with libcrypto), which spends a fraction of
+    // the Node generator's CPU per session on the shared cores and has no stalls of its own: the
+    // target rows when it can be built, as for signing.
+    const native = nativeGenerator();
+    const cSessions = 'sessions' in native && native.sessions ? native.path : undefined;
+    if (cSessions === undefined) console.log(`  (no C sessions rows: ${'reason' in native ? native.reason : ''}; the targets use the Node generator's)`);
+    const cRow = (label: string, hosts: { id: string; ak: SoftAk }[], ratePerSec: number): Promise<Row> =>
+      measure(label, () => nativeSessions(cSessions!, { dir, url: srv.url, token: srv.token, hosts, pcrs: [PCR0, PCR1], audience: 'ledger', ratePerSec, durationMs: ms(3000), connections: hosts.length }), ratePerSec === 0 ? hosts.length : undefined);
+    const eccOpenC = cSessions !== undefined ? await cRow('sessions ECC AK (open, C)', eccHosts, 1000) : undefined;
+    const rsaOpenC = cSessions !== undefined ? await cRow('sessions RSA AK (open, C)', rsaHosts, 1000) : undefined;
+    if (cSessions !== undefined) sess.push(await cRow('sessions ECC AK (C)', eccHosts, 0));
     for (const rate of (process.env.BENCH_SESSION_RATES ?? '').split(',').filter(Boolean).map(Number)) {
       keysFor(ms(3000));
       splitting = true;
@@ -527,15 +541,23 @@ async function main(): Promise<void> {
     }
     const eccPeak = Math.max(...sess.filter((r) => r.label.includes('ECC')).map((r) => r.opsPerSec));
     const rsaSessPeak = Math.max(...sess.filter((r) => r.label.includes('RSA')).map((r) => r.opsPerSec));
+    const eccNodePeak = Math.max(...sess.filter((r) => r.label.includes('ECC') && r.generator !== 'openloop.c').map((r) => r.opsPerSec));
     // Latency at a load this machine sustains, for comparison with the 1,000/s run.
+    const halfRate = Math.max(10, Math.round(eccPeak / 2));
     keysFor(ms(3000));
-    const eccHalf = await measure('sessions ECC AK (open, half)', () => openLoop(sessionOp(client, eccHosts), Math.max(10, Math.round(eccPeak / 2)), ms(3000), ECC_HOSTS));
-    console.log(`  ECC AK peak ${fmt(eccPeak)} sessions/s (target ≥ 2,000 = ${ratio(eccPeak, 2000)} of it), raw HSM ec-p256 sign ${fmt(raw.ecP256)}/s (sessions/raw ${ratio(eccPeak, raw.ecP256)})`);
-    console.log(`  RSA AK peak ${fmt(rsaSessPeak)} sessions/s; p99 at 1,000/s offered: ECC ${eccOpen.p99Ms} ms${eccOpen.saturated ? ' (saturated)' : ''}, RSA ${rsaOpen.p99Ms} ms${rsaOpen.saturated ? ' (saturated)' : ''} (target ≤ 20 ms)`);
-    console.log(`  ECC AK p99 at half the peak (${fmt(eccHalf.targetPerSec ?? 0)}/s): ${eccHalf.p99Ms} ms`);
+    const eccHalf = cSessions !== undefined
+      ? await cRow('sessions ECC AK (open, half, C)', eccHosts, halfRate)
+      : await measure('sessions ECC AK (open, half)', () => openLoop(sessionOp(client, eccHosts), halfRate, ms(3000), ECC_HOSTS));
+    const eccOpen = eccOpenC ?? eccOpenNode;
+    const rsaOpen = rsaOpenC ?? rsaOpenNode;
+    const gen = (r: Row): string => (r.generator === 'openloop.c' ? 'C generator' : 'Node generator');
+    const sat = (r: Row): string => (r.saturated ? ' (saturated)' : '');
+    console.log(`  ECC AK peak ${fmt(eccPeak)} sessions/s (target ≥ 2,000 = ${ratio(eccPeak, 2000)} of it; Node generator ${fmt(eccNodePeak)}/s), raw HSM ec-p256 sign ${fmt(raw.ecP256)}/s (sessions/raw ${ratio(eccPeak, raw.ecP256)})`);
+    console.log(`  RSA AK peak ${fmt(rsaSessPeak)} sessions/s; p99 at 1,000/s offered: ECC ${eccOpen.p99Ms} ms${sat(eccOpen)}, RSA ${rsaOpen.p99Ms} ms${sat(rsaOpen)} (target ≤ 20 ms; ${gen(eccOpen)}${eccOpenC ? `; Node generator ECC ${eccOpenNode.p99Ms} ms${sat(eccOpenNode)}, RSA ${rsaOpenNode.p99Ms} ms${sat(rsaOpenNode)}` : ''})`);
+    console.log(`  ECC AK p99 at half the peak (${fmt(eccHalf.targetPerSec ?? 0)}/s): ${eccHalf.p99Ms} ms (${gen(eccHalf)})`);
     out.sessions = {
-      rows: [...sess, eccOpen, rsaOpen, eccHalf], eccPeak, rsaPeak: rsaSessPeak, rawHsmEcSign: raw.ecP256,
-      eccP99At1000Ms: eccOpen.p99Ms, rsaP99At1000Ms: rsaOpen.p99Ms, eccHalfPeakRate: eccHalf.targetPerSec, eccP99AtHalfPeakMs: eccHalf.p99Ms,
+      rows: [...sess, eccOpenNode, rsaOpenNode, ...(eccOpenC ? [eccOpenC] : []), ...(rsaOpenC ? [rsaOpenC] : []), eccHalf], eccPeak, eccNodePeak, rsaPeak: rsaSessPeak, rawHsmEcSign: raw.ecP256,
+      eccP99At1000Ms: eccOpen.p99Ms, rsaP99At1000Ms: rsaOpen.p99Ms, p99At1000Generator: eccOpen.generator, eccNodeP99At1000Ms: eccOpenNode.p99Ms, rsaNodeP99At1000Ms: rsaOpenNode.p99Ms, eccHalfPeakRate: eccHalf.targetPerSec, eccP99AtHalfPeakMs: eccHalf.p99Ms,
       targets: { sessionsPerSec: 2000, p99Ms: 20 },
     };
     }

@@ -58,14 +58,15 @@ function childrenCpuUs(): number {
 
 /**
  * Runs a C load generator to its end: the bearer token and the JSON body go through its
- * environment (CUSTOS_BENCH_TOKEN, CUSTOS_BENCH_BODY), never its command line; its summary is
- * the JSON after `marker` on the line it prints; its CPU time is measured as a reaped child's.
+ * environment (CUSTOS_BENCH_TOKEN, CUSTOS_BENCH_BODY, and `env`), never its command line; its
+ * summary is the JSON after `marker` on the line it prints; its CPU time is measured as a reaped
+ * child's.
  */
-export async function runGenerator<T>(command: string, args: string[], req: { token: string; body: unknown }, marker: string): Promise<{ summary: T; cpuUs: number }> {
+export async function runGenerator<T>(command: string, args: string[], req: { token: string; body?: unknown; env?: Record<string, string> }, marker: string): Promise<{ summary: T; cpuUs: number }> {
   const cpu0 = childrenCpuUs();
   const out = await new Promise<string>((resolve, reject) => {
     const child = spawn(command, args, {
-      env: { ...process.env, CUSTOS_BENCH_TOKEN: req.token, CUSTOS_BENCH_BODY: JSON.stringify(req.body) },
+      env: { ...process.env, ...req.env, CUSTOS_BENCH_TOKEN: req.token, ...(req.body === undefined ? {} : { CUSTOS_BENCH_BODY: JSON.stringify(req.body) }) },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let text = '';

@@ -76,6 +76,11 @@ export class SoftAk {
     this.qualifiedName = Buffer.concat([u16(TPM_ALG.SHA256), createHash('sha256').update('soft-ek').update(this.name).digest()]);
   }
 
+  /** Moves the clock forward to `to` (never back): quotes made elsewhere with this AK's key went that far. */
+  advanceClock(to: bigint): void {
+    if (to > this.#clock) this.#clock = to;
+  }
+
   /** A TPM2_Quote over PCRs 0..n-1 of the SHA-256 bank with the given values (n ≤ 8). */
   quote(extraData: Buffer, pcrs: readonly Buffer[]): SoftQuote {
     this.#clock += 10n;
