@@ -25,6 +25,8 @@
  *
  * Prints one line:
  *   OPENLOOP_JSON {"due":…,"ok":…,"errors":…,"status":…,"durationUs":…,"p50Us":…,"p99Us":…,"maxUs":…,"saturated":0|1}
+ * and for sessions also the p50/p99 of the time to the challenge's answer (from when the
+ * operation was due) and from there to the session's answer: challengeP50Us, … sessionP99Us.
  * Linux only (epoll, timerfd).
  */
 #define _GNU_SOURCE
@@ -52,6 +54,7 @@ struct conn {
   int busy;          /* an operation is in flight */
   int step;          /* sessions: 0 while the challenge is in flight, 1 for the session */
   uint64_t due_ns;   /* when the operation in flight was due */
+  uint64_t step_ns;  /* sessions: when the challenge was answered */
   const char *req;   /* the request being written */
   size_t req_len;
   size_t sent;       /* bytes of it written so far */
@@ -189,14 +192,28 @@ static void release(struct conn *c) {
   }
 }
 
-static void record(uint64_t due_ns) {
-  uint64_t us = (now_ns() - due_ns) / 1000;
+/* Sessions: each operation's time to the challenge's answer and from there to the session's. */
+static uint32_t *challenge_us, *session_us;
+
+static uint32_t us_since(uint64_t t_ns, uint64_t now) {
+  uint64_t us = (now - t_ns) / 1000;
+  return us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
+}
+
+static void record(struct conn *c) {
+  uint64_t now = now_ns();
   if (nlat == lat_cap) {
     lat_cap = lat_cap ? lat_cap * 2 : 4096;
     lat_us = realloc(lat_us, lat_cap * sizeof *lat_us);
-    if (!lat_us) die("realloc");
+    challenge_us = realloc(challenge_us, lat_cap * sizeof *challenge_us);
+    session_us = realloc(session_us, lat_cap * sizeof *session_us);
+    if (!lat_us || !challenge_us || !session_us) die("realloc");
   }
-  lat_us[nlat++] = us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
+  if (sessions) {
+    challenge_us[nlat] = us_since(c->due_ns, c->step_ns);
+    session_us[nlat] = us_since(c->step_ns, now);
+  }
+  lat_us[nlat++] = us_since(c->due_ns, now);
   ok++;
 }
 
@@ -517,13 +534,14 @@ static void on_readable(struct conn *c) {
       /* The challenge: the session request goes out on the same connection. */
       if (session_request(c, body) == 0) {
         c->step = 1;
+        c->step_ns = now_ns();
         send_request(c);
         return;
       }
       bad_status++;
     } else {
       /* Latencies of successful operations only, as bench/load.ts counts them. */
-      record(c->due_ns);
+      record(c);
     }
     release(c);
     return;
@@ -639,12 +657,24 @@ int main(int argc, char **argv) {
   }
   uint64_t elapsed_us = (now_ns() - start) / 1000;
   size_t unanswered = (size_t)(nconns - nidle) + wq_len;
-  qsort(lat_us, nlat, sizeof *lat_us, cmp_u32);
   /* The same percentile as bench/load.ts: the element at floor(n × p). */
-#define PCT(p) (nlat ? lat_us[(size_t)((double)nlat * (p)) < nlat ? (size_t)((double)nlat * (p)) : nlat - 1] : 0)
+#define PCT(a, p) (nlat ? (a)[(size_t)((double)nlat * (p)) < nlat ? (size_t)((double)nlat * (p)) : nlat - 1] : 0)
+  uint32_t split[4] = {0, 0, 0, 0};
+  if (sessions) {
+    qsort(challenge_us, nlat, sizeof *challenge_us, cmp_u32);
+    qsort(session_us, nlat, sizeof *session_us, cmp_u32);
+    split[0] = PCT(challenge_us, 0.5);
+    split[1] = PCT(challenge_us, 0.99);
+    split[2] = PCT(session_us, 0.5);
+    split[3] = PCT(session_us, 0.99);
+  }
+  qsort(lat_us, nlat, sizeof *lat_us, cmp_u32);
   printf("OPENLOOP_JSON {\"due\":%zu,\"ok\":%zu,\"errors\":%zu,\"status\":%zu,\"unanswered\":%zu,\"durationUs\":%llu,"
-         "\"p50Us\":%u,\"p99Us\":%u,\"maxUs\":%u,\"saturated\":%d}\n",
-         closed_loop ? started : due_count, ok, errors, bad_status, saturated ? 0 : unanswered, (unsigned long long)elapsed_us, PCT(0.5), PCT(0.99),
-         nlat ? lat_us[nlat - 1] : 0, saturated);
+         "\"p50Us\":%u,\"p99Us\":%u,\"maxUs\":%u,\"saturated\":%d",
+         closed_loop ? started : due_count, ok, errors, bad_status, saturated ? 0 : unanswered, (unsigned long long)elapsed_us,
+         PCT(lat_us, 0.5), PCT(lat_us, 0.99), nlat ? lat_us[nlat - 1] : 0, saturated);
+  if (sessions)
+    printf(",\"challengeP50Us\":%u,\"challengeP99Us\":%u,\"sessionP50Us\":%u,\"sessionP99Us\":%u", split[0], split[1], split[2], split[3]);
+  printf("}\n");
   return 0;
 }

@@ -32,6 +32,11 @@ interface OpenLoopSummary {
   p99Us: number;
   maxUs: number;
   saturated: 0 | 1;
+  /** Sessions only. */
+  challengeP50Us?: number;
+  challengeP99Us?: number;
+  sessionP50Us?: number;
+  sessionP99Us?: number;
 }
 
 export interface NativeOpenLoopRun extends RunResult {
@@ -41,7 +46,12 @@ export interface NativeOpenLoopRun extends RunResult {
   maxMs: number;
   /** Operations due (open loop) or started (closed loop). */
   operations: number;
+  /** Sessions: p50/p99 (ms) of the time to the challenge's answer (from when due) and from there to the session's. */
+  split?: { challengeMs: [number, number]; sessionMs: [number, number] };
 }
+
+/** µs → ms with two decimals. */
+const ms = (us: number): number => Math.round(us / 10) / 100;
 
 /** The C source: next to this file in the repository (the compiled bench runs from .bench/bench/). */
 function source(): string | undefined {
@@ -84,14 +94,15 @@ export async function nativeOpenLoop(binary: string, opts: { url: string; path: 
     opsPerSec: Math.round((s.ok * 1000) / elapsedMs),
     ok: s.ok,
     errors,
-    p50Ms: Math.round(s.p50Us / 10) / 100,
-    p99Ms: Math.round(s.p99Us / 10) / 100,
-    maxMs: Math.round(s.maxUs / 10) / 100,
+    p50Ms: ms(s.p50Us),
+    p99Ms: ms(s.p99Us),
+    maxMs: ms(s.maxUs),
     ...(opts.ratePerSec > 0 ? { targetPerSec: opts.ratePerSec } : {}),
     ...(s.saturated ? { saturated: true } : {}),
     generator: 'openloop.c',
     generatorCpuUsPerOp: Math.round(cpu / Math.max(1, s.due)),
     operations: s.due,
+    ...(s.challengeP50Us !== undefined ? { split: { challengeMs: [ms(s.challengeP50Us), ms(s.challengeP99Us!)], sessionMs: [ms(s.sessionP50Us!), ms(s.sessionP99Us!)] } } : {}),
     ...(errors > 0 ? { firstError: `openloop: ${s.status} non-2xx, ${s.errors} socket errors, ${s.unanswered} unanswered` } : {}),
   };
 }

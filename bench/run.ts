@@ -527,8 +527,12 @@ async function main(): Promise<void> {
     const native = nativeGenerator();
     const cSessions = 'sessions' in native && native.sessions ? native.path : undefined;
     if (cSessions === undefined) console.log(`  (no C sessions rows: ${'reason' in native ? native.reason : ''}; the targets use the Node generator's)`);
-    const cRow = (label: string, hosts: { id: string; ak: SoftAk }[], ratePerSec: number): Promise<Row> =>
-      measure(label, () => nativeSessions(cSessions!, { dir, url: srv.url, token: srv.token, hosts, pcrs: [PCR0, PCR1], audience: 'ledger', ratePerSec, durationMs: ms(3000), connections: hosts.length }), ratePerSec === 0 ? hosts.length : undefined);
+    const cRow = async (label: string, hosts: { id: string; ak: SoftAk }[], ratePerSec: number): Promise<Row> => {
+      const row = await measure(label, () => nativeSessions(cSessions!, { dir, url: srv.url, token: srv.token, hosts, pcrs: [PCR0, PCR1], audience: 'ledger', ratePerSec, durationMs: ms(3000), connections: hosts.length }), ratePerSec === 0 ? hosts.length : undefined);
+      const split = (row as Row & { split?: { challengeMs: number[]; sessionMs: number[] } }).split;
+      if (split !== undefined) console.log(`    split: challenge answered p50/p99 ${split.challengeMs.join('/')} ms after it was due, session ${split.sessionMs.join('/')} ms after that`);
+      return row;
+    };
     const eccOpenC = cSessions !== undefined ? await cRow('sessions ECC AK (open, C)', eccHosts, 1000) : undefined;
     const rsaOpenC = cSessions !== undefined ? await cRow('sessions RSA AK (open, C)', rsaHosts, 1000) : undefined;
     if (cSessions !== undefined) sess.push(await cRow('sessions ECC AK (C)', eccHosts, 0));
