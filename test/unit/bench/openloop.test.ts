@@ -3,8 +3,13 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildOpenLoop, nativeOpenLoop } from '../../../bench/openloop.js';
+import { buildOpenLoop, nativeOpenLoop, nativeSessions } from '../../../bench/openloop.js';
+import { checkAkPublic } from '../../../src/attestation/ak.js';
+import { verifyQuote, type QuoteCounters } from '../../../src/attestation/quote.js';
+import { parseEphemeralJwk, sessionExtraData } from '../../../src/sessions/ephemeral-key.js';
+import { SoftAk } from '../../helpers/soft-tpm.js';
 
 /** A server whose answer to the n-th request (from 1) `answer` decides. */
 async function serve(answer: (n: number, req: IncomingMessage, body: string, res: ServerResponse) => void): Promise<{ server: Server; url: string }> {
@@ -94,6 +99,140 @@ describe('bench/openloop.c (the C open-loop generator)', () => {
     } finally {
       server.closeAllConnections();
       server.close();
+    }
+  });
+});
+
+/**
+ * Sessions mode (built with libcrypto): the generator plays enclaves. A stand-in for custos checks
+ * each session request the way custos does — verifyQuote against the host's software AK, with
+ * extraData = SHA-256(nonce ‖ thumbprint of the ephemeral key) and the host's last clock — so a
+ * generator that sent quotes custos would refuse fails here.
+ */
+describe('bench/openloop.c as the sessions generator', () => {
+  const PCRS = [Buffer.alloc(32, 0x11), Buffer.alloc(32, 0x22)];
+  let dir: string;
+  let binary: string | undefined;
+  beforeAll(() => {
+    dir = mkdtempSync(join(tmpdir(), 'custos-openloop-'));
+    const built = buildOpenLoop(dir);
+    if (!('path' in built)) throw new Error(built.reason);
+    // Without OpenSSL's headers the bench prints the Node generator's rows alone: nothing to test.
+    binary = built.sessions ? built.path : undefined;
+  });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  /**
+   * A stand-in for custos's challenge and session endpoints; `refuse` answers every session 403.
+   * Sessions are answered after 30 ms, so that operations overlap and every connection (and so
+   * every host) gets its turn.
+   */
+  async function custos(hosts: { id: string; ak: SoftAk }[], refuse = false) {
+    const nonces = new Map<string, string>(); // nonce (base64) → host id, while unused
+    const last = new Map<string, QuoteCounters>();
+    const jkts = new Set<string>();
+    const failures: string[] = [];
+    let sessions = 0;
+    const { server, url } = await serve((_n, req, body, res) => {
+      if (req.headers.authorization !== 'Bearer bench-token') return json(res, 401, {});
+      const b = JSON.parse(body) as Record<string, unknown>;
+      if (req.url === '/v1/challenges') {
+        const nonce = randomBytes(32).toString('base64');
+        nonces.set(nonce, b['hostId'] as string);
+        return json(res, 200, { nonce, expiresAt: new Date(Date.now() + 60_000).toISOString() });
+      }
+      sessions++;
+      const host = hosts.find((h) => h.id === b['hostId']);
+      const nonce = b['nonce'] as string;
+      const why: string[] = [];
+      if (host === undefined || nonces.get(nonce) !== host.id) why.push('nonce not issued to this host');
+      nonces.delete(nonce);
+      if (b['audience'] !== 'ledger') why.push('audience');
+      let eph;
+      try {
+        eph = parseEphemeralJwk(b['ephemeralPublicKey']);
+        if (jkts.has(eph.thumbprint.toString('hex'))) why.push('ephemeral key used before');
+        jkts.add(eph.thumbprint.toString('hex'));
+      } catch (e) {
+        why.push(`ephemeral key: ${(e as Error).message}`);
+      }
+      if (host !== undefined && eph !== undefined) {
+        const pcrs = b['pcrs'] as { sha256: Record<string, string> };
+        const v = verifyQuote({
+          akPublic: checkAkPublic(host.ak.tpm2bPublic),
+          quote: Buffer.from(b['quote'] as string, 'base64'),
+          signature: Buffer.from(b['signature'] as string, 'base64'),
+          pcrs: { sha256: Object.fromEntries(Object.entries(pcrs.sha256).map(([k, v]) => [k, Buffer.from(v, 'hex')])) },
+          expectedExtraData: sessionExtraData(Buffer.from(nonce, 'base64'), eph.thumbprint),
+          requiredSelection: { bank: 'sha256', indices: [0, 1] },
+          referenceValues: { 0: [PCRS[0]!], 1: [PCRS[1]!] },
+          expectedQualifiedSigner: host.ak.qualifiedName,
+          ...(last.has(host.id) ? { previous: last.get(host.id)! } : {}),
+        });
+        why.push(...v.failures.map((f) => f.code));
+        if (v.ok) last.set(host.id, v.parsed.counters);
+      }
+      if (why.length > 0) failures.push(...why);
+      setTimeout(() => json(res, refuse || why.length > 0 ? 403 : 201, { token: 'x' }), 30);
+    });
+    return { server, url, failures, last, count: () => sessions };
+  }
+
+  it('makes sessions custos accepts, open loop: fresh nonce and ephemeral key each, quotes of ECC and RSA AKs', async () => {
+    if (binary === undefined) return;
+    const hosts = [{ id: 'h-ecc-0', ak: new SoftAk('ecc') }, { id: 'h-rsa', ak: new SoftAk('rsa') }, { id: 'h-ecc-1', ak: new SoftAk('ecc') }];
+    // A quote made before the run: the generator's must come after it.
+    hosts[0]!.ak.quote(Buffer.alloc(32), PCRS);
+    const c = await custos(hosts);
+    try {
+      const r = await nativeSessions(binary, { dir, url: c.url, token: 'bench-token', hosts, pcrs: PCRS, audience: 'ledger', ratePerSec: 100, durationMs: 1000, connections: hosts.length });
+      expect(c.failures).toEqual([]);
+      expect(r.ok).toBe(100);
+      expect(r.errors).toBe(0);
+      expect(c.count()).toBe(100);
+      expect(r.split?.challengeMs[0]).toBeGreaterThan(0);
+      expect(r.split?.sessionMs[1]).toBeGreaterThanOrEqual(r.split!.sessionMs[0]);
+      // Every host had sessions; Node's quotes after the run still go forward from the generator's last one.
+      expect([...c.last.keys()].sort()).toEqual(hosts.map((h) => h.id).sort());
+      for (const h of hosts) {
+        const q = Buffer.from(h.ak.quote(Buffer.alloc(32), PCRS).quote, 'base64');
+        const clock = q.readBigUInt64BE(8 + q.readUInt16BE(6) + 2 + 32);
+        expect(clock).toBeGreaterThan(c.last.get(h.id)!.clock);
+      }
+    } finally {
+      c.server.close();
+    }
+  });
+
+  it('runs a closed loop for the duration: every connection goes again as soon as it is answered', async () => {
+    if (binary === undefined) return;
+    const hosts = [{ id: 'h0', ak: new SoftAk('ecc') }, { id: 'h1', ak: new SoftAk('ecc') }];
+    const c = await custos(hosts);
+    try {
+      const t0 = performance.now();
+      const r = await nativeSessions(binary, { dir, url: c.url, token: 'bench-token', hosts, pcrs: PCRS, audience: 'ledger', ratePerSec: 0, durationMs: 500, connections: 2 });
+      expect(performance.now() - t0).toBeGreaterThanOrEqual(500);
+      expect(c.failures).toEqual([]);
+      expect(r.errors).toBe(0);
+      expect(r.ok).toBe(c.count());
+      expect(r.ok).toBeGreaterThan(20);
+      expect(r.targetPerSec).toBeUndefined();
+    } finally {
+      c.server.close();
+    }
+  });
+
+  it('counts a refused session as an error, not a success', async () => {
+    if (binary === undefined) return;
+    const hosts = [{ id: 'h0', ak: new SoftAk('ecc') }];
+    const c = await custos(hosts, true);
+    try {
+      const r = await nativeSessions(binary, { dir, url: c.url, token: 'bench-token', hosts, pcrs: PCRS, audience: 'ledger', ratePerSec: 50, durationMs: 400, connections: 1 });
+      expect(c.failures).toEqual([]);
+      expect(r.ok).toBe(0);
+      expect(r.errors).toBe(20);
+    } finally {
+      c.server.close();
     }
   });
 });
