@@ -9,12 +9,12 @@ STATE ?= $(CURDIR)/.custos
 APT_PACKAGES := softhsm2 swtpm swtpm-tools tpm2-tools opensc openssl
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test deps system-deps node-deps bench-deps build bench clean
+.PHONY: demo test deps system-deps node-deps test-deps bench-deps build bench clean
 
 demo: deps
 	@bash scripts/demo.sh "$(STATE)"
 
-test: deps
+test: deps test-deps
 	@mkdir -p .custos
 	@status=0; npx vitest run --reporter=default --reporter=json --outputFile.json=.custos/vitest.json || status=$$?; \
 	if [ -f .custos/vitest.json ]; then node scripts/test-summary.mjs .custos/vitest.json; fi; exit $$status
@@ -24,21 +24,27 @@ bench: deps bench-deps
 
 deps: system-deps node-deps
 
-# The bench also drives the server with wrk (a C load generator), installed only when missing.
+# The bench also drives the server with wrk (a C load generator) and builds bench/openloop.c
+# against libcrypto (OpenSSL's headers: libssl-dev) to play the enclaves of the sessions rows;
+# the tests build that generator too.
+BENCH_APT_PACKAGES := wrk libssl-dev
 bench-deps:
-	@if ! dpkg -s wrk >/dev/null 2>&1; then \
-	  echo "installing: wrk"; $(SUDO) apt-get update -qq; \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends wrk >/dev/null; fi
+	$(call apt-install,$(BENCH_APT_PACKAGES))
+test-deps:
+	$(call apt-install,libssl-dev)
 
 # System packages, installed only when missing; the package lists are refreshed once first
 # (they may be empty on a new machine).
+define apt-install
+@missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+if [ -n "$$missing" ]; then \
+  echo "installing:$$missing"; \
+  $(SUDO) apt-get update -qq; \
+  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+else echo "system packages present: $(1)"; fi
+endef
 system-deps:
-	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	if [ -n "$$missing" ]; then \
-	  echo "installing:$$missing"; \
-	  $(SUDO) apt-get update -qq; \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
-	else echo "system packages present: $(APT_PACKAGES)"; fi
+	$(call apt-install,$(APT_PACKAGES))
 
 # npm ci when node_modules is missing or older than the lock file; it builds the native
 # modules (pkcs11js, better-sqlite3) and, through `prepare`, compiles TypeScript to dist/.
