@@ -21,7 +21,9 @@
  * each followed by where its time went (challenge, quote, session request; and for the slowest 1%);
  * BENCH_STALL_LOG=1 makes the server print each event-loop stall over 15 ms, split into running,
  * waiting for a core and blocked (bench/server.ts). The sign row at half the peak comes twice: from
- * the Node generator and from bench/openloop.c (the target's row when a C compiler is there).
+ * the Node generator and from bench/openloop.c (the target's row when a C compiler is there). So do
+ * the sessions rows at 1,000/s, from bench/openloop.c built with libcrypto, which plays the
+ * enclaves (nativeSessions); the sessions peak is the higher of both generators' closed loops.
  *
  * This process, the load generator, runs with --single-threaded-gc and a 2 MB young generation
  * (package.json): its parallel scavenges otherwise wait for helper threads that the server keeps
