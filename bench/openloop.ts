@@ -14,7 +14,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { writeFile } from 'node:fs/promises';
+import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { SoftAk } from '../test/helpers/soft-tpm.js';
@@ -112,8 +112,9 @@ export async function nativeOpenLoop(binary: string, opts: { url: string; path: 
  * challenge for the connection's host, a quote over SHA-256(nonce ‖ thumbprint of a fresh
  * ephemeral P-256 key) signed with that host's software AK, and POST /v1/sessions; connection i
  * speaks for host i mod hosts.length. `ratePerSec` 0 is a closed loop. The AKs' private keys (bench
- * keys, made for this run) reach it in a file of `dir` readable by this user only; each AK's
- * clock is moved past every quote the generator may have made, so later Node rows do not go back.
+ * keys, made for this run) reach it in a file of `dir` readable by this user only, removed when it
+ * ends; each AK's clock is moved past every quote the generator may have made, so later Node rows
+ * do not go back.
  */
 export async function nativeSessions(binary: string, opts: {
   dir: string; url: string; token: string; hosts: readonly { id: string; ak: SoftAk }[]; pcrs: readonly Buffer[]; audience: string;
@@ -135,7 +136,12 @@ export async function nativeSessions(binary: string, opts: {
   }
   const file = join(opts.dir, 'sessions.txt');
   await writeFile(file, `${lines.join('\n')}\n`, { mode: 0o600 });
-  const run = await nativeOpenLoop(binary, { url: opts.url, path: '/v1/sessions', token: opts.token, env: { CUSTOS_BENCH_SESSIONS: file }, ratePerSec: opts.ratePerSec, durationMs: opts.durationMs, connections: opts.connections });
+  let run: NativeOpenLoopRun;
+  try {
+    run = await nativeOpenLoop(binary, { url: opts.url, path: '/v1/sessions', token: opts.token, env: { CUSTOS_BENCH_SESSIONS: file }, ratePerSec: opts.ratePerSec, durationMs: opts.durationMs, connections: opts.connections });
+  } finally {
+    await rm(file, { force: true });
+  }
   // Every operation's quote may have gone to one host: move each clock past all of them.
   const quotes = BigInt(run.operations);
   opts.hosts.forEach((h, i) => h.ak.advanceClock(clocks[i]! + 10n * (quotes + 1n)));

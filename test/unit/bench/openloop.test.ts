@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -184,6 +184,8 @@ describe('bench/openloop.c as the sessions generator', () => {
     try {
       const r = await nativeSessions(binary, { dir, url: c.url, token: 'bench-token', hosts, pcrs: PCRS, audience: 'ledger', ratePerSec: 100, durationMs: 1000, connections: hosts.length });
       expect(c.failures).toEqual([]);
+      // The file that carried the AKs' private keys is gone.
+      expect(existsSync(join(dir, 'sessions.txt'))).toBe(false);
       expect(r.ok).toBe(100);
       expect(r.errors).toBe(0);
       expect(c.count()).toBe(100);
