@@ -376,26 +376,26 @@ static void load_sessions(const char *path) {
       if (!v) fail("empty line in the sessions file");
       *(strcmp(kind, "audience") == 0 ? &audience : &pcrs_json) = strdup(v);
     } else if (strcmp(kind, "host") == 0) {
-      char *f_[6];
+      char *field[6];
       for (int i = 0; i < 6; i++)
-        if (!(f_[i] = strtok_r(NULL, " ", &save))) fail("short host line in the sessions file");
+        if (!(field[i] = strtok_r(NULL, " ", &save))) fail("short host line in the sessions file");
       if (nhosts == hcap) {
         hcap = hcap ? hcap * 2 : 64;
         hosts = realloc(hosts, (size_t)hcap * sizeof *hosts);
         if (!hosts) die("realloc");
       }
       struct host *h = &hosts[nhosts++];
-      h->id = strdup(f_[0]);
-      h->ecc = strcmp(f_[1], "ecc") == 0;
+      h->id = strdup(field[0]);
+      h->ecc = strcmp(field[1], "ecc") == 0;
       size_t dl;
-      unsigned char *der = unhex(f_[2], &dl);
+      unsigned char *der = unhex(field[2], &dl);
       const unsigned char *p = der;
       h->ak = d2i_AutoPrivateKey(NULL, &p, (long)dl);
       if (!h->ak) fail("unreadable AK in the sessions file");
       free(der);
-      h->prefix = unhex(f_[3], &h->prefix_len);
-      h->clock = strtoull(f_[4], NULL, 10);
-      h->rest = unhex(f_[5], &h->rest_len);
+      h->prefix = unhex(field[3], &h->prefix_len);
+      h->clock = strtoull(field[4], NULL, 10);
+      h->rest = unhex(field[5], &h->rest_len);
       if (h->prefix_len + 40 + h->rest_len > 1024) fail("quote too long");
     }
   }
