@@ -205,9 +205,12 @@ static void record(struct conn *c) {
   if (nlat == lat_cap) {
     lat_cap = lat_cap ? lat_cap * 2 : 4096;
     lat_us = realloc(lat_us, lat_cap * sizeof *lat_us);
-    challenge_us = realloc(challenge_us, lat_cap * sizeof *challenge_us);
-    session_us = realloc(session_us, lat_cap * sizeof *session_us);
-    if (!lat_us || !challenge_us || !session_us) die("realloc");
+    if (!lat_us) die("realloc");
+    if (sessions) {
+      challenge_us = realloc(challenge_us, lat_cap * sizeof *challenge_us);
+      session_us = realloc(session_us, lat_cap * sizeof *session_us);
+      if (!challenge_us || !session_us) die("realloc");
+    }
   }
   if (sessions) {
     challenge_us[nlat] = us_since(c->due_ns, c->step_ns);

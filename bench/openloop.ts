@@ -6,7 +6,7 @@
  * one costs a few µs and does not collect garbage.
  *
  * Built with libcrypto, it also plays the enclaves of the sessions rows (challenge, quote signed
- * with a software AK, session request), open or closed loop: the Node generator spends 110–230 µs
+ * with a software AK, session request), open or closed loop: the Node generator spends 120–250 µs
  * of the shared cores per session there.
  *
  * The bearer token and the body reach the generator through its environment, never its command
@@ -110,15 +110,16 @@ export async function nativeOpenLoop(binary: string, opts: { url: string; path: 
 /**
  * Sessions from the C generator, as bench/run.ts's Node `sessionOp` makes them: per operation a
  * challenge for the connection's host, a quote over SHA-256(nonce ‖ thumbprint of a fresh
- * ephemeral P-256 key) signed with that host's software AK, and POST /v1/sessions; connection i
- * speaks for host i mod hosts.length. `ratePerSec` 0 is a closed loop. The AKs' private keys (bench
+ * ephemeral P-256 key) signed with that host's software AK, and POST /v1/sessions; one connection
+ * per host, so that each host's quotes (and their clock) go out in order. `ratePerSec` 0 is a
+ * closed loop. The AKs' private keys (bench
  * keys, made for this run) reach it in a file of `dir` readable by this user only, removed when it
  * ends; each AK's clock is moved past every quote the generator may have made, so later Node rows
  * do not go back.
  */
 export async function nativeSessions(binary: string, opts: {
   dir: string; url: string; token: string; hosts: readonly { id: string; ak: SoftAk }[]; pcrs: readonly Buffer[]; audience: string;
-  ratePerSec: number; durationMs: number; connections: number;
+  ratePerSec: number; durationMs: number;
 }): Promise<NativeOpenLoopRun> {
   const lines = [`audience ${opts.audience}`];
   const clocks: bigint[] = [];
@@ -138,7 +139,7 @@ export async function nativeSessions(binary: string, opts: {
   await writeFile(file, `${lines.join('\n')}\n`, { mode: 0o600 });
   let run: NativeOpenLoopRun;
   try {
-    run = await nativeOpenLoop(binary, { url: opts.url, path: '/v1/sessions', token: opts.token, env: { CUSTOS_BENCH_SESSIONS: file }, ratePerSec: opts.ratePerSec, durationMs: opts.durationMs, connections: opts.connections });
+    run = await nativeOpenLoop(binary, { url: opts.url, path: '/v1/sessions', token: opts.token, env: { CUSTOS_BENCH_SESSIONS: file }, ratePerSec: opts.ratePerSec, durationMs: opts.durationMs, connections: opts.hosts.length });
   } finally {
     await rm(file, { force: true });
   }

@@ -47,7 +47,7 @@ import { SoftAk } from '../test/helpers/soft-tpm.js';
 import { closedLoop, JsonClient, openLoop, type RunResult } from './load.js';
 import { httpFloorBench } from './http-floor.js';
 import { rawSignRate } from './pkcs11-raw.js';
-import { buildOpenLoop, nativeOpenLoop, nativeSessions } from './openloop.js';
+import { buildOpenLoop, nativeOpenLoop, nativeSessions, type NativeOpenLoopRun } from './openloop.js';
 import { wrkAvailable, wrkClosedLoop } from './wrk.js';
 import { quoteVerifyRate } from './quote-verify.js';
 import type { BenchHost, FromServer, ToServer } from './server.js';
@@ -530,8 +530,12 @@ async function main(): Promise<void> {
     const cSessions = 'sessions' in native && native.sessions ? native.path : undefined;
     if (cSessions === undefined) console.log(`  (no C sessions rows: ${'reason' in native ? native.reason : ''}; the targets use the Node generator's)`);
     const cRow = async (label: string, hosts: { id: string; ak: SoftAk }[], ratePerSec: number): Promise<Row> => {
-      const row = await measure(label, () => nativeSessions(cSessions!, { dir, url: srv.url, token: srv.token, hosts, pcrs: [PCR0, PCR1], audience: 'ledger', ratePerSec, durationMs: ms(3000), connections: hosts.length }), ratePerSec === 0 ? hosts.length : undefined);
-      const split = (row as Row & { split?: { challengeMs: number[]; sessionMs: number[] } }).split;
+      let split: NativeOpenLoopRun['split'];
+      const row = await measure(label, async () => {
+        const run = await nativeSessions(cSessions!, { dir, url: srv.url, token: srv.token, hosts, pcrs: [PCR0, PCR1], audience: 'ledger', ratePerSec, durationMs: ms(3000) });
+        split = run.split;
+        return run;
+      }, ratePerSec === 0 ? hosts.length : undefined);
       if (split !== undefined) console.log(`    split: challenge answered p50/p99 ${split.challengeMs.join('/')} ms after it was due, session ${split.sessionMs.join('/')} ms after that`);
       return row;
     };

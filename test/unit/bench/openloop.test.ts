@@ -182,7 +182,7 @@ describe('bench/openloop.c as the sessions generator', () => {
     hosts[0]!.ak.quote(Buffer.alloc(32), PCRS);
     const c = await custos(hosts);
     try {
-      const r = await nativeSessions(binary, { dir, url: c.url, token: 'bench-token', hosts, pcrs: PCRS, audience: 'ledger', ratePerSec: 100, durationMs: 1000, connections: hosts.length });
+      const r = await nativeSessions(binary, { dir, url: c.url, token: 'bench-token', hosts, pcrs: PCRS, audience: 'ledger', ratePerSec: 100, durationMs: 1000 });
       expect(c.failures).toEqual([]);
       // The file that carried the AKs' private keys is gone.
       expect(existsSync(join(dir, 'sessions.txt'))).toBe(false);
@@ -208,7 +208,7 @@ describe('bench/openloop.c as the sessions generator', () => {
     const c = await custos(hosts);
     try {
       const t0 = performance.now();
-      const r = await nativeSessions(binary, { dir, url: c.url, token: 'bench-token', hosts, pcrs: PCRS, audience: 'ledger', ratePerSec: 0, durationMs: 500, connections: 2 });
+      const r = await nativeSessions(binary, { dir, url: c.url, token: 'bench-token', hosts, pcrs: PCRS, audience: 'ledger', ratePerSec: 0, durationMs: 500 });
       expect(performance.now() - t0).toBeGreaterThanOrEqual(500);
       expect(c.failures).toEqual([]);
       expect(r.errors).toBe(0);
@@ -224,7 +224,7 @@ describe('bench/openloop.c as the sessions generator', () => {
     const hosts = [{ id: 'h0', ak: new SoftAk('ecc') }];
     const c = await custos(hosts, true);
     try {
-      const r = await nativeSessions(binary, { dir, url: c.url, token: 'bench-token', hosts, pcrs: PCRS, audience: 'ledger', ratePerSec: 50, durationMs: 400, connections: 1 });
+      const r = await nativeSessions(binary, { dir, url: c.url, token: 'bench-token', hosts, pcrs: PCRS, audience: 'ledger', ratePerSec: 50, durationMs: 400 });
       expect(c.failures).toEqual([]);
       expect(r.ok).toBe(0);
       expect(r.errors).toBe(20);
