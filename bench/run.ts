@@ -304,6 +304,8 @@ interface Row extends RunResult {
   concurrency?: number;
   /** CPU time of the server process (all its threads) per operation. */
   serverCpuUsPerOp?: number;
+  /** CPU time of the server's main thread (the event loop) per operation (sum over replicas). */
+  serverMainCpuUsPerOp?: number;
   /** CPU time of this process (the load generator) per operation. */
   generatorCpuUsPerOp?: number;
   /** Event-loop delay of the server's main thread over the run (max over replicas). */
@@ -369,17 +371,19 @@ async function main(): Promise<void> {
     const srv = servers[0]!;
     let loopDelay = { p99: 0, max: 0 };
     let serverLatency = { p50: 0, p99: 0 };
-    const usage = async (): Promise<number> => {
+    const usage = async (): Promise<{ cpuUs: number; mainCpuUs: number }> => {
       let sum = 0;
+      let main = 0;
       loopDelay = { p99: 0, max: 0 };
       serverLatency = { p50: 0, p99: 0 };
       for (const s of servers) {
         const u = (await s.request({ type: 'usage' }, 'usage')) as Extract<FromServer, { type: 'usage' }>;
         sum += u.cpuUs;
+        main += u.mainCpuUs;
         loopDelay = { p99: Math.max(loopDelay.p99, u.loopDelayP99Ms), max: Math.max(loopDelay.max, u.loopDelayMaxMs) };
         serverLatency = { p50: Math.max(serverLatency.p50, u.serverP50Ms), p99: Math.max(serverLatency.p99, u.serverP99Ms) };
       }
-      return sum;
+      return { cpuUs: sum, mainCpuUs: main };
     };
     const eccHosts = Array.from({ length: ECC_HOSTS }, (_, i) => ({ id: `bench-ecc-${i}`, ak: new SoftAk('ecc') }));
     const rsaHosts = Array.from({ length: RSA_HOSTS }, (_, i) => ({ id: `bench-rsa-${i}`, ak: new SoftAk('rsa') }));
@@ -402,13 +406,13 @@ async function main(): Promise<void> {
       const r = await run();
       const gen = process.cpuUsage(gen0);
       const generatorLoopDelay = { p99: genBeyond(genDelay.percentile(99)), max: genBeyond(genDelay.max) };
-      const cpu = await usage();
+      const { cpuUs: cpu, mainCpuUs: mainCpu } = await usage();
       const ops = Math.max(1, r.ok + r.errors);
       // wrk rows carry wrk's own CPU; the loop delay measured here is then that of an idle process.
       const external = 'generatorCpuUsPerOp' in r && typeof r.generatorCpuUsPerOp === 'number';
       const row: Row = {
         label, ...r, ...(concurrency !== undefined ? { concurrency } : {}),
-        serverCpuUsPerOp: Math.round(cpu / ops), generatorCpuUsPerOp: external ? (r.generatorCpuUsPerOp as number) : Math.round((gen.user + gen.system) / ops), load: load(),
+        serverCpuUsPerOp: Math.round(cpu / ops), serverMainCpuUsPerOp: Math.round(mainCpu / ops), generatorCpuUsPerOp: external ? (r.generatorCpuUsPerOp as number) : Math.round((gen.user + gen.system) / ops), load: load(),
         serverLoopDelayP99Ms: loopDelay.p99, serverLoopDelayMaxMs: loopDelay.max, serverP50Ms: serverLatency.p50, serverP99Ms: serverLatency.p99,
         generator: external ? ((r as { generator?: 'openloop.c' }).generator ?? 'wrk') : 'node',
         ...(external ? {} : { generatorLoopDelayP99Ms: generatorLoopDelay.p99, generatorLoopDelayMaxMs: generatorLoopDelay.max }),
@@ -416,7 +420,7 @@ async function main(): Promise<void> {
       rows.push(row);
       const extra = r.targetPerSec !== undefined ? ` at ${fmt(r.targetPerSec)}/s offered${r.saturated ? ' SATURATED' : ''}` : ` c=${concurrency}`;
       console.log(
-        `  ${label.padEnd(26)}${extra.padEnd(20)} ${fmt(r.opsPerSec).padStart(7)}/s  p50 ${r.p50Ms} ms  p99 ${r.p99Ms} ms  CPU/op server ${row.serverCpuUsPerOp} µs, load generator ${row.generatorCpuUsPerOp} µs` +
+        `  ${label.padEnd(26)}${extra.padEnd(20)} ${fmt(r.opsPerSec).padStart(7)}/s  p50 ${r.p50Ms} ms  p99 ${r.p99Ms} ms  CPU/op server ${row.serverCpuUsPerOp} µs${Number.isFinite(row.serverMainCpuUsPerOp) ? ` (main thread ${row.serverMainCpuUsPerOp})` : ''}, load generator ${row.generatorCpuUsPerOp} µs` +
           `, in-server p50/p99 ${serverLatency.p50}/${serverLatency.p99} ms, loop delay p99/max server ${loopDelay.p99}/${loopDelay.max} ms${external ? '' : `, generator ${generatorLoopDelay.p99}/${generatorLoopDelay.max} ms`}${r.errors ? `  ERRORS ${r.errors}: ${r.firstError}` : ''}  (load ${row.load})`,
       );
       return row;
