@@ -299,6 +299,25 @@ function sessionOp(client: Poster, hosts: { id: string; ak: SoftAk }[]): (slot: 
 
 // ---------- main ----------
 
+/** Longest a row may take: every row runs for seconds; one that does not end fails the run. */
+const ROW_LIMIT_MS = 300_000;
+
+/**
+ * A row that never ends (a generator that never exits, an answer lost without a timeout) fails
+ * the run naming the row, rather than leaving the bench waiting with nothing to show.
+ */
+async function withinRowLimit<T>(run: Promise<T>, label: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const limit = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`row "${label}" did not end within ${ROW_LIMIT_MS / 1000} s`)), ROW_LIMIT_MS);
+  });
+  try {
+    return await Promise.race([run, limit]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 interface Row extends RunResult {
   label: string;
   concurrency?: number;
@@ -403,7 +422,7 @@ async function main(): Promise<void> {
       await usage();
       const gen0 = process.cpuUsage();
       genDelay.reset();
-      const r = await run();
+      const r = await withinRowLimit(run(), label);
       const gen = process.cpuUsage(gen0);
       const generatorLoopDelay = { p99: genBeyond(genDelay.percentile(99)), max: genBeyond(genDelay.max) };
       const { cpuUs: cpu, mainCpuUs: mainCpu } = await usage();
