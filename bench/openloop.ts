@@ -112,10 +112,9 @@ export async function nativeOpenLoop(binary: string, opts: { url: string; path: 
  * challenge for the connection's host, a quote over SHA-256(nonce ‖ thumbprint of a fresh
  * ephemeral P-256 key) signed with that host's software AK, and POST /v1/sessions; one connection
  * per host, so that each host's quotes (and their clock) go out in order. `ratePerSec` 0 is a
- * closed loop. The AKs' private keys (bench
- * keys, made for this run) reach it in a file of `dir` readable by this user only, removed when it
- * ends; each AK's clock is moved past every quote the generator may have made, so later Node rows
- * do not go back.
+ * closed loop. The AKs' private keys (bench keys, made for this run) reach it in a file of `dir`
+ * readable by this user only, removed when it ends; each AK's clock is moved past every quote the
+ * generator may have made, so later Node rows do not go back.
  */
 export async function nativeSessions(binary: string, opts: {
   dir: string; url: string; token: string; hosts: readonly { id: string; ak: SoftAk }[]; pcrs: readonly Buffer[]; audience: string;

@@ -392,17 +392,17 @@ async function main(): Promise<void> {
     let serverLatency = { p50: 0, p99: 0 };
     const usage = async (): Promise<{ cpuUs: number; mainCpuUs: number }> => {
       let sum = 0;
-      let main = 0;
+      let mainSum = 0;
       loopDelay = { p99: 0, max: 0 };
       serverLatency = { p50: 0, p99: 0 };
       for (const s of servers) {
         const u = (await s.request({ type: 'usage' }, 'usage')) as Extract<FromServer, { type: 'usage' }>;
         sum += u.cpuUs;
-        main += u.mainCpuUs;
+        mainSum += u.mainCpuUs;
         loopDelay = { p99: Math.max(loopDelay.p99, u.loopDelayP99Ms), max: Math.max(loopDelay.max, u.loopDelayMaxMs) };
         serverLatency = { p50: Math.max(serverLatency.p50, u.serverP50Ms), p99: Math.max(serverLatency.p99, u.serverP99Ms) };
       }
-      return { cpuUs: sum, mainCpuUs: main };
+      return { cpuUs: sum, mainCpuUs: mainSum };
     };
     const eccHosts = Array.from({ length: ECC_HOSTS }, (_, i) => ({ id: `bench-ecc-${i}`, ak: new SoftAk('ecc') }));
     const rsaHosts = Array.from({ length: RSA_HOSTS }, (_, i) => ({ id: `bench-rsa-${i}`, ak: new SoftAk('rsa') }));

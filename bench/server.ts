@@ -98,9 +98,9 @@ async function main(): Promise<void> {
         } else if (m.type === 'usage') {
           const c = process.cpuUsage(cpu);
           const e = performance.eventLoopUtilization(elu);
-          const m = mainCpuNs();
-          const mainCpuUs = Math.round((m - mainCpu) / 1000);
-          mainCpu = m;
+          const mainNow = mainCpuNs();
+          const mainCpuUs = Math.round((mainNow - mainCpu) / 1000);
+          mainCpu = mainNow;
           cpu = process.cpuUsage();
           elu = performance.eventLoopUtilization();
           const beyond = (ns: number): number => Math.max(0, Math.round((ns / 1e6 - RESOLUTION_MS) * 100) / 100);
