@@ -292,14 +292,19 @@ export class SqliteStore implements Store {
 
   #checkpointer: Worker | undefined;
   readonly #busyTimeoutMs: number;
+  /** The PRAGMA that puts the busy timeout back after each lock attempt (db.exec runs it). */
+  readonly #restoreBusyTimeout: string;
 
   constructor(path: string, opts: SqliteStoreOptions = {}) {
     this.#busyTimeoutMs = opts.busyTimeoutMs ?? BUSY_TIMEOUT_MS;
+    // It is written into SQL that db.exec runs, which takes several statements: a whole number only.
+    if (!Number.isSafeInteger(this.#busyTimeoutMs) || this.#busyTimeoutMs < 0) throw new RangeError('busyTimeoutMs must be a whole number of milliseconds, 0 or more');
+    this.#restoreBusyTimeout = `PRAGMA busy_timeout = ${this.#busyTimeoutMs}`;
     if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
     this.#db = new Database(path);
     this.#db.pragma('journal_mode = WAL');
     this.#db.pragma('synchronous = NORMAL');
-    this.#db.pragma(`busy_timeout = ${this.#busyTimeoutMs}`);
+    this.#db.exec(this.#restoreBusyTimeout);
     this.#db.pragma('foreign_keys = ON');
     // After a checkpoint that resets the WAL, truncate the file to at most this size: a burst of
     // writes does not leave a large WAL file behind for good.
@@ -448,7 +453,7 @@ export class SqliteStore implements Store {
       if ((e as { code?: unknown }).code === 'SQLITE_BUSY') return false;
       throw e;
     } finally {
-      this.#db.exec(`PRAGMA busy_timeout = ${this.#busyTimeoutMs}`);
+      this.#db.exec(this.#restoreBusyTimeout);
     }
   }
 

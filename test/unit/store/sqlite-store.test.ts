@@ -213,6 +213,14 @@ describe('SQLite store', () => {
     await s.close();
   });
 
+  it('refuses a busy timeout that is not a whole number of milliseconds, before opening the file', () => {
+    for (const bad of [1.5, -1, Number.NaN, Number.POSITIVE_INFINITY, '10; DROP TABLE audit_events' as unknown as number]) {
+      const db = file('bad-busy-timeout');
+      expect(() => new SqliteStore(db, { busyTimeoutMs: bad })).toThrow(RangeError);
+      expect(() => statSync(db)).toThrow();
+    }
+  });
+
   it('a process with background checkpoints exits normally once it closes its store', async () => {
     // Regression: the worker and the close timeout are unref'd; a close awaited at top level must
     // still keep the process up until it is done (node exits 13 on an unsettled top-level await).
