@@ -17,6 +17,7 @@ import { pino } from 'pino';
 import { composeService } from '../src/compose.js';
 import { loadConfig } from '../src/config/config.js';
 import { applyHeapGrowingPercent } from '../src/lib/v8-heap.js';
+import { CustosError } from '../src/lib/errors.js';
 import { Metrics } from '../src/http/metrics.js';
 import { listen } from '../src/server.js';
 import type { HostRecord } from '../src/store/records.js';
@@ -56,9 +57,12 @@ async function main(): Promise<void> {
     res.once('finish', () => durations.push(performance.now() - t));
   });
   const { token } = await service.deps.tokens.create('system:bench', { name: 'bench admin', role: 'admin' });
-  // ensureKey: with BENCH_PROCESSES > 1 several replicas share this database and token.
-  await service.deps.keys.ensureKey('system:bench', 'bench-ec', 'ec-p256', 'sign', 'manual');
-  await service.deps.keys.ensureKey('system:bench', 'bench-rsa', 'rsa-2048', 'sign', 'manual');
+  // With BENCH_PROCESSES > 1 several replicas share this database and token: the first one creates the keys.
+  for (const [name, type] of [['bench-ec', 'ec-p256'], ['bench-rsa', 'rsa-2048']] as const) {
+    await service.deps.keys.create('system:bench', { name, type, purpose: 'sign', rotationPolicy: 'manual' }).catch((e: unknown) => {
+      if (!(e instanceof CustosError && (e.code === 'ERR_KEY_EXISTS' || e.code === 'ERR_CONFLICT'))) throw e;
+    });
+  }
   let cpu = process.cpuUsage();
   // The main thread's own CPU time (ns on a CPU, /proc/thread-self/schedstat; read on the main
   // thread, which handles these messages): the event loop is the serial part of every request.

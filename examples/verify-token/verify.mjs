@@ -55,6 +55,8 @@ try {
     algorithms: ALGORITHMS,
     clockTolerance: 60,
     requiredClaims: ['iss', 'sub', 'aud', 'exp', 'iat', 'jti'],
+    // Only a session token: not another JWT custos signs (an attestation result, application/eat+jwt).
+    typ: 'custos-session+jwt',
   });
   if (payload['ear.status'] !== 'affirming') throw new Error(`ear.status is ${JSON.stringify(payload['ear.status'])}, not affirming`);
   const jkt = payload.cnf?.jkt;

@@ -42,7 +42,7 @@ export class AuditCheckpointer {
     const now = this.d.clock.now();
     const due = force || !last || head.seq - last.seq >= this.d.every || now.getTime() - Date.parse(last.time) >= this.d.seconds * 1000;
     if (!due) return null;
-    await this.d.keys.ensureKey('system:audit', this.d.keyName, 'ec-p256', 'sign');
+    await this.d.keys.ensureKey('system:audit', this.d.keyName, 'ec-p256', 'sign', 'audit-checkpoint');
     const { key, version } = await this.d.keys.activeVersion(this.d.keyName);
     const signer = makeHsmJwsSigner(this.d.hsm, version.hsmId, key.type as KeyType);
     const cp = { seq: head.seq, hash: head.hash, time: now.toISOString(), kid: version.kid };

@@ -216,7 +216,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd: string = p
     policyDir: abs(f.policyDir ?? 'policies'),
     ekCaDir: (f.ekCaDir ?? 'attestation/ek-ca').split(':').filter(Boolean).map(abs).join(':'),
     issuer: f.issuer ?? `custos://${listenHost}:${port}`,
-    attestationResultKey: f.attestationResultKey ?? 'session-issuer',
+    attestationResultKey: f.attestationResultKey ?? 'attestation-result',
     logLevel: f.logLevel ?? 'info',
     bodyLimitBytes: f.bodyLimitBytes ?? 64 * 1024,
     heapGrowingPercent: f.heapGrowingPercent ?? DEFAULT_HEAP_GROWING_PERCENT,

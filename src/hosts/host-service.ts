@@ -467,7 +467,7 @@ export class HostService {
         issuer: this.#d.issuerName, hostId, now, nonce: ev.nonce, verifierId: VERIFIER_ID, ttlSeconds: 300,
         appraisal: { status: a.status, trustworthinessVector: a.trustworthinessVector, policyId: a.policy.id, policyVersion: a.policy.version, pcrDigest: a.pcrDigestHex },
       });
-      const signed = await this.#d.issuer.sign(this.#d.resultKey, ear as unknown as Record<string, unknown>, 'application/eat+jwt');
+      const signed = await this.#d.issuer.sign(this.#d.resultKey, 'attestation-result', ear as unknown as Record<string, unknown>, 'application/eat+jwt');
       await this.#d.store.tx(async (t) => {
         await this.#d.issuer.assertStillActive(t, signed);
         await this.recordAppraisal(t, a, 'host.attest', { nonceSha256: sha256hex(ev!.nonce), resultKid: signed.kid });

@@ -6,7 +6,7 @@ import { ecdsaDerToRaw, ecdsaRawToDer } from '../lib/ecdsa-signature.js';
 import { fromBase64 } from '../lib/encoding.js';
 import { CustosError } from '../lib/errors.js';
 import { failpoint } from '../lib/failpoint.js';
-import type { AuditEventInput, KeyRecord, KeyState, KeyVersionRecord } from '../store/records.js';
+import type { AuditEventInput, KeyRecord, KeyReservation, KeyState, KeyVersionRecord } from '../store/records.js';
 import type { Repos, Store } from '../store/store.js';
 import { resolvePolicyForKey, type RotationPolicy } from '../policy/rotation-policy.js';
 
@@ -207,11 +207,17 @@ export class KeyService {
 
   /**
    * Records key uses (one audit event each), in the same transaction as a fresh check that the
-   * version still allows them.
+   * version still allows them (and, for signatures, that the key has not been reserved since it
+   * was looked up).
    */
   async #commitUse(name: string, v: KeyVersionRecord, allowed: ReadonlySet<KeyState>, op: string, e: AuditEventInput | readonly AuditEventInput[]): Promise<void> {
     await this.#d.store.tx(async (t) => {
-      const state = await t.getVersionState(name, v.version);
+      const use = await t.getUseState(name, v.version);
+      const state = use?.state ?? null;
+      if (op === 'sign' && use?.reservedFor) {
+        this.#forget(name);
+        throw new CustosError('ERR_KEY_RESERVED', `key ${name} signs only custos's own ${use.reservedFor}s`, { details: { reservedFor: use.reservedFor } });
+      }
       if (state === null || !allowed.has(state)) {
         this.#forget(name);
         if (state === 'destroyed') throw new CustosError('ERR_KEY_DESTROYED', `version ${v.version} was destroyed`);
@@ -235,14 +241,21 @@ export class KeyService {
   }
 
   /**
-   * Creates a key the service itself needs (token issuer, audit checkpoints) when it does not
-   * exist yet. Concurrent callers in several processes converge: a lost creation race reads the
-   * winner's key.
+   * The key the service itself signs with (session tokens, attestation results, audit
+   * checkpoints), reserved for that use: created when it does not exist yet, and taken over when
+   * an administrator made it beforehand through the keys API. Concurrent callers in several
+   * processes converge: a lost creation race reads the winner's key.
+   *
+   * A reserved key never signs caller data (see #signer). An existing key is taken over only if
+   * it has never done so: a signature it made through the keys API could be the signature of a
+   * forged token. A key reserved for another use is refused too (a session token must not pass
+   * for an attestation result or a checkpoint).
    */
-  async ensureKey(actor: string, name: string, type: KeyType, purpose: 'sign' | 'encrypt', rotationPolicy?: string): Promise<KeyRecord> {
+  async ensureKey(actor: string, name: string, type: KeyType, purpose: 'sign' | 'encrypt', reservedFor: KeyReservation): Promise<KeyRecord> {
     const existing = await this.#d.store.getKey(name);
-    if (existing) return existing;
-    let policy = rotationPolicy;
+    if (existing?.reservedFor === reservedFor) return existing;
+    if (existing) return this.#reserve(actor, existing, reservedFor);
+    let policy: string | undefined;
     if (policy === undefined) {
       try {
         this.#checkGoverned({ name, type, purpose }, type);
@@ -253,11 +266,32 @@ export class KeyService {
       }
     }
     try {
-      await this.create(actor, { name, type, purpose, ...(policy ? { rotationPolicy: policy } : {}) });
+      await this.#create(actor, { name, type, purpose, ...(policy ? { rotationPolicy: policy } : {}) }, reservedFor);
     } catch (e) {
       if (!(e instanceof CustosError && (e.code === 'ERR_KEY_EXISTS' || e.code === 'ERR_CONFLICT'))) throw e;
     }
-    return this.#key(name);
+    const k = await this.#key(name);
+    return k.reservedFor === reservedFor ? k : this.#reserve(actor, k, reservedFor);
+  }
+
+  /** Takes over an existing key for custos's own signatures (ensureKey), or says why not. */
+  async #reserve(actor: string, k: KeyRecord, usage: KeyReservation): Promise<KeyRecord> {
+    const refuse = (why: string): never => {
+      throw new CustosError('ERR_KEY_RESERVED', `key ${k.name} cannot sign ${usage}s: ${why}`, { details: { key: k.name, usage, reservedFor: k.reservedFor } });
+    };
+    if (k.reservedFor !== null) refuse(`it is reserved for ${k.reservedFor}s`);
+    if (k.purpose !== 'sign') refuse(`it is an ${k.purpose} key`);
+    await this.#d.store.tx(async (t) => {
+      if (await t.hasAuditEvent(k.name, 'key.sign')) refuse('it has signed data through the keys API; name a new key');
+      if (!(await t.reserveKey(k.name, usage))) {
+        const now = await t.getKey(k.name);
+        if (now?.reservedFor !== usage) refuse(now ? `it is reserved for ${now.reservedFor}s` : 'it is gone');
+        return;
+      }
+      await this.#audit(t, { actor, action: 'key.reserve', subject: k.name, outcome: 'success', details: { reservedFor: usage } });
+    });
+    this.#forget(k.name);
+    return { ...k, reservedFor: usage };
   }
 
   /**
@@ -280,6 +314,10 @@ export class KeyService {
 
   /** Creates a key with version 1 active. */
   async create(actor: string, input: CreateKeyInput): Promise<KeyView> {
+    return this.#create(actor, input, null);
+  }
+
+  async #create(actor: string, input: CreateKeyInput, reservedFor: KeyReservation | null): Promise<KeyView> {
     if (!KEY_NAME_PATTERN.test(input.name)) throw new CustosError('ERR_BAD_REQUEST', 'name must match ^[a-z0-9][a-z0-9_-]{0,62}$', { details: { field: 'name' } });
     if (!isKeyType(input.type)) throw new CustosError('ERR_KEY_TYPE', `type must be one of ec-p256, ec-p384, rsa-2048, rsa-3072, aes-256`);
     const info = keyTypeInfo(input.type);
@@ -295,6 +333,7 @@ export class KeyService {
       rotationPolicy: input.rotationPolicy ?? null,
       labels: input.labels ?? {},
       createdAt: now,
+      reservedFor,
     };
     const v = await this.#generateVersion(actor, record, 1, 'active', async (t, version) => {
       await t.insertKey(record);
@@ -302,7 +341,7 @@ export class KeyService {
       await t.insertVersion(version);
       await this.#audit(t, {
         actor, action: 'key.create', subject: record.name, outcome: 'success',
-        details: { type: record.type, purpose: record.purpose, version: 1, kid: version.kid, hsmId: version.hsmId, rotationPolicy: record.rotationPolicy },
+        details: { type: record.type, purpose: record.purpose, version: 1, kid: version.kid, hsmId: version.hsmId, rotationPolicy: record.rotationPolicy, ...(reservedFor ? { reservedFor } : {}) },
       });
     });
     return this.#view(record, [v]);
@@ -543,6 +582,9 @@ export class KeyService {
     const { key: k, versions } = await this.#forUse(name);
     const info = keyTypeInfo(k.type);
     if (k.purpose !== 'sign') throw new CustosError('ERR_KEY_PURPOSE', `key ${name} is an ${k.purpose} key`);
+    // Reserved keys sign only what custos itself issues (JwtIssuer, the audit checkpointer sign
+    // through the KeyStore): a caller's digest could be that of a forged token or checkpoint.
+    if (k.reservedFor !== null) throw new CustosError('ERR_KEY_RESERVED', `key ${name} signs only custos's own ${k.reservedFor}s`, { details: { reservedFor: k.reservedFor } });
     const alg = resolveSignAlgorithm(info, algorithm);
     const v = pick(name, versions, version);
     this.#requireState(v, SIGN_STATES, 'sign');

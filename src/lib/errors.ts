@@ -25,6 +25,7 @@ export const ERROR_TABLE = {
   ERR_KEY_EXISTS: [409, 'A key with this name exists.'],
   ERR_KEY_VERSION_NOT_FOUND: [404, 'No such key version.'],
   ERR_KEY_PURPOSE: [400, 'The key cannot be used for this operation.'],
+  ERR_KEY_RESERVED: [403, "The key signs only custos's own session tokens, attestation results or audit checkpoints."],
   ERR_KEY_TYPE: [400, 'Unsupported key type.'],
   ERR_KEY_STATE: [409, 'The key version is not in a state that allows this operation.'],
   ERR_KEY_DESTROYED: [410, 'The key version has been destroyed.'],

@@ -2,6 +2,7 @@ import type { KeyStore } from '../hsm/key-store.js';
 import type { KeyType } from '../hsm/key-types.js';
 import type { KeyService } from '../keys/key-service.js';
 import { CustosError } from '../lib/errors.js';
+import type { KeyReservation } from '../store/records.js';
 import type { Repos } from '../store/store.js';
 import { makeHsmJwsSigner, signJwt } from './token.js';
 
@@ -18,15 +19,16 @@ export interface IssuedJwt {
  * fallback: when the HSM cannot sign, issuance fails (ERR_HSM_UNAVAILABLE → 503).
  */
 export class JwtIssuer {
-  /** Keys already known to exist (keys are never deleted: only their versions are destroyed). */
-  readonly #ensured = new Set<string>();
+  /** Keys already known to exist and be reserved, with their use (keys are never deleted, nor unreserved). */
+  readonly #ensured = new Map<string, KeyReservation>();
 
   constructor(private readonly keys: KeyService, private readonly hsm: KeyStore, private readonly actor = 'system:issuer') {}
 
-  async sign(keyName: string, claims: Record<string, unknown>, typ: string): Promise<IssuedJwt> {
-    if (!this.#ensured.has(keyName)) {
-      await this.keys.ensureKey(this.actor, keyName, 'ec-p256', 'sign');
-      this.#ensured.add(keyName);
+  /** Signs with the active version of `keyName`, a key reserved for `usage` (created or taken over on first use). */
+  async sign(keyName: string, usage: KeyReservation, claims: Record<string, unknown>, typ: string): Promise<IssuedJwt> {
+    if (this.#ensured.get(keyName) !== usage) {
+      await this.keys.ensureKey(this.actor, keyName, 'ec-p256', 'sign', usage);
+      this.#ensured.set(keyName, usage);
     }
     const { key, version } = await this.keys.activeVersion(keyName);
     const signer = makeHsmJwsSigner(this.hsm, version.hsmId, key.type as KeyType);

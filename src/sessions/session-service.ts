@@ -181,7 +181,7 @@ export class SessionService {
     // workers together) and HPKE's encapsulation (its ECDH runs on the ECDH worker). The seal
     // itself (AES-GCM, this thread) waits only for the key and the HPKE context. As before, a
     // failure of one leaves the others' results unused: nothing is returned or recorded.
-    const signing = this.#d.issuer.sign(policy.issuerKey, claims as unknown as Record<string, unknown>, SESSION_TOKEN_TYP);
+    const signing = this.#d.issuer.sign(policy.issuerKey, 'session-token', claims as unknown as Record<string, unknown>, SESSION_TOKEN_TYP);
     signing.catch(() => undefined); // observed below; this only keeps an early throw from leaving it unhandled
     // `eph` was validated by parseEphemeralJwk in issue().
     const sealer = sessionKeySealer(eph, jti);

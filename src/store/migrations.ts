@@ -166,4 +166,9 @@ CREATE TABLE leases (
     name: 'nonces by host',
     sql: `CREATE INDEX nonces_host ON nonces (host_id, expires_at);`,
   },
+  {
+    version: 4,
+    name: 'reserved keys',
+    sql: `ALTER TABLE keys ADD COLUMN reserved_for TEXT;`,
+  },
 ];

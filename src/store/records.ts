@@ -6,6 +6,13 @@ import type { AuditCheckpoint, AuditEvent, AuditEventBody } from '../audit/chain
  */
 export type KeyState = 'pre-active' | 'active' | 'deactivated' | 'destroy-scheduled' | 'destroyed' | 'compromised';
 
+/**
+ * What custos itself signs with a reserved key. A reserved key signs only custos's own
+ * statements: the keys API refuses to sign caller data with it (ERR_KEY_RESERVED), so that nobody
+ * holding `keys.use` can make a session token, an attestation result or an audit checkpoint.
+ */
+export type KeyReservation = 'session-token' | 'attestation-result' | 'audit-checkpoint';
+
 export interface KeyRecord {
   name: string;
   type: string;
@@ -13,6 +20,8 @@ export interface KeyRecord {
   rotationPolicy: string | null;
   labels: Record<string, string>;
   createdAt: string;
+  /** Set once, when custos takes the key for its own signatures; never cleared. */
+  reservedFor: KeyReservation | null;
 }
 
 export interface KeyVersionRecord {

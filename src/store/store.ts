@@ -11,6 +11,7 @@ import type {
   AuditEventRecord,
   HsmIntentRecord,
   KeyRecord,
+  KeyReservation,
   KeyState,
   KeyVersionRecord,
 } from './records.js';
@@ -27,6 +28,8 @@ export interface Repos {
   insertKey(k: KeyRecord): Promise<void>;
   getKey(name: string): Promise<KeyRecord | null>;
   listKeys(): Promise<KeyRecord[]>;
+  /** Marks an unreserved key as reserved for `usage`; false when it is missing or already reserved. */
+  reserveKey(name: string, usage: KeyReservation): Promise<boolean>;
   /** Reserves the next version number of a key (atomic per key). */
   allocateVersion(keyName: string): Promise<number>;
   insertVersion(v: KeyVersionRecord): Promise<void>;
@@ -34,6 +37,8 @@ export interface Repos {
   listVersions(keyName: string): Promise<KeyVersionRecord[]>;
   /** Only the state of a version (the re-check inside a key use's transaction); null if there is no such version. */
   getVersionState(keyName: string, version: number): Promise<KeyState | null>;
+  /** A version's state and its key's reservation (the re-check inside a key use's transaction); null if there is no such version. */
+  getUseState(keyName: string, version: number): Promise<{ state: KeyState; reservedFor: KeyReservation | null } | null>;
   listAllVersions(): Promise<KeyVersionRecord[]>;
   getVersionByHsmId(hsmId: string): Promise<KeyVersionRecord | null>;
   // hsm journal
@@ -49,6 +54,8 @@ export interface Repos {
   /** Appends one event to the hash chain; seq, time, prevHash and hash are assigned here. */
   appendAudit(e: AuditEventInput, time: string): Promise<AuditEventRecord>;
   listAudit(afterSeq: number, limit: number): Promise<AuditEventRecord[]>;
+  /** Whether any audit event of `action` names `subject` (a scan: for rare checks only). */
+  hasAuditEvent(subject: string, action: string): Promise<boolean>;
   lastAudit(): Promise<AuditEventRecord | null>;
   insertCheckpoint(c: AuditCheckpointRecord): Promise<void>;
   listCheckpoints(afterSeq: number, limit: number): Promise<AuditCheckpointRecord[]>;

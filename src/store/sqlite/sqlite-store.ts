@@ -19,6 +19,7 @@ import type {
   AuditEventRecord,
   HsmIntentRecord,
   KeyRecord,
+  KeyReservation,
   KeyState,
   KeyVersionRecord,
 } from '../records.js';
@@ -48,6 +49,7 @@ function toKey(r: Row): KeyRecord {
     rotationPolicy: (r.rotation_policy as string | null) ?? null,
     labels: JSON.parse(r.labels as string) as Record<string, string>,
     createdAt: r.created_at as string,
+    reservedFor: (r.reserved_for as KeyRecord['reservedFor']) ?? null,
   };
 }
 
@@ -560,9 +562,15 @@ export class SqliteStore implements Store {
 
   // keys
   async insertKey(k: KeyRecord): Promise<void> {
-    this.#s('INSERT INTO keys (name, type, purpose, rotation_policy, labels, created_at, next_version) VALUES (?, ?, ?, ?, ?, ?, 1)').run(
-      k.name, k.type, k.purpose, k.rotationPolicy, JSON.stringify(k.labels), k.createdAt,
+    this.#s('INSERT INTO keys (name, type, purpose, rotation_policy, labels, created_at, next_version, reserved_for) VALUES (?, ?, ?, ?, ?, ?, 1, ?)').run(
+      k.name, k.type, k.purpose, k.rotationPolicy, JSON.stringify(k.labels), k.createdAt, k.reservedFor,
     );
+  }
+  async reserveKey(name: string, usage: KeyReservation): Promise<boolean> {
+    return this.#s('UPDATE keys SET reserved_for = ? WHERE name = ? AND reserved_for IS NULL').run(usage, name).changes === 1;
+  }
+  async hasAuditEvent(subject: string, action: string): Promise<boolean> {
+    return this.#s('SELECT 1 FROM audit_events WHERE subject = ? AND action = ? LIMIT 1').get(subject, action) !== undefined;
   }
   async getKey(name: string): Promise<KeyRecord | null> {
     const r = this.#s('SELECT * FROM keys WHERE name = ?').get(name) as Row | undefined;
@@ -594,6 +602,10 @@ export class SqliteStore implements Store {
   }
   async getVersionState(keyName: string, version: number): Promise<KeyState | null> {
     return (this.#s('SELECT state FROM key_versions WHERE key_name = ? AND version = ?').pluck().get(keyName, version) as KeyState | undefined) ?? null;
+  }
+  async getUseState(keyName: string, version: number): Promise<{ state: KeyState; reservedFor: KeyReservation | null } | null> {
+    const r = this.#s('SELECT v.state AS state, k.reserved_for AS reserved_for FROM key_versions v JOIN keys k ON k.name = v.key_name WHERE v.key_name = ? AND v.version = ?').get(keyName, version) as Row | undefined;
+    return r ? { state: r.state as KeyState, reservedFor: (r.reserved_for as KeyReservation | null) ?? null } : null;
   }
   async listAllVersions(): Promise<KeyVersionRecord[]> {
     return (this.#s('SELECT * FROM key_versions ORDER BY key_name, version').all() as Row[]).map(toVersion);

@@ -321,6 +321,65 @@ describe('keys API on SoftHSM2', () => {
     expect(await auditCount()).toBe(before);
   });
 
+  describe('keys custos signs its own statements with are reserved', () => {
+    const keys = () => svc.service.deps.keys;
+
+    it('a key custos creates for session tokens never signs caller data, through sign or sign-batch', async () => {
+      const k = await keys().ensureKey('system:issuer', 'tok-issuer', 'ec-p256', 'sign', 'session-token');
+      expect(k.reservedFor).toBe('session-token');
+      expect((await svc.call('GET', '/v1/keys/tok-issuer')).body.reservedFor).toBe('session-token');
+      const before = await auditCount();
+      // What a forger would sign: the JWS signing input of a token of their choosing.
+      const digest = createHash('sha256').update('eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhbnkifQ').digest('base64');
+      for (const token of [svc.tokens.admin, svc.tokens.user]) {
+        const one = await svc.call('POST', '/v1/keys/tok-issuer/sign', { digest }, token);
+        expect([one.status, one.body.error?.code, one.body.signature]).toEqual([403, 'ERR_KEY_RESERVED', undefined]);
+        const batch = await svc.call('POST', '/v1/keys/tok-issuer/sign-batch', { batch: [{ digest }] }, token);
+        expect([batch.status, batch.body.error?.code, batch.body.signatures]).toEqual([403, 'ERR_KEY_RESERVED', undefined]);
+      }
+      expect(await auditCount()).toBe(before);
+      // It still rotates like any key, and stays reserved.
+      expect((await svc.call('POST', '/v1/keys/tok-issuer/rotate', {})).status).toBe(201);
+      expect((await svc.call('POST', '/v1/keys/tok-issuer/sign', { digest })).body.error.code).toBe('ERR_KEY_RESERVED');
+    });
+
+    it('takes over a key an administrator made, if it has never signed through the keys API', async () => {
+      expect((await svc.call('POST', '/v1/keys', { name: 'pre-made', type: 'ec-p384', purpose: 'sign', rotationPolicy: 'manual' })).status).toBe(201);
+      const k = await keys().ensureKey('system:audit', 'pre-made', 'ec-p256', 'sign', 'audit-checkpoint');
+      expect([k.reservedFor, k.type]).toEqual(['audit-checkpoint', 'ec-p384']);
+      const last = (await svc.store.listAudit((await auditCount()) - 1, 1))[0]!;
+      expect([last.action, last.subject, last.details]).toEqual(['key.reserve', 'pre-made', { reservedFor: 'audit-checkpoint' }]);
+      expect((await svc.call('POST', '/v1/keys/pre-made/sign', { data: b64('x') })).body.error.code).toBe('ERR_KEY_RESERVED');
+      // Once reserved for one use, never for another; and asking again for the same use is a no-op.
+      await expect(keys().ensureKey('system:issuer', 'pre-made', 'ec-p256', 'sign', 'session-token')).rejects.toMatchObject({ code: 'ERR_KEY_RESERVED' });
+      const n = await auditCount();
+      expect((await keys().ensureKey('system:audit', 'pre-made', 'ec-p256', 'sign', 'audit-checkpoint')).reservedFor).toBe('audit-checkpoint');
+      expect(await auditCount()).toBe(n);
+    });
+
+    it('refuses to take over a key that has signed caller data, or an encrypt key, and leaves it as it was', async () => {
+      expect((await svc.call('POST', '/v1/keys', { name: 'used', type: 'ec-p256', purpose: 'sign', rotationPolicy: 'manual' })).status).toBe(201);
+      expect((await svc.call('POST', '/v1/keys/used/sign', { data: b64('any') })).status).toBe(200);
+      const before = await auditCount();
+      await expect(keys().ensureKey('system:issuer', 'used', 'ec-p256', 'sign', 'session-token')).rejects.toMatchObject({ code: 'ERR_KEY_RESERVED', message: expect.stringMatching(/signed data through the keys API/) });
+      await expect(keys().ensureKey('system:issuer', 'data', 'ec-p256', 'sign', 'session-token')).rejects.toMatchObject({ code: 'ERR_KEY_RESERVED', message: expect.stringMatching(/encrypt key/) });
+      expect(await auditCount()).toBe(before);
+      expect((await svc.call('GET', '/v1/keys/used')).body.reservedFor).toBeNull();
+      expect((await svc.call('POST', '/v1/keys/used/sign', { data: b64('still') })).status).toBe(200);
+    });
+
+    it('a signature from a view read before another process reserved the key is not released', async () => {
+      expect((await svc.call('POST', '/v1/keys', { name: 'racing', type: 'ec-p256', purpose: 'sign', rotationPolicy: 'manual' })).status).toBe(201);
+      // A use caches the key's view; another replica then reserves it, writing to the shared store.
+      expect((await svc.call('POST', '/v1/keys/racing/sign', { data: b64('warm') })).status).toBe(200);
+      expect(await svc.store.tx((t) => t.reserveKey('racing', 'session-token'))).toBe(true);
+      const before = await auditCount();
+      const r = await svc.call('POST', '/v1/keys/racing/sign', { data: b64('forged') });
+      expect([r.status, r.body.error?.code, r.body.signature]).toEqual([403, 'ERR_KEY_RESERVED', undefined]);
+      expect(await auditCount()).toBe(before);
+    });
+  });
+
   it('serves health, readiness and metrics', async () => {
     expect((await svc.call('GET', '/healthz', undefined, null)).body).toEqual({ status: 'ok' });
     expect((await svc.call('GET', '/readyz', undefined, null)).body).toEqual({ status: 'ready' });

@@ -38,7 +38,7 @@ beforeAll(async () => {
   writeFileSync(join(dir, 'other.jwk'), JSON.stringify(other));
 });
 
-async function issue(now: Date): Promise<{ token: string; jti: string; sealed: { enc: string; ciphertext: string }; sessionKey: Buffer }> {
+async function issue(now: Date, typ = 'custos-session+jwt'): Promise<{ token: string; jti: string; sealed: { enc: string; ciphertext: string }; sessionKey: Buffer }> {
   const policy = resolveSessionPolicy(
     [{ id: 'enclaves', version: 1, hosts: { ids: ['host-1'] }, attestationPolicy: 'prod-boot', audiences: ['ledger'], issuerKey: 'session-issuer', disclose: ['ear.trustworthiness-vector'] }],
     { id: 'host-1' },
@@ -52,7 +52,7 @@ async function issue(now: Date): Promise<{ token: string; jti: string; sealed: {
     appraisal: { ...appraise([]), policyId: policy.attestationPolicy, policyVersion: 1, pcrDigest: '00'.repeat(32) },
     verifierId: { developer: ISSUER, build: 'test' }, disclose: policy.disclose,
   });
-  const token = await signJwt({ header: { alg: 'ES256', kid: 'session-issuer:1', typ: 'JWT' }, claims: { ...claims } }, makeHsmJwsSigner(store, keyId, 'ec-p256'));
+  const token = await signJwt({ header: { alg: 'ES256', kid: 'session-issuer:1', typ }, claims: { ...claims } }, makeHsmJwsSigner(store, keyId, 'ec-p256'));
   const sessionKey = await store.randomBytes(32);
   const sealed = await sealSessionKey(ephPub, sessionKey, jti);
   return { token, jti, sealed, sessionKey };
@@ -79,9 +79,11 @@ describe('examples/verify-token/verify.mjs', () => {
     expect([out.valid, out.kid]).toEqual([true, 'session-issuer:1']);
   });
 
-  it('refuses a wrong audience, a wrong issuer, an expired token, a tampered token and another key binding', async () => {
+  it('refuses a wrong audience, a wrong issuer, an expired token, a tampered token, another JWT type and another key binding', async () => {
     const { token } = await issue(new Date());
     const { token: old } = await issue(new Date(Date.now() - 3_600_000));
+    // Signed by the same key set, but an attestation result's type, not a session token's.
+    const { token: result } = await issue(new Date(), 'application/eat+jwt');
     const sig = token.split('.')[2] as string;
     const tampered = `${token.split('.').slice(0, 2).join('.')}.${sig[0] === 'A' ? 'B' : 'A'}${sig.slice(1)}`;
     const cases: [string[], RegExp][] = [
@@ -89,6 +91,7 @@ describe('examples/verify-token/verify.mjs', () => {
       [['--token', token, '--audience', 'ledger', '--issuer', 'https://evil.example'], /iss/],
       [['--token', old, '--audience', 'ledger', '--issuer', ISSUER], /exp/],
       [['--token', tampered, '--audience', 'ledger', '--issuer', ISSUER], /signature/],
+      [['--token', result, '--audience', 'ledger', '--issuer', ISSUER], /typ/],
       [['--token', token, '--audience', 'ledger', '--issuer', ISSUER, '--ephemeral-key', join(dir, 'other.jwk')], /another key/],
     ];
     for (const [args, reason] of cases) {

@@ -129,7 +129,7 @@ describe('SessionService.issue', () => {
     // and no key record (let alone a software key) appears.
     hsm.setAvailable(false);
     try {
-      await expect(svc.issuer.sign('never-created', { a: 1 }, SESSION_TOKEN_TYP)).rejects.toMatchObject({ code: 'ERR_HSM_UNAVAILABLE' });
+      await expect(svc.issuer.sign('never-created', 'session-token', { a: 1 }, SESSION_TOKEN_TYP)).rejects.toMatchObject({ code: 'ERR_HSM_UNAVAILABLE' });
       await expect(svc.sessions.issue(input)).rejects.toMatchObject({ code: 'ERR_HSM_UNAVAILABLE' });
     } finally {
       hsm.setAvailable(true);
@@ -195,10 +195,10 @@ describe('JWKS and introspection', () => {
 
   it('a correctly signed token without a session record, or of another type, introspects false', async () => {
     const { claims } = await svc.sessions.introspect((await svc.sessions.issue((await request()).input)).token) as { claims: Record<string, unknown> };
-    const forged = await svc.issuer.sign(ISSUER_KEY, { ...claims, jti: randomUUID() }, SESSION_TOKEN_TYP);
+    const forged = await svc.issuer.sign(ISSUER_KEY, 'session-token', { ...claims, jti: randomUUID() }, SESSION_TOKEN_TYP);
     await jwtVerify(forged.token, createLocalJWKSet(await svc.sessions.jwks()), { currentDate: clock.now() });
     expect(await svc.sessions.introspect(forged.token)).toEqual({ active: false });
-    const otherTyp = await svc.issuer.sign(ISSUER_KEY, claims, 'JWT');
+    const otherTyp = await svc.issuer.sign(ISSUER_KEY, 'session-token', claims, 'JWT');
     expect(await svc.sessions.introspect(otherTyp.token)).toEqual({ active: false });
   });
 

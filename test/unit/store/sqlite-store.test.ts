@@ -280,7 +280,7 @@ describe('SQLite store', () => {
     const s = new SqliteStore(file('active'));
     const base = { keyName: 'k', kid: '', hsmId: '', pkcs11Uri: 'pkcs11:', publicKey: null, createdAt: 't', activatedAt: 't', deactivatedAt: null, destroyAt: null, destroyedAt: null, compromisedAt: null };
     await s.tx(async (t) => {
-      await t.insertKey({ name: 'k', type: 'ec-p256', purpose: 'sign', rotationPolicy: 'manual', labels: {}, createdAt: 't' });
+      await t.insertKey({ name: 'k', type: 'ec-p256', purpose: 'sign', rotationPolicy: 'manual', labels: {}, createdAt: 't', reservedFor: null });
       await t.insertVersion({ ...base, version: 1, state: 'active', kid: 'k.v1', hsmId: '01' });
     });
     await expect(s.tx((t) => t.insertVersion({ ...base, version: 2, state: 'active', kid: 'k.v2', hsmId: '02' }))).rejects.toMatchObject({ code: 'ERR_CONFLICT' });
@@ -296,7 +296,7 @@ describe('SQLite store', () => {
       ekCertificateSubject: null, ekCertificateIssuer: null, labels: { role: 'x' }, policyId: 'p1', enrolledAt: 't', revokedAt: null, lastAttestation: null, lastClock: null,
     };
     await s.tx(async (t) => {
-      await t.insertKey({ name: 'k', type: 'ec-p256', purpose: 'sign', rotationPolicy: 'manual', labels: {}, createdAt: 't' });
+      await t.insertKey({ name: 'k', type: 'ec-p256', purpose: 'sign', rotationPolicy: 'manual', labels: {}, createdAt: 't', reservedFor: null });
       await t.insertVersion({ ...base, version: 1, state: 'active' });
       await t.insertHost(host);
     });
