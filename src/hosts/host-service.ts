@@ -3,7 +3,7 @@ import { checkAkPublic } from '../attestation/ak.js';
 import { verifyEkCertificate, type EkVerification, type TrustAnchors } from '../attestation/ek-chain.js';
 import { makeCredential } from '../attestation/make-credential.js';
 import { akQualifiedNameUnderEk } from '../attestation/qualified-name.js';
-import { verifyQuote, type PcrValues, type QuoteVerdict } from '../attestation/quote.js';
+import { verifyQuote, type PcrValues, type QuoteCheckName, type QuoteVerdict } from '../attestation/quote.js';
 import { objectName, parseTpm2bPublic, tpmPublicToKeyObject, type TpmtPublic } from '../attestation/tpm2/public.js';
 import type { Clock } from '../lib/clock.js';
 import { fromBase64, fromHex, sha256hex } from '../lib/encoding.js';
@@ -96,6 +96,14 @@ export function hostView(h: HostRecord): HostView {
 }
 
 const PROVISIONING_TOKEN = /^cpt_[A-Za-z0-9_-]{43}$/;
+
+/**
+ * The checks that make a quote the host's own evidence for this request: a TPM-generated quote,
+ * signed with an allowed hash by the host's AK (its qualified name), over this request's
+ * extraData. The others (PCR selection, digest, reference values, counters, safe) appraise the
+ * host from evidence that passed these.
+ */
+const AUTHENTICITY_CHECKS: ReadonlySet<QuoteCheckName> = new Set(['magic', 'type', 'hashAlg', 'signature', 'signer', 'nonce']);
 /** Live nonces one host may hold at once (each attest or session consumes one). */
 export const MAX_LIVE_NONCES_PER_HOST = 256;
 
@@ -414,6 +422,17 @@ export class HostService {
       expectedQualifiedSigner: Buffer.from(h.akQualifiedName, 'hex'),
       allowSha1: policy.doc.allowSha1 === true,
     });
+    // Evidence the host's AK did not make for this nonce says nothing about the host: anyone may
+    // ask for a nonce and post a quote (or replay an old one). It is refused as a request — the
+    // caller audits it, the host's record is left alone and no result is signed — and the answer
+    // names only these checks, never the PCR checks, which would tell an anonymous caller which
+    // values the reference values accept.
+    if (!verdict.ok) {
+      const unproven = verdict.checks.filter((c) => !c.ok && AUTHENTICITY_CHECKS.has(c.name));
+      if (unproven.length > 0) {
+        throw new CustosError(unproven[0]!.code, undefined, { details: { failures: unproven.map((c) => ({ code: c.code, detail: c.detail ?? c.name })) } });
+      }
+    }
     const failures = verdict.failures.map((f) => ({ code: f.code, detail: f.detail }));
     const a = appraise(failures);
     return {

@@ -195,11 +195,25 @@ describe('02 attest', () => {
     expect(again.body.error.code).toBe('ERR_NONCE_UNKNOWN');
   });
 
-  it('a quote over another nonce is contraindicated with ERR_QUOTE_NONCE_MISMATCH, and the nonce is spent', async () => {
-    const ev = await quoteFor(host1, ak1, () => Buffer.alloc(32, 1));
+  /**
+   * Evidence the host's AK did not make for this nonce is refused as a request: a 403 naming only
+   * the failed authenticity checks (no PCR detail), no signed result, the host's record untouched,
+   * and a `host.attest` refusal in the audit log.
+   */
+  async function expectRefusedUntouched(ev: Record<string, unknown>, codes: string[]): Promise<void> {
+    const before = (await svc.call('GET', `/v1/hosts/${host1}`)).body;
     const r = await svc.call('POST', `/v1/hosts/${host1}/attest`, ev, null);
-    expect(r.body.status).toBe('contraindicated');
-    expect(r.body.failures.map((f: { code: string }) => f.code)).toEqual(['ERR_QUOTE_NONCE_MISMATCH']);
+    expect([r.status, r.body.error?.code, r.body.result]).toEqual([403, codes[0], undefined]);
+    expect(r.body.error.details.failures.map((f: { code: string }) => f.code)).toEqual(codes);
+    expect(JSON.stringify(r.body)).not.toMatch(/PCR|pcr/);
+    expect((await svc.call('GET', `/v1/hosts/${host1}`)).body).toEqual(before);
+    const last = (await svc.store.listAudit((await svc.store.lastAudit())!.seq - 1, 1))[0]!;
+    expect([last.action, last.subject, last.outcome, last.details['code']]).toEqual(['host.attest', host1, 'denied', codes[0]]);
+  }
+
+  it('a quote over another nonce is refused with ERR_QUOTE_NONCE_MISMATCH, recording nothing on the host, and the nonce is spent', async () => {
+    const ev = await quoteFor(host1, ak1, () => Buffer.alloc(32, 1));
+    await expectRefusedUntouched(ev, ['ERR_QUOTE_NONCE_MISMATCH']);
     expect((await svc.call('POST', `/v1/hosts/${host1}/attest`, ev, null)).body.error.code).toBe('ERR_NONCE_UNKNOWN');
   });
 
@@ -210,22 +224,15 @@ describe('02 attest', () => {
     expect(r.body.error.code).toBe('ERR_NONCE_UNKNOWN');
   });
 
-  it('a quote signed by a different AK fails the signature and signer checks', async () => {
-    const ev = await quoteFor(host1, ak2);
-    const r = await svc.call('POST', `/v1/hosts/${host1}/attest`, ev, null);
-    expect(r.body.status).toBe('contraindicated');
-    const codes = r.body.failures.map((f: { code: string }) => f.code);
-    expect(codes).toContain('ERR_QUOTE_SIGNATURE');
-    expect(codes).toContain('ERR_QUOTE_SIGNER');
+  it('a quote signed by a different AK is refused with the signature and signer checks, recording nothing on the host', async () => {
+    await expectRefusedUntouched(await quoteFor(host1, ak2), ['ERR_QUOTE_SIGNATURE', 'ERR_QUOTE_SIGNER']);
   });
 
-  it('tampered quote bytes and PCR values that do not match the digest are contraindicated', async () => {
+  it('tampered quote bytes are refused; PCR values that do not match the digest are contraindicated', async () => {
     const ev = await quoteFor(host1, ak1);
     const quote = Buffer.from(ev.quote, 'base64');
     quote[quote.length - 1]! ^= 0x01;
-    const r = await svc.call('POST', `/v1/hosts/${host1}/attest`, { ...ev, quote: b64(quote) }, null);
-    expect(r.body.status).toBe('contraindicated');
-    expect(r.body.failures.map((f: { code: string }) => f.code)).toContain('ERR_QUOTE_SIGNATURE');
+    await expectRefusedUntouched({ ...ev, quote: b64(quote) }, ['ERR_QUOTE_SIGNATURE']);
 
     const ev2 = await quoteFor(host1, ak1);
     const pcrs = { sha256: { ...ev2.pcrs.sha256, '3': 'ab'.repeat(32) } };
@@ -293,7 +300,8 @@ describe('03 revoke and audit', () => {
     expect(byAction('host.activate').some((e) => e.outcome === 'denied' && e.details.code === 'ERR_ACTIVATION_FAILED')).toBe(true);
     const attests = byAction('host.attest');
     expect(attests.some((e) => e.outcome === 'success' && typeof e.details.evidenceSha256 === 'string' && e.details.policyId === 'swtpm-hosts')).toBe(true);
-    expect(attests.some((e) => e.outcome === 'failure' && (e.details.failures as string[]).includes('ERR_QUOTE_NONCE_MISMATCH'))).toBe(true);
+    expect(attests.some((e) => e.outcome === 'failure' && (e.details.failures as string[]).includes('ERR_QUOTE_PCR_DIGEST'))).toBe(true);
+    expect(attests.some((e) => e.outcome === 'denied' && e.details.code === 'ERR_QUOTE_NONCE_MISMATCH' && typeof e.details.evidenceSha256 === 'string')).toBe(true);
     expect(attests.some((e) => e.outcome === 'denied' && e.details.code === 'ERR_NONCE_UNKNOWN')).toBe(true);
     expect(byAction('host.revoke')).toHaveLength(1);
     const text = JSON.stringify(events);

@@ -267,23 +267,26 @@ describe('01 issue', () => {
 });
 
 describe('02 refusals: a code, no token, no key, an audit event', () => {
-  it('a quote bound to another ephemeral key → ERR_ATTESTATION_FAILED (nonce mismatch); the nonce is spent', async () => {
+  // A quote the host's AK did not make for this request is not evidence about the host: the
+  // refusal names only the failed binding, and the host's record is left as it was.
+  it('a quote bound to another ephemeral key → ERR_QUOTE_NONCE_MISMATCH; the host is untouched and the nonce spent', async () => {
     const eph = await ephemeral();
     const other = await ephemeral();
     const body = await request(eph, { bind: other.thumbprint });
+    const before = (await svc.call('GET', `/v1/hosts/${body.hostId}`)).body;
     const r = await svc.call('POST', '/v1/sessions', body, null);
-    await expectRefused(r, 403, 'ERR_ATTESTATION_FAILED', body.nonce);
-    expect(r.body.error.details.failures.map((f: { code: string }) => f.code)).toContain('ERR_QUOTE_NONCE_MISMATCH');
-    expect(r.body.error.details.status).toBe('contraindicated');
+    await expectRefused(r, 403, 'ERR_QUOTE_NONCE_MISMATCH', body.nonce);
+    expect(r.body.error.details.failures.map((f: { code: string }) => f.code)).toEqual(['ERR_QUOTE_NONCE_MISMATCH']);
+    expect(JSON.stringify(r.body.error)).not.toMatch(/PCR|pcr|trustworthiness/);
+    expect((await svc.call('GET', `/v1/hosts/${body.hostId}`)).body).toEqual(before);
     await expectRefused(await svc.call('POST', '/v1/sessions', body, null), 403, 'ERR_NONCE_UNKNOWN', body.nonce);
   });
 
-  it('a quote over another nonce → ERR_ATTESTATION_FAILED', async () => {
+  it('a quote over another nonce → ERR_QUOTE_NONCE_MISMATCH', async () => {
     const eph = await ephemeral();
     const body = await request(eph, { nonceFor: () => Buffer.alloc(32, 7) });
     const r = await svc.call('POST', '/v1/sessions', body, null);
-    await expectRefused(r, 403, 'ERR_ATTESTATION_FAILED', body.nonce);
-    expect(r.body.error.details.failures.map((f: { code: string }) => f.code)).toContain('ERR_QUOTE_NONCE_MISMATCH');
+    await expectRefused(r, 403, 'ERR_QUOTE_NONCE_MISMATCH', body.nonce);
   });
 
   it('a replayed request → ERR_NONCE_UNKNOWN', async () => {
