@@ -32,6 +32,12 @@ export class TokenService {
    * takes effect here within that time. Expiry is checked against the clock on every request.
    */
   readonly #cache = new Map<string, { principal: Principal; expiresAt: string | null; until: number }>();
+  /**
+   * Moves on each local revocation, before and after its commit. A login read from the store is
+   * cached only if no revocation started meanwhile: a read that raced the revocation (the row not
+   * yet updated) must not put the token back into the cache once the revocation has returned.
+   */
+  #generation = 0;
 
   constructor(private readonly store: Store, private readonly clock: Clock) {}
 
@@ -64,12 +70,21 @@ export class TokenService {
   }
 
   async revoke(actor: string, id: string): Promise<void> {
+    this.#invalidate();
+    try {
+      await this.store.tx(async (t) => {
+        const now = this.clock.now().toISOString();
+        if (!(await t.revokeApiToken(id, now))) throw new CustosError('ERR_NOT_FOUND', 'no such live token');
+        await t.appendAudit({ actor, action: 'token.revoke', subject: id, outcome: 'success', details: {} }, now);
+      });
+    } finally {
+      this.#invalidate();
+    }
+  }
+
+  #invalidate(): void {
+    this.#generation++;
     this.#cache.clear();
-    await this.store.tx(async (t) => {
-      const now = this.clock.now().toISOString();
-      if (!(await t.revokeApiToken(id, now))) throw new CustosError('ERR_NOT_FOUND', 'no such live token');
-      await t.appendAudit({ actor, action: 'token.revoke', subject: id, outcome: 'success', details: {} }, now);
-    });
   }
 
   /** Resolves a bearer token to its principal, or null when unknown, expired or revoked. */
@@ -79,10 +94,12 @@ export class TokenService {
     const now = this.clock.now().toISOString();
     const hit = this.#cache.get(hash);
     if (hit && hit.until > Date.now()) return hit.expiresAt !== null && hit.expiresAt <= now ? null : hit.principal;
+    const generation = this.#generation;
     const rec = await this.store.findApiTokenByHash(hash);
     if (!rec || rec.revokedAt !== null) return null;
     if (rec.expiresAt !== null && rec.expiresAt <= now) return null;
     const principal: Principal = { actor: `token:${rec.id}`, role: rec.role, tokenId: rec.id };
+    if (generation !== this.#generation) return principal;
     if (this.#cache.size > 10_000) this.#cache.clear();
     this.#cache.set(hash, { principal, expiresAt: rec.expiresAt, until: Date.now() + PRINCIPAL_CACHE_MS });
     return principal;
