@@ -203,19 +203,20 @@ show custos keys show "$ROTATING"
 step "What the scheduler will do next (the same plan a reviewer sees before merging a policy)"
 custos rotation plan --days 1 > "$STATE/plan.txt"
 grep -E "demo-rotating|nothing due" "$STATE/plan.txt" | head -8 || true
-step "An auditor token, read-only"
+step "An auditor token, read-only; the auditor pins the audit keys' public halves, kept apart from any export"
 show custos tokens create demo-auditor --role auditor --output "$STATE/auditor.token"
+show custos --token-file "$STATE/auditor.token" audit keys --output "$STATE/audit-keys.json"
 custos --token-file "$STATE/auditor.token" audit list --limit 1000 > "$STATE/audit-list.txt"
 tail -5 "$STATE/audit-list.txt"
 sleep 3 # one more HSM-signed checkpoint (every 2 s in this demo)
 step "Export the whole log (events, HSM-signed checkpoints, audit public keys) and verify it offline"
 show custos --token-file "$STATE/auditor.token" audit export --output "$STATE/audit.jsonl"
-show custos audit verify "$STATE/audit.jsonl"
+show custos audit verify --trusted-keys "$STATE/audit-keys.json" "$STATE/audit.jsonl"
 step "Someone with database access rewrites history: one event's outcome is changed"
 LINE=$(grep -n '"action":"key.sign"' "$STATE/audit.jsonl" | head -1 | cut -d: -f1)
 sed "${LINE}s/\"outcome\":\"success\"/\"outcome\":\"failure\"/" "$STATE/audit.jsonl" > "$STATE/audit-tampered.jsonl"
-printf '%s$ custos audit verify %s%s\n' "$dim" "$STATE/audit-tampered.jsonl" "$off"
-if custos audit verify "$STATE/audit-tampered.jsonl"; then fail "tampering went unnoticed"; fi
+printf '%s$ custos audit verify --trusted-keys %s %s%s\n' "$dim" "$STATE/audit-keys.json" "$STATE/audit-tampered.jsonl" "$off"
+if custos audit verify --trusted-keys "$STATE/audit-keys.json" "$STATE/audit-tampered.jsonl"; then fail "tampering went unnoticed"; fi
 ok "the tampered event is named above (line $LINE of the export)"
 
 section "Done"

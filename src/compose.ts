@@ -105,7 +105,7 @@ export async function composeService(config: Config, log: Logger, overrides: Ove
     log, metrics, clock, store, hsm: meteredHsm, tokens, keys,
     clientRoles: config.tls?.clientRoles ?? [],
     bodyLimitBytes: config.bodyLimitBytes,
-    extraRoutes: [hostRoutes(hosts), sessionRoutes(sessions), auditRoutes(policies, { auditKey: config.audit.signingKey, issuer: config.issuer }), rotationRoutes(rotation, keys)],
+    extraRoutes: [hostRoutes(hosts), sessionRoutes(sessions), auditRoutes(policies, { auditKey: config.audit.signingKey, issuer: config.issuer, checkpointNow: () => checkpointer.run(true) }), rotationRoutes(rotation, keys)],
   };
   const app = createApp(deps);
   let janitor: NodeJS.Timeout | null = null;

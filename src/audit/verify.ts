@@ -18,6 +18,19 @@
  *   MGF1 with the same hash, salt length = hash length, RFC 7518 §3.5);
  * - events after the last valid checkpoint are reported as an unanchored tail: a warning, since
  *   anyone who can write the file could have rewritten them.
+ *
+ * What anchors the result outside the file:
+ * - `trustedKeys`: the audit keys' public halves as the auditor obtained them beforehand (`custos
+ *   audit keys`, pinned when the key was made or rotated). Only they can sign a valid checkpoint:
+ *   a checkpoint by another kid is `untrusted-key`, and so is a key line of a trusted kid with
+ *   another public key. Without them the keys come from the file itself, and whoever rewrites the
+ *   file can also re-sign it with a key of their own: the result then says so (a
+ *   `self-asserted-keys` warning) and proves only that the file is consistent.
+ * - `witnesses`: chain heads seen before ({seq, hash}: a checkpoint from an earlier export, or a
+ *   head published elsewhere). The event at each seq must carry that hash (`witness-mismatch`)
+ *   and be in the file (`truncated`). This is what catches a log cut back to an earlier
+ *   checkpoint, in the file or in the database: a file whose last events and checkpoints are
+ *   gone is otherwise just an older export.
  * The result names the first bad seq (lowest seq with a problem) and its line.
  */
 import { createPublicKey, verify as verifySignature, type KeyObject } from 'node:crypto';
@@ -35,6 +48,8 @@ export type AuditProblemKind =
   | 'checkpoint-mismatch'
   | 'unknown-key'
   | 'truncated'
+  | 'untrusted-key'
+  | 'witness-mismatch'
   | 'malformed';
 
 export interface AuditProblem {
@@ -45,7 +60,7 @@ export interface AuditProblem {
 }
 
 export interface AuditWarning {
-  readonly kind: 'unanchored-tail';
+  readonly kind: 'unanchored-tail' | 'self-asserted-keys';
   readonly fromSeq: number;
   readonly toSeq: number;
   readonly detail: string;
@@ -64,6 +79,16 @@ export interface AuditVerifyOptions {
   readonly totalBytes?: number;
   /** Re-canonicalise every event and report non-RFC 8785 text (slower). */
   readonly strictCanonical?: boolean;
+  /** Audit public keys obtained outside the file, by kid (see loadTrustedKeys). */
+  readonly trustedKeys?: ReadonlyMap<string, TrustedKey>;
+  /** Chain heads seen before: the event at `seq` must be in the file with this hash. */
+  readonly witnesses?: readonly { readonly seq: number; readonly hash: string }[];
+}
+
+export interface TrustedKey {
+  readonly key: KeyObject;
+  readonly alg: string;
+  readonly compromisedAt?: number;
 }
 
 export interface AuditVerifyResult {
@@ -78,6 +103,8 @@ export interface AuditVerifyResult {
   readonly firstBadLine?: number;
   readonly problems: AuditProblem[];
   readonly warnings: AuditWarning[];
+  /** Whether checkpoints were checked against trusted keys from outside the file. */
+  readonly anchored: boolean;
 }
 
 const OUTCOMES = new Set(['success', 'failure', 'denied']);
@@ -93,11 +120,7 @@ interface PendingCheckpoint {
   readonly signature: string;
 }
 
-interface ExportedKey {
-  readonly key: KeyObject;
-  readonly alg: string;
-  readonly compromisedAt?: number;
-}
+type ExportedKey = TrustedKey;
 
 const ALGS: Record<string, { hash: string; kind: 'ec' | 'rsa' | 'pss'; rawLen?: number }> = {
   ES256: { hash: 'sha256', kind: 'ec', rawLen: 64 },
@@ -147,6 +170,10 @@ const SEQ_KEY_BYTES = Buffer.from(',"seq":', 'latin1');
 const BODY_AT = EVENT_LINE_LAYOUT.hashEnd + 2;
 /** Fast-path events awaiting a checkpoint line before they are parsed for well-formedness. */
 const MAX_UNPARSED_TAIL = 100_000;
+/** How far past twice the events read the dense hash table may reach. */
+const DENSE_SLACK = 65_536;
+/** Missing seqs remembered in all (to turn a gap into `reordered` when they turn up late). */
+const MAX_GAP_ENTRIES = 1_000_000;
 
 interface UnparsedEvent {
   readonly line: number;
@@ -180,6 +207,9 @@ export async function verifyAuditExport(source: string | Readable, options: Audi
   const keys = new Map<string, ExportedKey>();
   const checkpoints: PendingCheckpoint[] = [];
   const strict = options.strictCanonical === true;
+  const trusted = options.trustedKeys;
+  // With trusted keys, a compromise the file records still counts (it can only refuse more).
+  const fileCompromise = new Map<string, number>();
 
   let header: { firstSeq?: number; lastSeq?: number } | undefined;
   let sawHeader = false;
@@ -194,6 +224,9 @@ export async function verifyAuditExport(source: string | Readable, options: Audi
   let lastLine = 0;
   // Missing seqs reported as a gap, so that a late arrival turns the gap into `reordered`.
   const gaps = new Map<number, AuditProblem>();
+  const rememberGap = (from: number, to: number, gap: AuditProblem): void => {
+    for (let s = from; s < to && gaps.size < MAX_GAP_ENTRIES; s++) gaps.set(s, gap);
+  };
   // Event hashes by seq as their 64 hex characters (copied, never re-encoded), for checkpoints,
   // which may come before or after their event. Seqs below the first event's (a reordered start)
   // or far beyond the dense range (a damaged seq) are rare and kept in a small map instead.
@@ -207,11 +240,15 @@ export async function verifyAuditExport(source: string | Readable, options: Audi
     const idx = seq - baseSeq;
     return idx >= 0 && idx < present.length ? present[idx] === 1 : sparse.has(seq);
   };
-  /** Slot for seq in hashBuf (growing it), or -1 for a seq kept in the sparse map. */
+  /**
+   * Slot for seq in hashBuf (growing it), or -1 for a seq kept in the sparse map. The dense table
+   * only grows in step with the events read (a seq far beyond them goes to the map): a few lines
+   * with huge seqs must not make it double again and again.
+   */
   const slot = (seq: number): number => {
     baseSeq ??= seq;
     const idx = seq - baseSeq;
-    if (idx < 0 || idx >= 2 * present.length + 1_000_000) return -1;
+    if (idx < 0 || idx >= 2 * events + DENSE_SLACK) return -1;
     if (idx >= present.length) {
       const n = Math.max(present.length * 2, idx + 1);
       const biggerHashes = Buffer.alloc(n * 64);
@@ -262,7 +299,9 @@ export async function verifyAuditExport(source: string | Readable, options: Audi
         problem({ seq, line, kind: 'malformed', detail: 'event body is not in RFC 8785 canonical form' });
       }
     }
-    if (computeEventHashFromCanonical(prevHash, canonical) !== hash) {
+    // A line that looks laid out by the writer but carries its body's members in another order
+    // is still a valid event line: its text is not the canonical form, so canonicalise it.
+    if (computeEventHashFromCanonical(prevHash, canonical) !== hash && (!fast || strict || computeEventHashFromCanonical(prevHash, eventBodyJcs(e as unknown as AuditEventBody)) !== hash)) {
       problem({ seq, line, kind: 'bad-hash', detail: 'hash does not match SHA-256(prevHash ‖ JCS(event)): the event was altered' });
     }
     if (firstSeq === undefined) {
@@ -271,7 +310,7 @@ export async function verifyAuditExport(source: string | Readable, options: Audi
       if (seq > start) {
         const gap: AuditProblem = { seq: start, line, kind: 'seq-gap', detail: `events ${start}..${seq - 1} are missing before the first event` };
         problem(gap);
-        for (let s = start; s < seq && s < start + 100_000; s++) gaps.set(s, gap);
+        rememberGap(start, seq, gap);
       } else if (seq < start) {
         problem({ seq, line, kind: 'reordered', detail: `first event has seq ${seq}, before the header's range start ${start}` });
       }
@@ -285,7 +324,7 @@ export async function verifyAuditExport(source: string | Readable, options: Audi
       } else if (seq > expected!) {
         const gap: AuditProblem = { seq: expected!, line, kind: 'seq-gap', detail: `events ${expected}..${seq - 1} are missing (deleted or out of place)` };
         problem(gap);
-        for (let s = expected!; s < seq && s < expected! + 100_000; s++) gaps.set(s, gap);
+        rememberGap(expected!, seq, gap);
         expected = seq + 1;
       } else {
         const gap = gaps.get(seq);
@@ -463,6 +502,13 @@ export async function verifyAuditExport(source: string | Readable, options: Audi
             if (s && s.state === 'compromised' && typeof s.at === 'string') compromisedAt = Date.parse(s.at);
           }
         }
+        if (trusted) {
+          // The file's key lines add nothing to trust; one that contradicts a trusted key is a rewrite.
+          const t = trusted.get(kid);
+          if (t && !sameKey(t.key, key)) problem({ line, kind: 'untrusted-key', detail: `key ${kid} in the file is not the trusted key ${kid}` });
+          if (t && compromisedAt !== undefined) fileCompromise.set(kid, compromisedAt);
+          return;
+        }
         keys.set(kid, { key, alg, ...(compromisedAt === undefined ? {} : { compromisedAt }) });
         return;
       }
@@ -502,16 +548,18 @@ export async function verifyAuditExport(source: string | Readable, options: Audi
   let anchoredTo = -Infinity;
   let validCheckpoints = 0;
   for (const cp of checkpoints) {
-    const k = keys.get(cp.kid);
+    const k = trusted ? trusted.get(cp.kid) : keys.get(cp.kid);
     if (!k) {
-      problem({ seq: cp.seq, line: cp.line, kind: 'unknown-key', detail: `checkpoint signed by ${cp.kid}, which the export does not list` });
+      if (trusted) problem({ seq: cp.seq, line: cp.line, kind: 'untrusted-key', detail: `checkpoint signed by ${cp.kid}, which is not among the trusted keys` });
+      else problem({ seq: cp.seq, line: cp.line, kind: 'unknown-key', detail: `checkpoint signed by ${cp.kid}, which the export does not list` });
       continue;
     }
     if (k.alg !== cp.alg || !checkSignature(k, cp)) {
       problem({ seq: cp.seq, line: cp.line, kind: 'bad-checkpoint-signature', detail: `signature by ${cp.kid} (${cp.alg}) does not verify` });
       continue;
     }
-    if (k.compromisedAt !== undefined && Date.parse(cp.time) >= k.compromisedAt) {
+    const compromisedAt = Math.min(k.compromisedAt ?? Infinity, fileCompromise.get(cp.kid) ?? Infinity);
+    if (compromisedAt !== Infinity && Date.parse(cp.time) >= compromisedAt) {
       problem({ seq: cp.seq, line: cp.line, kind: 'bad-checkpoint-signature', detail: `${cp.kid} was compromised before this checkpoint was signed` });
       continue;
     }
@@ -535,6 +583,18 @@ export async function verifyAuditExport(source: string | Readable, options: Audi
     const fromSeq = anchoredTo === -Infinity ? firstSeq! : anchoredTo + 1;
     warnings.push({ kind: 'unanchored-tail', fromSeq, toSeq: maxSeq, detail: `events ${fromSeq}..${maxSeq} are not covered by a valid checkpoint` });
   }
+  for (const w of options.witnesses ?? []) {
+    const h = hashAt(w.seq);
+    if (h === undefined) {
+      if (events === 0 || w.seq > maxSeq) problem({ seq: w.seq, line: lastLine + 1, kind: 'truncated', detail: `the file ends before seq ${w.seq}, a chain head seen before: the log was cut back` });
+      else problem({ seq: w.seq, line: lastLine + 1, kind: 'witness-mismatch', detail: `no event with seq ${w.seq}, a chain head seen before` });
+    } else if (h !== w.hash.toLowerCase()) {
+      problem({ seq: w.seq, line: lastLine + 1, kind: 'witness-mismatch', detail: `event ${w.seq} does not carry the hash seen before: history was rewritten` });
+    }
+  }
+  if (!trusted) {
+    warnings.push({ kind: 'self-asserted-keys', fromSeq: firstSeq ?? 0, toSeq: events > 0 ? maxSeq : 0, detail: 'checkpoint keys were taken from the file itself: this shows the file is consistent, not that custos signed it (pass the audit keys obtained beforehand)' });
+  }
 
   let first: AuditProblem | undefined;
   for (const p of problems) {
@@ -552,7 +612,53 @@ export async function verifyAuditExport(source: string | Readable, options: Audi
     ...(first === undefined ? {} : { firstBadLine: first.line }),
     problems,
     warnings,
+    anchored: trusted !== undefined,
   };
+}
+
+function sameKey(a: KeyObject, b: KeyObject): boolean {
+  return a.export({ format: 'der', type: 'spki' }).equals(b.export({ format: 'der', type: 'spki' }));
+}
+
+/**
+ * Trusted audit keys from JSON: the answer of `GET /v1/audit/keys` (`{keys: [{kid, alg, jwk |
+ * pem, states?}]}`) or a JWK Set (`{keys: [{kid, alg, kty, …}]}`). Throws with a reason for
+ * anything else: a trust anchor that does not parse must stop the verification, not weaken it.
+ */
+export function loadTrustedKeys(json: string): Map<string, TrustedKey> {
+  let doc: unknown;
+  try {
+    doc = JSON.parse(json);
+  } catch {
+    throw new Error('trusted keys: not JSON');
+  }
+  const list = (doc as { keys?: unknown } | null)?.keys;
+  if (!Array.isArray(list) || list.length === 0) throw new Error('trusted keys: expected {"keys": [...]} with at least one key');
+  const out = new Map<string, TrustedKey>();
+  for (const [i, raw] of list.entries()) {
+    const k = raw as Record<string, unknown>;
+    const kid = k['kid'];
+    const alg = k['alg'];
+    if (typeof kid !== 'string' || typeof alg !== 'string' || !ALGS[alg]) throw new Error(`trusted keys: keys[${i}] needs a kid and an alg among ${Object.keys(ALGS).join(', ')}`);
+    let key: KeyObject;
+    try {
+      key = typeof k['pem'] === 'string'
+        ? createPublicKey(k['pem'])
+        : createPublicKey({ key: (typeof k['jwk'] === 'object' && k['jwk'] !== null ? k['jwk'] : k) as import('node:crypto').JsonWebKey, format: 'jwk' });
+    } catch {
+      throw new Error(`trusted keys: ${kid} is not a valid public key`);
+    }
+    if (key.type !== 'public' || !keyTypeMatches(key, alg)) throw new Error(`trusted keys: ${kid} is not a public key for ${alg}`);
+    let compromisedAt: number | undefined;
+    if (Array.isArray(k['states'])) {
+      for (const s of k['states'] as Array<{ state?: unknown; at?: unknown }>) {
+        if (s?.state === 'compromised' && typeof s.at === 'string') compromisedAt = Date.parse(s.at);
+      }
+    }
+    if (out.has(kid)) throw new Error(`trusted keys: ${kid} appears twice`);
+    out.set(kid, { key, alg, ...(compromisedAt === undefined ? {} : { compromisedAt }) });
+  }
+  return out;
 }
 
 async function fileSize(path: string): Promise<number | undefined> {

@@ -1,3 +1,4 @@
+import Database from 'better-sqlite3';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -114,7 +115,53 @@ describe('audit export and offline verification', () => {
     // What remains is a valid prefix, so it cannot be "wrong"; but its end is no longer anchored
     // by a checkpoint, and the auditor is told exactly which events are unanchored.
     expect(r.validCheckpoints).toBe(1);
-    expect(r.warnings.map((w) => w.kind)).toEqual(['unanchored-tail']);
+    expect(r.warnings.map((w) => w.kind)).toEqual(['unanchored-tail', 'self-asserted-keys']);
     expect(r.lastSeq).toBeLessThan(JSON.parse(evs[evs.length - 1]!.l).seq);
+  });
+
+  it('verifies against the audit keys fetched beforehand, and catches a log cut back in the database with a head seen before', async () => {
+    // The auditor's pinned keys, fetched over the API (both versions, with their lives).
+    const keys = await svc.call('GET', '/v1/audit/keys', undefined, svc.tokens.auditor);
+    expect(keys.status).toBe(200);
+    expect(keys.body.keys.map((k: { kid: string }) => k.kid)).toEqual(['audit-checkpoint.v1', 'audit-checkpoint.v2']);
+    const trusted = join(dir, 'audit-keys.json');
+    writeFileSync(trusted, JSON.stringify(keys.body));
+    const anchored = await runAuditVerify(join(dir, 'audit.jsonl'), { trustedKeys: trusted });
+    expect([anchored.exitCode, anchored.result?.anchored, anchored.result?.warnings]).toEqual([0, true, []]);
+    expect(anchored.stdout).toMatch(/against the trusted keys/);
+
+    // The head the auditor saw at that export.
+    const head = (await svc.store.lastAudit())!;
+    // More events; then someone with write access to the database deletes them and the last
+    // checkpoint, so that the log ends at an earlier checkpoint.
+    for (let i = 0; i < 5; i++) await svc.call('POST', '/v1/keys/audited/sign', { data: Buffer.from(`late${i}`).toString('base64') });
+    const late = await fetch(`${svc.url}/v1/audit/export`, { headers: { authorization: `Bearer ${svc.tokens.auditor}` } });
+    const lateFile = join(dir, 'late.jsonl');
+    writeFileSync(lateFile, await late.text());
+    // The export signed a checkpoint of its own head: it ends anchored.
+    const lateResult = (await runAuditVerify(lateFile, { trustedKeys: trusted, expect: [`${head.seq}:${head.hash}`] })).result!;
+    expect([lateResult.ok, lateResult.lastSeq, lateResult.warnings]).toEqual([true, head.seq + 5, []]);
+
+    const firstCp = (await svc.store.listCheckpoints(0, 1))[0]!;
+    const db = new Database(join(svc.dir, 'custos.db'));
+    try {
+      db.prepare('DELETE FROM audit_checkpoints WHERE seq > ?').run(firstCp.seq);
+      db.prepare('DELETE FROM audit_events WHERE seq > ?').run(firstCp.seq);
+    } finally {
+      db.close();
+    }
+    const cut = await fetch(`${svc.url}/v1/audit/export`, { headers: { authorization: `Bearer ${svc.tokens.auditor}` } });
+    const cutFile = join(dir, 'cut.jsonl');
+    writeFileSync(cutFile, await cut.text());
+    // On its own the cut log is consistent, and signed by the trusted keys ...
+    expect((await runAuditVerify(cutFile, { trustedKeys: trusted })).exitCode).toBe(0);
+    // ... but not with the head the auditor saw.
+    const caught = await runAuditVerify(cutFile, { trustedKeys: trusted, expect: [`${head.seq}:${head.hash}`] });
+    expect(caught.exitCode).toBe(1);
+    expect(caught.result!.problems.map((p) => p.kind)).toEqual(['truncated']);
+    expect(caught.stdout).toMatch(/cut back/);
+    // A malformed head or keys file stops the verification instead of weakening it.
+    expect((await runAuditVerify(cutFile, { expect: ['12:zz'] })).stdout).toMatch(/SEQ:HASH/);
+    expect((await runAuditVerify(cutFile, { trustedKeys: join(dir, 'audit.jsonl') })).exitCode).toBe(1);
   });
 });

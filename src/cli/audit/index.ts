@@ -1,5 +1,5 @@
 import { Command } from 'commander';
-import { createWriteStream, readFileSync } from 'node:fs';
+import { createWriteStream, readFileSync, writeFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { apiClient, CliError, EXIT, output, type ClientOptions } from '../client.js';
@@ -7,7 +7,7 @@ import { auditVerifyCommand } from './verify.js';
 
 interface EventOut { seq: number; time: string; actor: string; action: string; subject: string; outcome: string; details: Record<string, unknown> }
 
-/** `custos audit list|export|verify`: read the log, export it, verify an export offline. */
+/** `custos audit list|export|keys|verify`: read the log, export it, fetch its keys, verify an export offline. */
 export function auditCommand(globals: () => ClientOptions): Command {
   const audit = new Command('audit').description('the tamper-evident audit log');
   audit.command('list')
@@ -27,6 +27,15 @@ export function auditCommand(globals: () => ClientOptions): Command {
       const client = apiClient(g);
       const { bytes, lines } = await download(client.url + '/v1/audit/export', o.output, client.token, g.caFile ?? process.env.CUSTOS_CA_FILE);
       output(g.json, { file: o.output, bytes, lines }, () => `exported ${lines} lines (${bytes} bytes) to ${o.output}; check it with: custos audit verify ${o.output}`);
+    });
+  audit.command('keys')
+    .description("the audit keys' public halves, to keep apart and pass to `audit verify --trusted-keys`")
+    .requiredOption('--output <file>', 'file to write')
+    .action(async (o: { output: string }) => {
+      const g = globals();
+      const r = await apiClient(g).call<{ keys: { kid: string }[] }>('GET', '/v1/audit/keys');
+      writeFileSync(o.output, JSON.stringify(r, null, 2) + '\n', { mode: 0o644 });
+      output(g.json, { file: o.output, kids: r.keys.map((k) => k.kid) }, () => `wrote ${r.keys.length} audit key version(s) (${r.keys.map((k) => k.kid).join(', ')}) to ${o.output}; keep it apart from the exports`);
     });
   audit.addCommand(auditVerifyCommand());
   return audit;

@@ -35,7 +35,7 @@ function exportKeys(versions: KeyVersionRecord[], keyType: string): Omit<ExportK
 }
 
 /** Read-only views for auditors: the audit chain, its checkpoints, and the loaded policies. */
-export function auditRoutes(policies: PolicySet, opts: { auditKey: string; issuer: string }) {
+export function auditRoutes(policies: PolicySet, opts: { auditKey: string; issuer: string; checkpointNow?: () => Promise<unknown> }) {
   return (deps: AppDeps) => {
     const r = new Routes(deps);
     r.get('/v1/audit', 'audit.read', async (req) => {
@@ -48,11 +48,20 @@ export function auditRoutes(policies: PolicySet, opts: { auditKey: string; issue
       const limit = Math.min(Number(q.limit ?? 100), 1000);
       return { checkpoints: await deps.store.listCheckpoints(Number(q.after ?? 0), limit) };
     });
+    // The audit keys' public halves, for `custos audit verify --trusted-keys`: fetched when a
+    // version is made, and kept by the auditor apart from the exports they will check.
+    r.get('/v1/audit/keys', 'audit.read', async () => {
+      const key = await deps.store.getKey(opts.auditKey);
+      return { keys: key ? exportKeys(await deps.store.listVersions(opts.auditKey), key.type) : [] };
+    });
     r.get('/v1/policies', 'policies.read', () => ({ policies: policies.list() }));
     // The whole log as one JSON Lines file (events, checkpoints, audit public keys), streamed page
     // by page so its size does not matter; `custos audit verify` checks it offline.
     r.streamGet('/v1/audit/export', 'audit.read', async (_req, res) => {
       const store = deps.store;
+      // A checkpoint of the head as it is now, so that the export ends anchored. Best effort: with
+      // the HSM down the export still goes out, and the verifier reports the unanchored tail.
+      await opts.checkpointNow?.().catch(() => undefined);
       const [first, last, key] = await Promise.all([store.listAudit(0, 1), store.lastAudit(), store.getKey(opts.auditKey)]);
       const versions = key ? await store.listVersions(opts.auditKey) : [];
       // Both streams page by seq through the store.

@@ -5,7 +5,7 @@ import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { computeEventHash, type AuditEvent } from '../../../src/audit/chain.js';
 import { auditExportLines, readExportLines } from '../../../src/audit/export-format.js';
-import { verifyAuditExport } from '../../../src/audit/verify.js';
+import { loadTrustedKeys, verifyAuditExport } from '../../../src/audit/verify.js';
 import { makeCheckpoint, makeEvents, makeSigner, writeExport, type Signer } from './fixtures.js';
 
 let dir: string;
@@ -66,7 +66,9 @@ describe('verifyAuditExport', () => {
   it('accepts an intact export', async () => {
     const progress: number[] = [];
     const r = await verifyAuditExport(good, { onProgress: (p) => progress.push(p.bytesRead) });
-    expect(r).toMatchObject({ ok: true, events: 30, checkpoints: 3, validCheckpoints: 3, firstSeq: 1, lastSeq: 30, problems: [], warnings: [] });
+    expect(r).toMatchObject({ ok: true, events: 30, checkpoints: 3, validCheckpoints: 3, firstSeq: 1, lastSeq: 30, problems: [], anchored: false });
+    // With no trusted keys the file vouches for itself, and the result says so.
+    expect(r.warnings).toEqual([expect.objectContaining({ kind: 'self-asserted-keys' })]);
     expect(r.firstBadSeq).toBeUndefined();
     expect(progress.length).toBeGreaterThan(0);
   });
@@ -126,6 +128,18 @@ describe('verifyAuditExport', () => {
     expect(r.ok).toBe(false);
     expect(r.problems).toEqual([expect.objectContaining({ seq: 30, kind: 'checkpoint-mismatch' })]);
     expect(r.warnings[0]).toMatchObject({ kind: 'unanchored-tail', fromSeq: 21, toSeq: 30 });
+  });
+
+  it("accepts a line in the writer's layout whose body members come in another order", async () => {
+    const lines = [...goodLines];
+    const i = lineOf(8);
+    const e = JSON.parse(lines[i]!);
+    // The writer's prefix (type, prevHash, hash), then the body's members in reverse order.
+    lines[i] = JSON.stringify({ type: 'event', prevHash: e.prevHash, hash: e.hash, subject: e.subject, seq: e.seq, outcome: e.outcome, details: e.details, time: e.time, actor: e.actor, action: e.action });
+    const r = await verifyAuditExport(variant('prefix-order.jsonl', lines));
+    expect(r.problems).toEqual([]);
+    lines[i] = lines[i]!.replace(`"subject":${JSON.stringify(e.subject)}`, '"subject":"key:other"');
+    expect((await verifyAuditExport(variant('prefix-order-bad.jsonl', lines))).problems[0]).toMatchObject({ seq: 8, kind: 'bad-hash' });
   });
 
   it('names the first of two swapped events as reordered', async () => {
@@ -194,7 +208,7 @@ describe('verifyAuditExport', () => {
     await writeExport(p, events, [makeCheckpoint(signer, events[19]!)], [signer.keyLine]);
     const r = await verifyAuditExport(p);
     expect(r.ok).toBe(true);
-    expect(r.warnings).toEqual([expect.objectContaining({ kind: 'unanchored-tail', fromSeq: 21, toSeq: 30 })]);
+    expect(r.warnings).toEqual([expect.objectContaining({ kind: 'unanchored-tail', fromSeq: 21, toSeq: 30 }), expect.objectContaining({ kind: 'self-asserted-keys' })]);
   });
 
   it('verifies ES384 (DER and raw), RS256 and PS256 checkpoints and PEM keys', async () => {
@@ -229,7 +243,8 @@ describe('verifyAuditExport', () => {
     spaced[j] = spaced[j]!.replace('"actor":', '"actor": ');
     const strict = await verifyAuditExport(variant('spaced.jsonl', spaced), { strictCanonical: true });
     expect(strict.problems[0]).toMatchObject({ seq: 4, kind: 'malformed' });
-    expect((await verifyAuditExport(variant('spaced2.jsonl', spaced))).problems[0]).toMatchObject({ seq: 4, kind: 'bad-hash' });
+    // Outside strict mode, JSON whitespace is no change: the body is canonicalised and its hash holds.
+    expect((await verifyAuditExport(variant('spaced2.jsonl', spaced))).ok).toBe(true);
   });
 
   it('survives a seq damaged to a huge number and names the event', async () => {
@@ -249,3 +264,102 @@ describe('verifyAuditExport', () => {
     expect(r.problems[0]).toMatchObject({ kind: 'reordered' });
   });
 });
+
+describe('anchoring outside the file: trusted keys and chain heads seen before', () => {
+  const trustedOf = (...ks: Signer[]) => loadTrustedKeys(JSON.stringify({ keys: ks.map((k) => k.keyLine) }));
+
+  /** The attack the trusted keys stop: history rewritten, then the file re-signed with a key of the rewriter's. */
+  async function resigned(kid: string): Promise<string> {
+    const mallory = makeSigner('ES256', kid);
+    const changed: AuditEvent[] = [];
+    let prev = events[0]!.prevHash;
+    for (const e of events) {
+      const body = { ...e, ...(e.seq === 12 ? { actor: 'user:nobody' } : {}), prevHash: prev };
+      const hash = computeEventHash(prev, body);
+      changed.push({ ...body, hash });
+      prev = hash;
+    }
+    const p = join(dir, `resigned-${kid}.jsonl`);
+    await writeExport(p, changed, [makeCheckpoint(mallory, changed[9]!), makeCheckpoint(mallory, changed[29]!)], [mallory.keyLine]);
+    return p;
+  }
+
+  it('with the trusted keys, an intact export is anchored and has no warning', async () => {
+    const r = await verifyAuditExport(good, { trustedKeys: trustedOf(signer) });
+    expect(r).toMatchObject({ ok: true, anchored: true, validCheckpoints: 3, warnings: [] });
+  });
+
+  it('a history rewritten and re-signed under the same kid passes on its own keys, and fails against the trusted ones', async () => {
+    const p = await resigned(signer.kid);
+    const alone = await verifyAuditExport(p);
+    expect(alone).toMatchObject({ ok: true, anchored: false });
+    expect(alone.warnings.map((w) => w.kind)).toContain('self-asserted-keys');
+    const r = await verifyAuditExport(p, { trustedKeys: trustedOf(signer) });
+    expect(r.ok).toBe(false);
+    expect(r.problems.map((x) => x.kind)).toEqual(['untrusted-key', 'bad-checkpoint-signature', 'bad-checkpoint-signature']);
+  });
+
+  it('a checkpoint by a kid that is not trusted is refused, whatever the file lists', async () => {
+    const r = await verifyAuditExport(await resigned('audit-mallory'), { trustedKeys: trustedOf(signer) });
+    expect(r.problems.map((x) => [x.kind, x.seq])).toEqual([['untrusted-key', 10], ['untrusted-key', 30]]);
+  });
+
+  it('a compromise recorded by the trusted keys stops the checkpoints signed after it', async () => {
+    const compromised = { ...signer.keyLine, states: [{ state: 'active', at: '2026-01-01T00:00:00.000Z' }, { state: 'compromised', at: '2026-01-01T00:00:15.000Z' }] };
+    const r = await verifyAuditExport(good, { trustedKeys: loadTrustedKeys(JSON.stringify({ keys: [compromised] })) });
+    expect(r.problems.map((x) => [x.kind, x.seq])).toEqual([['bad-checkpoint-signature', 20], ['bad-checkpoint-signature', 30]]);
+  });
+
+  it('a log cut back to an earlier checkpoint passes on its own, and fails against a chain head seen before', async () => {
+    // Events 21..30 and their checkpoint gone, the header's range edited to match: an older export, to all appearances.
+    const p = join(dir, 'cut.jsonl');
+    await writeExport(p, events.slice(0, 20), [makeCheckpoint(signer, events[9]!), makeCheckpoint(signer, events[19]!)], [signer.keyLine]);
+    expect((await verifyAuditExport(p, { trustedKeys: trustedOf(signer) })).ok).toBe(true);
+    const seen = { seq: 30, hash: events[29]!.hash };
+    const r = await verifyAuditExport(p, { trustedKeys: trustedOf(signer), witnesses: [seen] });
+    expect(r.problems).toEqual([expect.objectContaining({ kind: 'truncated', seq: 30 })]);
+    // A head that is in the file must carry the hash seen.
+    const other = await verifyAuditExport(good, { witnesses: [{ seq: 12, hash: events[12]!.hash }] });
+    expect(other.problems).toEqual([expect.objectContaining({ kind: 'witness-mismatch', seq: 12 })]);
+    expect((await verifyAuditExport(good, { witnesses: [seen, { seq: 5, hash: events[4]!.hash.toUpperCase() }] })).ok).toBe(true);
+  });
+
+  it('refuses trusted keys that do not parse, rather than verifying without them', () => {
+    expect(() => loadTrustedKeys('not json')).toThrow(/not JSON/);
+    expect(() => loadTrustedKeys('{"keys":[]}')).toThrow(/at least one key/);
+    expect(() => loadTrustedKeys(JSON.stringify({ keys: [{ ...signer.keyLine, alg: 'HS256' }] }))).toThrow(/alg/);
+    expect(() => loadTrustedKeys(JSON.stringify({ keys: [{ ...signer.keyLine, alg: 'ES384' }] }))).toThrow(/not a public key for ES384/);
+    expect(() => loadTrustedKeys(JSON.stringify({ keys: [signer.keyLine, signer.keyLine] }))).toThrow(/twice/);
+    // A plain JWK Set works too.
+    const jwks = { keys: [{ ...(signer.keyLine as { jwk: Record<string, unknown> }).jwk, kid: signer.kid, alg: 'ES256' }] };
+    expect(loadTrustedKeys(JSON.stringify(jwks)).get(signer.kid)?.alg).toBe('ES256');
+  });
+});
+
+describe('bounded memory on hostile input', () => {
+  it('a few lines with huge, growing seqs and wide gaps do not make the verifier allocate without bound', async () => {
+    const lines = [goodLines[0]!];
+    let prev = events[0]!.prevHash;
+    // Each seq just inside the reach a dense table sized by its own length would give it: such a
+    // table would more than double at every line (here to 7 million slots, 450 MB).
+    const seqs = [1];
+    for (let len = 4096, k = 0; k < 3; k++) {
+      const idx = 2 * len + 1_000_000 - 1;
+      len = Math.max(len * 2, idx + 1);
+      seqs.push(idx + 1);
+    }
+    for (let k = 1; k <= 6; k++) seqs.push(seqs[seqs.length - 1]! + 99_999);
+    for (const seq of seqs) {
+      const body = { ...events[1]!, seq, prevHash: prev };
+      const hash = computeEventHash(prev, body);
+      lines.push(JSON.stringify({ type: 'event', ...body, hash }));
+      prev = hash;
+    }
+    const before = process.memoryUsage().arrayBuffers;
+    const r = await verifyAuditExport(variant('hostile.jsonl', lines));
+    expect(process.memoryUsage().arrayBuffers - before).toBeLessThan(64 << 20);
+    expect(r.ok).toBe(false);
+    expect(r.problems.filter((p) => p.kind === 'seq-gap')).toHaveLength(9);
+  });
+});
+

@@ -62,6 +62,7 @@ const PERMISSION_OF: Record<string, Permission | null> = {
   'GET /v1/rotation/report': 'rotation.read',
   'GET /v1/audit': 'audit.read',
   'GET /v1/audit/checkpoints': 'audit.read',
+  'GET /v1/audit/keys': 'audit.read',
   'GET /v1/audit/export': 'audit.read',
   'GET /healthz': null,
   'GET /readyz': null,
@@ -621,6 +622,9 @@ describe('real answers match the documented response schemas', () => {
     expect(cps.status).toBe(200);
     expect(cps.body.checkpoints.length).toBeGreaterThan(0);
     expectDocumented('/v1/audit/checkpoints', 'get', cps);
+    const keys = await svc.call('GET', '/v1/audit/keys', undefined, svc.tokens.auditor);
+    expect(keys.body.keys.length).toBeGreaterThan(0);
+    expectDocumented('/v1/audit/keys', 'get', keys);
 
     const exp = await svc.call('GET', '/v1/audit/export', undefined, svc.tokens.auditor);
     expect(exp.status).toBe(200);

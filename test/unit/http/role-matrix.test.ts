@@ -36,6 +36,7 @@ const MATRIX: { method: string; path: string; body?: unknown; allowed: Role[] }[
   { method: 'GET', path: '/v1/audit', allowed: ['admin', 'auditor'] },
   { method: 'GET', path: '/v1/audit/export', allowed: ['admin', 'auditor'] },
   { method: 'GET', path: '/v1/audit/checkpoints', allowed: ['admin', 'auditor'] },
+  { method: 'GET', path: '/v1/audit/keys', allowed: ['admin', 'auditor'] },
 ];
 
 let svc: TestService;
