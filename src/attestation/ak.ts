@@ -19,6 +19,26 @@ export interface AkPublic {
 
 const MUST_SET: readonly ObjectAttributeName[] = ['restricted', 'sign', 'fixedTPM', 'fixedParent', 'sensitiveDataOrigin'];
 const MUST_CLEAR: readonly ObjectAttributeName[] = ['decrypt'];
+const EK_MUST_SET: readonly ObjectAttributeName[] = ['restricted', 'decrypt', 'fixedTPM', 'fixedParent'];
+const EK_MUST_CLEAR: readonly ObjectAttributeName[] = ['sign'];
+
+/**
+ * Checks that an EK public area is what the TCG EK templates make (EK Credential Profile §2.2.1):
+ * a restricted decryption key (a storage key, so ActivateCredential can use it) that never
+ * leaves its TPM — fixedTPM and fixedParent set, sign clear. The bits are the host's word until
+ * the credential is activated, so this is no proof by itself: it refuses early an area that
+ * cannot be an EK (a signing key sent by mistake, a software key made to look like one carelessly).
+ *
+ * @throws ERR_EK_ATTRIBUTES with `details.attribute` naming the first wrong attribute.
+ */
+export function checkEkPublic(pub: TpmtPublic): void {
+  for (const a of EK_MUST_SET) {
+    if (!pub.objectAttributes[a]) throw new CustosError('ERR_EK_ATTRIBUTES', `The EK must have ${a} set.`, { details: { attribute: a, expected: true } });
+  }
+  for (const a of EK_MUST_CLEAR) {
+    if (pub.objectAttributes[a]) throw new CustosError('ERR_EK_ATTRIBUTES', `The EK must have ${a} clear.`, { details: { attribute: a, expected: false } });
+  }
+}
 
 /**
  * Parses and checks an AK public area (TPM2B_PUBLIC bytes or an already parsed TPMT_PUBLIC).

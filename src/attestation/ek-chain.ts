@@ -245,6 +245,13 @@ export async function verifyEkCertificate(input: VerifyEkInput): Promise<EkVerif
   if (eku !== null && !eku.usages.map(String).includes(OID_TCG_KP_EK_CERTIFICATE)) {
     throw new CustosError('ERR_EK_CERT_INVALID', 'The EK certificate EKU lacks tcg-kp-EKCertificate.');
   }
+  // Without the EKU, the profile's required SAN (TPM manufacturer, §3.2.9) is what marks an EK
+  // certificate: otherwise any end-entity certificate a vendor CA ever issued (for a device, a
+  // platform, a server) would pass for one, and its key holder could enroll a software "TPM".
+  const tpm = tpmIdentity(der);
+  if (eku === null && tpm.manufacturer === undefined) {
+    throw new CustosError('ERR_EK_CERT_INVALID', 'The EK certificate has neither the tcg-kp-EKCertificate EKU nor a TPM manufacturer in its subject alternative name.');
+  }
 
   const extra: X509Certificate[] = [];
   for (const b of input.intermediates ?? []) for (const d of certificatesFromBytes(b)) extra.push(parseCert(d, 'An intermediate certificate'));
@@ -298,7 +305,7 @@ export async function verifyEkCertificate(input: VerifyEkInput): Promise<EkVerif
     ekPublicHash: sha256hex(spki),
     expiredCertificates: expired,
     ekuPresent: eku !== null,
-    tpm: tpmIdentity(der),
+    tpm,
     ekCertDer: der,
   };
 }

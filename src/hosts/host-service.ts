@@ -1,5 +1,5 @@
 import { createHash, randomBytes, randomUUID, timingSafeEqual, type KeyObject } from 'node:crypto';
-import { checkAkPublic } from '../attestation/ak.js';
+import { checkAkPublic, checkEkPublic } from '../attestation/ak.js';
 import { verifyEkCertificate, type EkVerification, type TrustAnchors } from '../attestation/ek-chain.js';
 import { makeCredential } from '../attestation/make-credential.js';
 import { akQualifiedNameUnderEk } from '../attestation/qualified-name.js';
@@ -198,6 +198,7 @@ export class HostService {
       throw new CustosError('ERR_BAD_REQUEST', 'ekPublic (TPM2B_PUBLIC of the EK) is required: the credential is encrypted to it', { details: { field: 'ekPublic' } });
     }
     const ekPublic: TpmtPublic = parseTpm2bPublic(fromBase64(input.ekPublic, 'ekPublic'));
+    checkEkPublic(ekPublic);
     const ak = checkAkPublic(fromBase64(input.akPublic, 'akPublic'));
     const akNameHex = ak.name.toString('hex');
 

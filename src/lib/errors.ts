@@ -54,6 +54,7 @@ export const ERROR_TABLE = {
   ERR_PROVISIONING_TOKEN: [403, 'The provisioning token is missing, expired or used up.'],
   ERR_EK_CERT_CHAIN: [403, 'The EK certificate does not chain to a trusted TPM vendor CA.'],
   ERR_EK_CERT_INVALID: [400, 'The EK certificate is malformed or not an EK certificate.'],
+  ERR_EK_ATTRIBUTES: [400, 'The EK public area is not a restricted, non-signing decryption key fixed to its TPM.'],
   ERR_EK_MISMATCH: [400, 'The EK certificate key does not match the EK public area.'],
   ERR_EK_NOT_ALLOWED: [403, 'The EK is not on the allowlist.'],
   ERR_AK_ATTRIBUTES: [400, 'The AK attributes are not those of a restricted signing key.'],

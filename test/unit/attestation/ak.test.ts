@@ -1,8 +1,8 @@
 import { generateKeyPairSync } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { checkAkPublic } from '../../../src/attestation/ak.js';
+import { checkAkPublic, checkEkPublic } from '../../../src/attestation/ak.js';
 import { TPM_ALG } from '../../../src/attestation/tpm2/algorithms.js';
-import { TPMA_OBJECT, type ObjectAttributeName } from '../../../src/attestation/tpm2/public.js';
+import { parseTpm2bPublic, TPMA_OBJECT, type ObjectAttributeName } from '../../../src/attestation/tpm2/public.js';
 import { TpmWriter } from '../../../src/attestation/tpm2/reader.js';
 import { CustosError } from '../../../src/lib/errors.js';
 import { vec } from './vectors.js';
@@ -73,5 +73,28 @@ describe('checkAkPublic', () => {
 
   it('garbage → ERR_TPM_MARSHAL', () => {
     expect(err(() => checkAkPublic(Buffer.from([0, 3, 0, 1, 0]))).code).toBe('ERR_TPM_MARSHAL');
+  });
+});
+
+describe('checkEkPublic', () => {
+  it('accepts the swtpm RSA and P-384 EKs (TCG templates: restricted decryption keys fixed to their TPM)', () => {
+    for (const f of ['ek-rsa.pub', 'ek-ecc384.pub']) expect(() => checkEkPublic(parseTpm2bPublic(vec(f)))).not.toThrow();
+  });
+
+  it('refuses an area that cannot be an EK, naming the attribute: a signing key, unrestricted, not decrypt, duplicable', () => {
+    const ek = vec('ek-rsa.pub');
+    const cases: [Buffer, ObjectAttributeName, boolean][] = [
+      [withAttrs(ek, TPMA_OBJECT.sign, 0), 'sign', false],
+      [withAttrs(ek, 0, TPMA_OBJECT.restricted), 'restricted', true],
+      [withAttrs(ek, 0, TPMA_OBJECT.decrypt), 'decrypt', true],
+      [withAttrs(ek, 0, TPMA_OBJECT.fixedTPM), 'fixedTPM', true],
+      [withAttrs(ek, 0, TPMA_OBJECT.fixedParent), 'fixedParent', true],
+      // The AK itself, sent as the EK.
+      [vec('ak-rsa.pub'), 'decrypt', true],
+    ];
+    for (const [pub, attribute, expected] of cases) {
+      const e = err(() => checkEkPublic(parseTpm2bPublic(pub)));
+      expect([e.code, e.details]).toEqual(['ERR_EK_ATTRIBUTES', { attribute, expected }]);
+    }
   });
 });

@@ -5,6 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { loadTrustAnchors, parseTrustAnchors, trimCertificatePadding, verifyEkCertificate } from '../../../src/attestation/ek-chain.js';
 import { caExt, der, eccEkPublic, ecKeys, ekExt, issue } from './ek-fixtures.js';
+import { BasicConstraintsExtension, SubjectAlternativeNameExtension } from '@peculiar/x509';
 import { vec } from './vectors.js';
 
 const EK_CA_DIR = resolve(fileURLToPath(new URL('.', import.meta.url)), '../../../attestation/ek-ca');
@@ -146,6 +147,17 @@ describe('verifyEkCertificate leniencies and profile checks (synthetic chains)',
     await rejectsCode(verifyEkCertificate({ ekCertDer: der(c.ek), intermediates: [der(c.intermediate)], anchors: c.anchors, ekPublic: c.ekPublic, now }), 'ERR_EK_CERT_INVALID');
     const d = await chain({ ekExtensions: caExt() });
     await rejectsCode(verifyEkCertificate({ ekCertDer: der(d.ek), intermediates: [der(d.intermediate)], anchors: d.anchors, ekPublic: d.ekPublic, now }), 'ERR_EK_CERT_INVALID');
+  });
+
+  it('no EKU: the TPM manufacturer in the SAN is what makes it an EK certificate; neither → ERR_EK_CERT_INVALID', async () => {
+    const endEntity = [new BasicConstraintsExtension(false, undefined, true)];
+    // Any end-entity certificate under a vendor CA (a device's, a server's) must not pass for an EK certificate.
+    const bare = await chain({ ekExtensions: endEntity });
+    await rejectsCode(verifyEkCertificate({ ekCertDer: der(bare.ek), intermediates: [der(bare.intermediate)], anchors: bare.anchors, ekPublic: bare.ekPublic, now }), 'ERR_EK_CERT_INVALID');
+    const san = new SubjectAlternativeNameExtension([{ type: 'dn', value: '2.23.133.2.1=id:49465800+2.23.133.2.2=SLB9670+2.23.133.2.3=id:00070055' }], true);
+    const profiled = await chain({ ekExtensions: [...endEntity, san] });
+    const r = await verifyEkCertificate({ ekCertDer: der(profiled.ek), intermediates: [der(profiled.intermediate)], anchors: profiled.anchors, ekPublic: profiled.ekPublic, now });
+    expect([r.ekuPresent, r.tpm.manufacturer]).toEqual([false, 'id:49465800']);
   });
 
   it('an intermediate that is not a CA → ERR_EK_CERT_CHAIN', async () => {
