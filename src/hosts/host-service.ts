@@ -296,6 +296,13 @@ export class HostService {
         return null;
       }
       if (await t.findHostByAkName(e.akName)) throw new CustosError('ERR_HOST_EXISTS');
+      // A host revoked while this enrollment of the same EK was pending: it does not come back.
+      if ((await t.findHostsByEkPublicHash(e.ekPublicHash)).some((h) => h.status === 'revoked')) {
+        failure = new CustosError('ERR_HOST_REVOKED', 'this TPM belongs to a revoked host');
+        await t.updateEnrollment(e.id, { status: 'failed' });
+        await this.#audit(t, `enrollment:${e.id}`, 'host.activate', e.id, 'denied', { code: failure.code, akName: e.akName, ekPublicHash: e.ekPublicHash });
+        return null;
+      }
       const hostId = randomUUID();
       const host: HostRecord = {
         id: hostId, status: 'active', akName: e.akName, akPublic: e.akPublic, akQualifiedName: e.akQualifiedName,
@@ -325,15 +332,30 @@ export class HostService {
     return h;
   }
 
-  async revoke(actor: string, hostId: string, reason?: string): Promise<HostView> {
+  /**
+   * Revokes a host: it can no longer attest or get sessions, and its EK cannot enroll again. A
+   * TPM has other EKs (RSA and ECC, low and high range), and a revoked host that kept its
+   * provisioning token could enroll with one of those: `revokeProvisioningToken` also uses up
+   * every use left of the token the host enrolled with (a fleet's shared token included — the
+   * operator then issues a new one). The answer names that token either way.
+   */
+  async revoke(actor: string, hostId: string, reason?: string, opts: { revokeProvisioningToken?: boolean } = {}): Promise<HostView & { provisioningTokenId?: string; provisioningTokenRevoked?: boolean }> {
     return this.#d.store.tx(async (t) => {
       const h = await t.getHost(hostId);
       if (!h) throw new CustosError('ERR_HOST_NOT_FOUND');
-      if (h.status === 'revoked') return hostView(h);
+      const tokenId = (await t.findEnrollmentOfHost(hostId))?.provisioningTokenId ?? null;
+      const token = tokenId === null ? {} : { provisioningTokenId: tokenId };
+      let exhausted = false;
+      if (opts.revokeProvisioningToken === true && tokenId !== null) exhausted = (await t.exhaustProvisioningToken(tokenId)) === 1;
+      const tokenOutcome = opts.revokeProvisioningToken === true && tokenId !== null ? { provisioningTokenRevoked: exhausted } : {};
+      if (h.status === 'revoked') {
+        if (exhausted) await this.#audit(t, actor, 'provisioning-token.revoke', tokenId!, 'success', { hostId });
+        return { ...hostView(h), ...token, ...tokenOutcome };
+      }
       const now = this.#now().toISOString();
       await t.updateHost(hostId, { status: 'revoked', revokedAt: now });
-      await this.#audit(t, actor, 'host.revoke', hostId, 'success', { akName: h.akName, ...(reason ? { reason } : {}) });
-      return hostView({ ...h, status: 'revoked', revokedAt: now });
+      await this.#audit(t, actor, 'host.revoke', hostId, 'success', { akName: h.akName, ...(reason ? { reason } : {}), ...token, ...tokenOutcome });
+      return { ...hostView({ ...h, status: 'revoked', revokedAt: now }), ...token, ...tokenOutcome };
     });
   }
 

@@ -74,11 +74,15 @@ export interface Repos {
   insertEnrollment(e: EnrollmentRecord): Promise<void>;
   getEnrollment(id: string): Promise<EnrollmentRecord | null>;
   updateEnrollment(id: string, patch: Partial<Omit<EnrollmentRecord, 'id'>>): Promise<void>;
+  /** The enrollment that registered a host, or null (a host enrolled before enrollments were kept). */
+  findEnrollmentOfHost(hostId: string): Promise<EnrollmentRecord | null>;
   insertProvisioningToken(t: ProvisioningTokenRecord): Promise<void>;
   /** A token that is live now (not expired, uses left), without using it; null otherwise. */
   findLiveProvisioningToken(tokenHash: string, now: string): Promise<ProvisioningTokenRecord | null>;
   /** Atomically uses one use of a live token; null when unknown, expired or used up. */
   consumeProvisioningToken(tokenHash: string, now: string): Promise<ProvisioningTokenRecord | null>;
+  /** Uses up every use left of a provisioning token; 1 if it had any, else 0. */
+  exhaustProvisioningToken(id: string): Promise<number>;
   // nonces: single use, consumed atomically by whichever process sees them first
   insertNonce(n: NonceRecord): Promise<void>;
   /** Deletes and returns the nonce row (whatever its host or expiry), or null when unknown. */

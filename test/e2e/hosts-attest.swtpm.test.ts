@@ -26,6 +26,7 @@ const b64 = (b: Buffer) => b.toString('base64');
 
 let ekRsa: EkObject;
 let ekEcc: EkObject;
+let fleetToken = '';
 let ak1: AkObject;
 let ak2: AkObject;
 let host1 = '';
@@ -69,8 +70,8 @@ async function provisioningToken(labels: Record<string, string>, uses = 1): Prom
   return r.body.token;
 }
 
-async function enrollAndActivate(ek: EkObject, ak: AkObject, cert: Buffer | undefined, labels: Record<string, string>): Promise<string> {
-  const token = await provisioningToken(labels);
+async function enrollAndActivate(ek: EkObject, ak: AkObject, cert: Buffer | undefined, labels: Record<string, string>, token?: string): Promise<string> {
+  token ??= await provisioningToken(labels);
   const e = await svc.call('POST', '/v1/hosts/enroll', {
     ...(cert ? { ekCertificate: b64(cert) } : {}), ekPublic: b64(ek.public), akPublic: b64(ak.public), provisioningToken: token,
   }, null);
@@ -105,7 +106,9 @@ describe('01 enroll', () => {
   it('enrolls a second host with the P-384 EK certificate and an RSA AK', async () => {
     const certs = await drv.readEkCertificates();
     ak2 = await drv.createAk(ekEcc, 'rsa');
-    host2 = await enrollAndActivate(ekEcc, ak2, certs.ecc384, { role: 'e2e' });
+    // A fleet's token, good for several hosts.
+    fleetToken = await provisioningToken({ role: 'e2e' }, 3);
+    host2 = await enrollAndActivate(ekEcc, ak2, certs.ecc384, { role: 'e2e' }, fleetToken);
     expect(host2).not.toBe(host1);
   });
 
@@ -284,8 +287,23 @@ describe('02 attest', () => {
 
 describe('03 revoke and audit', () => {
   it('a revoked host can no longer attest, nor enroll again with the same TPM', async () => {
-    const r = await svc.call('POST', `/v1/hosts/${host2}/revoke`, { reason: 'decommissioned' }, svc.tokens.operator);
+    // An enrollment of the same EK, pending when the host is revoked.
+    const ek = await drv.createEk('ecc384');
+    const pendingAk = await drv.createAk(ek, 'ecc');
+    const pending = await svc.call('POST', '/v1/hosts/enroll', { ekCertificate: b64((await drv.readEkCertificates()).ecc384!), ekPublic: b64(ek.public), akPublic: b64(pendingAk.public), labels: { role: 'e2e' } }, svc.tokens.provisioner);
+    expect(pending.status, JSON.stringify(pending.body)).toBe(201);
+    const r = await svc.call('POST', `/v1/hosts/${host2}/revoke`, { reason: 'decommissioned', revokeProvisioningToken: true }, svc.tokens.operator);
     expect(r.body.status).toBe('revoked');
+    // The fleet token it enrolled with had uses left: they are gone, for another EK of this TPM as for anyone.
+    expect([typeof r.body.provisioningTokenId, r.body.provisioningTokenRevoked]).toEqual(['string', true]);
+    const rsaEk = await drv.createEk('rsa');
+    const otherAk = await drv.createAk(rsaEk, 'ecc');
+    const viaFleet = await svc.call('POST', '/v1/hosts/enroll', { ekCertificate: b64((await drv.readEkCertificates()).rsa!), ekPublic: b64(rsaEk.public), akPublic: b64(otherAk.public), provisioningToken: fleetToken }, null);
+    expect(viaFleet.body.error.code).toBe('ERR_PROVISIONING_TOKEN');
+    // The pending enrollment proves its credential, and still does not bring the TPM back.
+    const secret = await drv.activateCredential(ek, pendingAk, Buffer.from(pending.body.credentialBlob, 'base64'), Buffer.from(pending.body.encryptedSecret, 'base64'));
+    const late = await svc.call('POST', `/v1/hosts/enroll/${pending.body.enrollmentId}/activate`, { secret: b64(secret) }, null);
+    expect([late.status, late.body.error?.code]).toEqual([403, 'ERR_HOST_REVOKED']);
     expect((await svc.call('POST', '/v1/challenges', { hostId: host2 }, null)).body.error.code).toBe('ERR_HOST_REVOKED');
     const ak = await drv.createAk(await drv.createEk('ecc384'), 'rsa');
     const again = await svc.call('POST', '/v1/hosts/enroll', { ekCertificate: b64((await drv.readEkCertificates()).ecc384!), ekPublic: b64(ekEcc.public), akPublic: b64(ak.public), labels: { role: 'e2e' } }, svc.tokens.provisioner);

@@ -24,7 +24,7 @@ const provisioningBody = z.strictObject({
 const challengeBody = z.strictObject({ hostId: z.string().min(1).max(64) });
 export const pcrsSchema = z.partialRecord(z.enum(['sha1', 'sha256', 'sha384', 'sha512']), z.record(z.string().max(2), z.string().max(128)));
 const attestBody = z.strictObject({ nonce: b64(128), quote: b64(4096), signature: b64(4096), pcrs: pcrsSchema });
-const revokeBody = z.strictObject({ reason: z.string().max(512).optional() });
+const revokeBody = z.strictObject({ reason: z.string().max(512).optional(), revokeProvisioningToken: z.boolean().optional() });
 
 /** Hosts and attestation (API.md). Enroll/activate/challenge/attest are authorized by evidence. */
 export function hostRoutes(hosts: HostService) {
@@ -43,7 +43,10 @@ export function hostRoutes(hosts: HostService) {
     r.publicPost('/v1/hosts/enroll/:enrollmentId/activate', (req) => hosts.activate(String(req.params.enrollmentId), parseBody(req, activateBody).secret), 201);
     r.get('/v1/hosts', 'hosts.read', async () => ({ hosts: await hosts.list() }));
     r.get('/v1/hosts/:hostId', 'hosts.read', (req) => hosts.get(String(req.params.hostId)));
-    r.post('/v1/hosts/:hostId/revoke', 'hosts.revoke', (req, _res, who) => hosts.revoke(who.actor, String(req.params.hostId), parseBody(req, revokeBody).reason));
+    r.post('/v1/hosts/:hostId/revoke', 'hosts.revoke', (req, _res, who) => {
+      const body = parseBody(req, revokeBody);
+      return hosts.revoke(who.actor, String(req.params.hostId), body.reason, { revokeProvisioningToken: body.revokeProvisioningToken === true });
+    });
     r.publicPost('/v1/challenges', (req) => hosts.challenge(parseBody(req, challengeBody).hostId));
     r.publicPost('/v1/hosts/:hostId/attest', (req) => hosts.attest(String(req.params.hostId), parseBody(req, attestBody)));
     return r.router;

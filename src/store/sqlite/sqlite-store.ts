@@ -735,6 +735,10 @@ export class SqliteStore implements Store {
     const r = this.#s('SELECT * FROM enrollments WHERE id = ?').get(id) as Row | undefined;
     return r ? toEnrollment(r) : null;
   }
+  async findEnrollmentOfHost(hostId: string): Promise<EnrollmentRecord | null> {
+    const r = this.#s('SELECT * FROM enrollments WHERE host_id = ? LIMIT 1').get(hostId) as Row | undefined;
+    return r ? toEnrollment(r) : null;
+  }
   async updateEnrollment(id: string, patch: Partial<Omit<EnrollmentRecord, 'id'>>): Promise<void> {
     const [sets, values] = assignments(patch, ENROLLMENT_COLUMNS);
     if (!sets) return;
@@ -748,6 +752,10 @@ export class SqliteStore implements Store {
   async findLiveProvisioningToken(tokenHash: string, now: string): Promise<ProvisioningTokenRecord | null> {
     const r = this.#s('SELECT * FROM provisioning_tokens WHERE token_hash = ? AND uses_left > 0 AND expires_at > ?').get(tokenHash, now) as Row | undefined;
     return r ? toProvisioningToken(r) : null;
+  }
+  async exhaustProvisioningToken(id: string): Promise<number> {
+    const r = this.#s('UPDATE provisioning_tokens SET uses_left = 0 WHERE id = ? AND uses_left > 0 RETURNING uses_left').get(id);
+    return r === undefined ? 0 : 1;
   }
   async consumeProvisioningToken(tokenHash: string, now: string): Promise<ProvisioningTokenRecord | null> {
     const r = this.#s('UPDATE provisioning_tokens SET uses_left = uses_left - 1 WHERE token_hash = ? AND uses_left > 0 AND expires_at > ? RETURNING *').get(tokenHash, now) as Row | undefined;
