@@ -5,7 +5,7 @@
  */
 import type { KeyObject } from 'node:crypto';
 import { CustosError } from '../lib/errors.js';
-import { TPM_ECC } from './tpm2/algorithms.js';
+import { TPM_ALG, TPM_ECC } from './tpm2/algorithms.js';
 import { objectName, parseTpm2bPublic, tpmPublicToKeyObject, type ObjectAttributeName, type TpmtPublic } from './tpm2/public.js';
 
 /** A checked AK: its public area, its Name and a ready node:crypto key (verify costs one call). */
@@ -62,6 +62,13 @@ export function checkAkPublic(tpm2bPublic: Buffer | TpmtPublic): AkPublic {
     if (pub.keyBits < 2048) throw new CustosError('ERR_AK_ALGORITHM', 'RSA AKs must have at least 2048 bits.', { details: { keyBits: pub.keyBits } });
   } else if (pub.curve.id !== TPM_ECC.NIST_P256 && pub.curve.id !== TPM_ECC.NIST_P384) {
     throw new CustosError('ERR_AK_ALGORITHM', 'ECC AKs must use NIST P-256 or P-384.', { details: { curve: pub.curve.name } });
+  }
+  // A restricted signing key carries its scheme (a TPM refuses to make one without): quotes are
+  // then checked against it, and an AK whose quotes custos could not verify (ECDAA, SM2, Schnorr)
+  // or that signs with SHA-1 is refused at enrollment rather than failing every quote after.
+  const schemes: readonly number[] = pub.type === 'rsa' ? [TPM_ALG.RSASSA, TPM_ALG.RSAPSS] : [TPM_ALG.ECDSA];
+  if (!schemes.includes(pub.scheme.scheme) || pub.scheme.hashAlg === undefined || pub.scheme.hashAlg === TPM_ALG.SHA1) {
+    throw new CustosError('ERR_AK_ALGORITHM', `${pub.type === 'rsa' ? 'RSA AKs must sign with RSASSA or RSAPSS' : 'ECC AKs must sign with ECDSA'} and a hash stronger than SHA-1.`, { details: { scheme: pub.scheme.scheme, hashAlg: pub.scheme.hashAlg ?? null } });
   }
   return { public: pub, name: objectName(pub), key: tpmPublicToKeyObject(pub) };
 }

@@ -266,7 +266,12 @@ export function verifyQuote(input: VerifyQuoteInput): QuoteVerdict {
       sigOk = false;
     }
   }
-  const signature = sigOk ? PASS.signature : fail('signature', args === undefined ? 'signature scheme does not fit the AK' : 'signature does not verify with the AK');
+  // The AK's own scheme is the only one its TPM signs with (a restricted key); a signature made
+  // otherwise is not the TPM's, whatever the key says.
+  const schemeFits = akPub === undefined || akPub.scheme.scheme === TPM_ALG.NULL || (akPub.scheme.scheme === sig.sigAlg && akPub.scheme.hashAlg === sig.hash.id);
+  const signature = sigOk && schemeFits
+    ? PASS.signature
+    : fail('signature', args === undefined || !schemeFits ? "signature scheme or hash is not the AK's" : 'signature does not verify with the AK');
 
   let signer: QuoteCheck;
   if (input.expectedQualifiedSigner !== undefined) {

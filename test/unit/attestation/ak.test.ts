@@ -98,3 +98,24 @@ describe('checkEkPublic', () => {
     }
   });
 });
+
+describe('checkAkPublic and the signing scheme', () => {
+  /** The swtpm RSA AK with its scheme (RSASSA-SHA256, right after the 8 bytes of TPMS_RSA_PARMS' symmetric NULL) replaced. */
+  function rsaAkWithScheme(scheme: number, hash?: number): Buffer {
+    const pub = vec('ak-rsa.pub');
+    const at = 2 + 2 + 2 + 4 + 2 + pub.readUInt16BE(10) + 2; // size, type, nameAlg, attributes, authPolicy, symmetric
+    const tail = pub.subarray(at + (pub.readUInt16BE(at) === TPM_ALG.NULL ? 2 : 4));
+    const head = Buffer.from(pub.subarray(0, at));
+    const s = hash === undefined ? new TpmWriter().u16(scheme).toBuffer() : new TpmWriter().u16(scheme).u16(hash).toBuffer();
+    const body = Buffer.concat([head.subarray(2), s, tail]);
+    return new TpmWriter().tpm2b(body).toBuffer();
+  }
+
+  it('accepts RSASSA and RSAPSS with SHA-256; refuses no scheme, RSAES and SHA-1', () => {
+    expect(() => checkAkPublic(rsaAkWithScheme(TPM_ALG.RSASSA, TPM_ALG.SHA256))).not.toThrow();
+    expect(() => checkAkPublic(rsaAkWithScheme(TPM_ALG.RSAPSS, TPM_ALG.SHA256))).not.toThrow();
+    expect(err(() => checkAkPublic(rsaAkWithScheme(TPM_ALG.NULL))).code).toBe('ERR_AK_ALGORITHM');
+    expect(err(() => checkAkPublic(rsaAkWithScheme(TPM_ALG.RSAES))).code).toBe('ERR_AK_ALGORITHM');
+    expect(err(() => checkAkPublic(rsaAkWithScheme(TPM_ALG.RSASSA, TPM_ALG.SHA1))).code).toBe('ERR_AK_ALGORITHM');
+  });
+});

@@ -234,9 +234,17 @@ describe('verifyQuote on synthetic quotes (field-level tampering, re-signed)', (
     const raw = sign('sha1', b.quote, { key: privateKey, dsaEncoding: 'ieee-p1363' });
     const signature = writeTpmtSignature({ sigAlg: TPM_ALG.ECDSA, hash: { id: TPM_ALG.SHA1, name: 'SHA1', kind: 'hash', digestSize: 20, nodeHash: 'sha1' }, r: raw.subarray(0, 32), s: raw.subarray(32) });
     const v = verifyQuote({ ...b, signature });
-    // The PCR digest was made with SHA-256, the signing hash is SHA-1: the digest check fails too.
-    expect(codes(v)).toEqual(['ERR_QUOTE_HASH_ALG', 'ERR_QUOTE_PCR_DIGEST']);
-    expect(codes(verifyQuote({ ...b, signature, allowSha1: true }))).toEqual(['ERR_QUOTE_PCR_DIGEST']);
+    // The PCR digest was made with SHA-256, the signing hash is SHA-1: the digest check fails too;
+    // and the AK's scheme is ECDSA-SHA256, so its TPM never signs with SHA-1.
+    expect(codes(v)).toEqual(['ERR_QUOTE_HASH_ALG', 'ERR_QUOTE_SIGNATURE', 'ERR_QUOTE_PCR_DIGEST']);
+    expect(codes(verifyQuote({ ...b, signature, allowSha1: true }))).toEqual(['ERR_QUOTE_SIGNATURE', 'ERR_QUOTE_PCR_DIGEST']);
+  });
+  it("a valid signature with another hash than the AK's scheme → ERR_QUOTE_SIGNATURE", () => {
+    const b = build({});
+    const raw = sign('sha384', b.quote, { key: privateKey, dsaEncoding: 'ieee-p1363' });
+    const signature = writeTpmtSignature({ sigAlg: TPM_ALG.ECDSA, hash: { id: TPM_ALG.SHA384, name: 'SHA384', kind: 'hash', digestSize: 48, nodeHash: 'sha384' }, r: raw.subarray(0, 32), s: raw.subarray(32) });
+    const v = verifyQuote({ ...b, signature });
+    expect(v.failures.find((f) => f.code === 'ERR_QUOTE_SIGNATURE')?.detail).toMatch(/not the AK's/);
   });
   it('SHA-1 bank only → ERR_QUOTE_HASH_ALG', () => {
     expect(codes(verifyQuote(build({ sha1Bank: true })))).toEqual(['ERR_QUOTE_HASH_ALG']);
