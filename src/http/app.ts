@@ -28,7 +28,14 @@ export interface AppDeps {
   bodyLimitBytes: number;
   /** Feature routers mounted after the core ones (hosts, sessions, audit, rotation, …). */
   extraRoutes?: ((deps: AppDeps) => express.Router)[];
+  /**
+   * Who records a POST whose body was refused before its route ran (too large, not JSON, not
+   * JSON's media type), by path: routes whose every refusal must be in the audit log.
+   */
+  bodyRefusals?: Readonly<Record<string, (e: CustosError) => Promise<void>>>;
 }
+
+const BODY_REFUSALS: ReadonlySet<string> = new Set(['ERR_BODY_TOO_LARGE', 'ERR_BAD_JSON', 'ERR_UNSUPPORTED_MEDIA_TYPE']);
 
 const REQUEST_ID = /^[A-Za-z0-9._-]{1,64}$/;
 
@@ -86,6 +93,10 @@ export function createApp(deps: AppDeps): express.Express {
   // The error envelope of API.md, on either path.
   const fail = (err: unknown, req: ApiRequest, res: ApiResponse): void => {
     const e = toCustosError(err);
+    if (req.method === 'POST' && BODY_REFUSALS.has(e.code)) {
+      const record = deps.bodyRefusals?.[req.path];
+      if (record) void record(e).catch(() => undefined);
+    }
     if (e.status >= 500 && e.code !== 'ERR_HSM_UNAVAILABLE' && e.code !== 'ERR_HSM_AUTH') {
       deps.log.error({ requestId: res.locals.requestId, method: req.method, path: req.path, code: e.code, err: e.cause ?? e }, 'internal error');
     } else if (e.status >= 500) {

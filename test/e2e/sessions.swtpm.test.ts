@@ -341,15 +341,23 @@ describe('02 refusals: a code, no token, no key, an audit event', () => {
     expect((await svc.call('POST', '/v1/sessions', body, null)).status).toBe(201);
   });
 
-  it('unknown fields and oversized bodies are refused by the route', async () => {
+  it('unknown fields and oversized bodies are refused by the route, and audited', async () => {
     const body = await request(await ephemeral());
     const extra = await svc.call('POST', '/v1/sessions', { ...body, colour: 'red' }, null);
     expect(extra.status).toBe(400);
     expect(extra.body.error.code).toBe('ERR_BAD_REQUEST');
     expect(extra.body.error.details.field).toBe('colour');
+    await expectRefused(extra, 400, 'ERR_BAD_REQUEST');
+    const refusal = (await svc.store.listAudit((await svc.store.lastAudit())!.seq - 1, 1))[0]!;
+    expect([refusal.action, refusal.actor, refusal.details]).toEqual(['session.issue', `host:${body.hostId}`, { code: 'ERR_BAD_REQUEST', field: 'colour' }]);
     const big = await svc.call('POST', '/v1/sessions', { ...body, audience: 'x'.repeat(70_000) }, null);
     expect(big.status).toBe(400);
     expect(big.body.error.code).toBe('ERR_BODY_TOO_LARGE');
+    // Written after the answer (the body never reached the route): wait for it.
+    await expect.poll(async () => (await svc.store.listAudit(0, 100_000)).some((e) => e.action === 'session.issue' && e.details['code'] === 'ERR_BODY_TOO_LARGE')).toBe(true);
+    const notJson = await fetch(`${svc.url}/v1/sessions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"hostId": ' });
+    expect(((await notJson.json()) as { error: { code: string } }).error.code).toBe('ERR_BAD_JSON');
+    await expect.poll(async () => (await svc.store.listAudit(0, 100_000)).some((e) => e.action === 'session.issue' && e.details['code'] === 'ERR_BAD_JSON' && e.actor === 'anonymous')).toBe(true);
     const long = await svc.call('POST', '/v1/sessions', { ...body, audience: 'x'.repeat(600) }, null);
     expect(long.body.error.code).toBe('ERR_BAD_REQUEST');
     expect((await svc.call('POST', '/v1/sessions/introspect', { token: 'a', extra: 1 }, null)).body.error.code).toBe('ERR_BAD_REQUEST');

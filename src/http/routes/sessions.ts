@@ -38,7 +38,17 @@ export const JWKS_MAX_AGE_SECONDS = 60;
 export function sessionRoutes(sessions: SessionService) {
   return (deps: AppDeps) => {
     const r = new Routes(deps);
-    r.publicPost('/v1/sessions', (req) => sessions.issue(parseBody(req, issueBody)), 201);
+    r.publicPost('/v1/sessions', async (req) => {
+      let body: z.infer<typeof issueBody>;
+      try {
+        body = parseBody(req, issueBody);
+      } catch (e) {
+        // Every refused session request is in the audit log, these too.
+        await sessions.recordRefusedRequest(e, (req.body as { hostId?: unknown } | undefined)?.hostId);
+        throw e;
+      }
+      return sessions.issue(body);
+    }, 201);
     r.publicGet('/.well-known/jwks.json', async (_req, res) => {
       const set = await sessions.jwks();
       res.setHeader('cache-control', `public, max-age=${JWKS_MAX_AGE_SECONDS}`);
