@@ -369,9 +369,13 @@ export class HostService {
     const now = this.#now();
     const expiresAt = new Date(now.getTime() + nonceTtlMs(policy.doc)).toISOString();
     // Challenges are unauthenticated: bound how many live nonces one host can hold, so that
-    // nobody can grow the nonce table without limit by asking on a host's behalf.
+    // nobody can grow the nonce table without limit by asking on a host's behalf. At the bound
+    // the oldest goes, rather than the request: refusing would let anyone lock a host out of
+    // attestation with a few requests a second (host ids are no secret: tokens carry them as
+    // `sub`), where evicting makes them outpace the host's own quote round trip with hundreds.
     await this.#d.store.tx(async (t) => {
-      if ((await t.countLiveNonces(hostId, now.toISOString())) >= MAX_LIVE_NONCES_PER_HOST) throw new CustosError('ERR_TOO_MANY_CHALLENGES');
+      const live = await t.countLiveNonces(hostId, now.toISOString());
+      if (live >= MAX_LIVE_NONCES_PER_HOST) await t.evictOldestNonces(hostId, now.toISOString(), live - MAX_LIVE_NONCES_PER_HOST + 1);
       await t.insertNonce({ nonceHash: sha256hex(nonce), hostId, createdAt: now.toISOString(), expiresAt });
     });
     return { nonce: nonce.toString('base64'), expiresAt };

@@ -68,7 +68,6 @@ export const ERROR_TABLE = {
   // nonces / quotes
   ERR_NONCE_UNKNOWN: [403, 'The nonce is unknown, already used, or belongs to another host.'],
   ERR_NONCE_EXPIRED: [403, 'The nonce has expired.'],
-  ERR_TOO_MANY_CHALLENGES: [429, 'Too many outstanding challenges for this host; use or let expire the ones issued.'],
   ERR_QUOTE_MAGIC: [400, 'The quote is not a TPM-generated attestation.'],
   ERR_QUOTE_TYPE: [400, 'The attestation is not a quote.'],
   ERR_QUOTE_SIGNER: [403, 'The quote was not produced by the registered AK.'],

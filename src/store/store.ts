@@ -88,6 +88,8 @@ export interface Repos {
   /** Deletes and returns the nonce row (whatever its host or expiry), or null when unknown. */
   takeNonce(nonceHash: string): Promise<NonceRecord | null>;
   deleteExpiredNonces(now: string): Promise<number>;
+  /** Deletes the `count` oldest live nonces of a host; how many went. */
+  evictOldestNonces(hostId: string, now: string, count: number): Promise<number>;
   /** Nonces of a host that are still live at `now`. */
   countLiveNonces(hostId: string, now: string): Promise<number>;
   // sessions

@@ -771,6 +771,9 @@ export class SqliteStore implements Store {
   async countLiveNonces(hostId: string, now: string): Promise<number> {
     return (this.#s('SELECT COUNT(*) AS n FROM nonces WHERE host_id = ? AND expires_at > ?').get(hostId, now) as Row).n as number;
   }
+  async evictOldestNonces(hostId: string, now: string, count: number): Promise<number> {
+    return this.#s('DELETE FROM nonces WHERE nonce_hash IN (SELECT nonce_hash FROM nonces WHERE host_id = ? AND expires_at > ? ORDER BY created_at, nonce_hash LIMIT ?)').run(hostId, now, count).changes;
+  }
   async deleteExpiredNonces(now: string): Promise<number> {
     return this.#s('DELETE FROM nonces WHERE expires_at <= ?').run(now).changes;
   }
