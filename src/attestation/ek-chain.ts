@@ -20,7 +20,7 @@ import 'reflect-metadata';
 import { X509Certificate as NodeX509 } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { X509Certificate, X509ChainBuilder } from '@peculiar/x509';
+import { KeyUsageFlags, X509Certificate, X509ChainBuilder } from '@peculiar/x509';
 import { CustosError } from '../lib/errors.js';
 import { parseTpm2bPublic, tpmPublicEqualsSpki, type TpmtPublic } from './tpm2/public.js';
 import { sha256hex } from '../lib/encoding.js';
@@ -29,6 +29,7 @@ import { sha256hex } from '../lib/encoding.js';
 export const OID_TCG_KP_EK_CERTIFICATE = '2.23.133.8.1';
 const OID_EKU = '2.5.29.37';
 const OID_BASIC_CONSTRAINTS = '2.5.29.19';
+const OID_KEY_USAGE = '2.5.29.15';
 
 /** A set of trusted CA certificates (roots or intermediates). */
 export interface TrustAnchors {
@@ -220,12 +221,25 @@ function isCa(c: X509Certificate): boolean | undefined {
   return bc === null ? undefined : bc.ca === true;
 }
 
+/** basicConstraints pathLenConstraint, when the certificate sets one. */
+function pathLength(c: X509Certificate): number | undefined {
+  const bc = c.getExtension(OID_BASIC_CONSTRAINTS) as unknown as { pathLength?: number } | null;
+  return typeof bc?.pathLength === 'number' ? bc.pathLength : undefined;
+}
+
+/** Whether a CA's keyUsage, when present, allows signing certificates (RFC 5280 §4.2.1.3). */
+function mayCertSign(c: X509Certificate): boolean {
+  const ku = c.getExtension(OID_KEY_USAGE) as unknown as { usages: number } | null;
+  return ku === null || (ku.usages & KeyUsageFlags.keyCertSign) !== 0;
+}
+
 /**
  * Verifies an EK certificate: it parses (NV padding trimmed), its public key equals the EK
  * public area, it is an end-entity certificate (basicConstraints cA absent or false) whose EKU,
  * if present, includes tcg-kp-EKCertificate (2.23.133.8.1), and it chains through the given or
  * anchored intermediates to a certificate in `anchors`, every signature in the chain verified and
- * every intermediate marked as a CA.
+ * every intermediate a CA allowed to sign certificates (keyUsage keyCertSign when keyUsage is
+ * present) within its pathLenConstraint. Without the EKU, the SAN must name the TPM manufacturer.
  *
  * @throws ERR_EK_CERT_INVALID (not a certificate, not an EK certificate profile),
  * ERR_EK_MISMATCH (key differs from `ekPublic`), ERR_EK_CERT_CHAIN (no chain to an anchor, a bad
@@ -280,7 +294,15 @@ export async function verifyEkCertificate(input: VerifyEkInput): Promise<EkVerif
       ok = false;
     }
     if (!ok) throw new CustosError('ERR_EK_CERT_CHAIN', 'A signature in the EK certificate chain does not verify.');
-    if (i + 1 < chain.length - 1 && isCa(parent) !== true) throw new CustosError('ERR_EK_CERT_CHAIN', 'An intermediate is not a CA certificate.');
+    if (i + 1 < chain.length - 1) {
+      // An intermediate (the anchor's own constraints are the configuration's business): a CA
+      // allowed to sign certificates, with no more CAs below it than its path length allows
+      // (RFC 5280 §4.2.1.9; the CAs between it and the EK certificate are i of them).
+      if (isCa(parent) !== true) throw new CustosError('ERR_EK_CERT_CHAIN', 'An intermediate is not a CA certificate.');
+      if (!mayCertSign(parent)) throw new CustosError('ERR_EK_CERT_CHAIN', 'An intermediate may not sign certificates (keyUsage without keyCertSign).');
+      const max = pathLength(parent);
+      if (max !== undefined && i > max) throw new CustosError('ERR_EK_CERT_CHAIN', 'The chain is longer than an intermediate allows (pathLenConstraint).');
+    }
   }
 
   const now = input.now.getTime();

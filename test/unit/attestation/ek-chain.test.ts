@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { loadTrustAnchors, parseTrustAnchors, trimCertificatePadding, verifyEkCertificate } from '../../../src/attestation/ek-chain.js';
 import { caExt, der, eccEkPublic, ecKeys, ekExt, issue } from './ek-fixtures.js';
-import { BasicConstraintsExtension, SubjectAlternativeNameExtension } from '@peculiar/x509';
+import { BasicConstraintsExtension, KeyUsageFlags, KeyUsagesExtension, SubjectAlternativeNameExtension } from '@peculiar/x509';
 import { vec } from './vectors.js';
 
 const EK_CA_DIR = resolve(fileURLToPath(new URL('.', import.meta.url)), '../../../attestation/ek-ca');
@@ -95,7 +95,7 @@ describe('loadTrustAnchors', () => {
 });
 
 describe('verifyEkCertificate leniencies and profile checks (synthetic chains)', () => {
-  async function chain(o: { intermediateNotAfter?: Date; intermediateCa?: boolean; ekExtensions?: ReturnType<typeof ekExt>; serial?: string } = {}) {
+  async function chain(o: { intermediateNotAfter?: Date; intermediateCa?: boolean; intermediateExtensions?: ReturnType<typeof ekExt>; ekExtensions?: ReturnType<typeof ekExt>; serial?: string } = {}) {
     const rootKeys = await ecKeys();
     const intKeys = await ecKeys();
     const ekKeys = await ecKeys();
@@ -107,7 +107,7 @@ describe('verifyEkCertificate leniencies and profile checks (synthetic chains)',
       signingKey: rootKeys.privateKey,
       notBefore: new Date('2015-01-01T00:00:00Z'),
       notAfter: o.intermediateNotAfter ?? new Date('2099-01-01T00:00:00Z'),
-      extensions: o.intermediateCa === false ? [] : caExt(),
+      extensions: o.intermediateExtensions ?? (o.intermediateCa === false ? [] : caExt()),
     });
     const ek = await issue({
       subject: '',
@@ -158,6 +158,25 @@ describe('verifyEkCertificate leniencies and profile checks (synthetic chains)',
     const profiled = await chain({ ekExtensions: [...endEntity, san] });
     const r = await verifyEkCertificate({ ekCertDer: der(profiled.ek), intermediates: [der(profiled.intermediate)], anchors: profiled.anchors, ekPublic: profiled.ekPublic, now });
     expect([r.ekuPresent, r.tpm.manufacturer]).toEqual([false, 'id:49465800']);
+  });
+
+  it('an intermediate whose keyUsage does not allow keyCertSign → ERR_EK_CERT_CHAIN; with it, accepted', async () => {
+    const noSign = await chain({ intermediateExtensions: [...caExt(), new KeyUsagesExtension(KeyUsageFlags.digitalSignature, true)] });
+    await rejectsCode(verifyEkCertificate({ ekCertDer: der(noSign.ek), intermediates: [der(noSign.intermediate)], anchors: noSign.anchors, ekPublic: noSign.ekPublic, now }), 'ERR_EK_CERT_CHAIN');
+    const ok = await chain({ intermediateExtensions: [...caExt(), new KeyUsagesExtension(KeyUsageFlags.keyCertSign | KeyUsageFlags.cRLSign, true)] });
+    expect((await verifyEkCertificate({ ekCertDer: der(ok.ek), intermediates: [der(ok.intermediate)], anchors: ok.anchors, ekPublic: ok.ekPublic, now })).chain).toHaveLength(3);
+  });
+
+  it('a chain longer than an intermediate’s pathLenConstraint → ERR_EK_CERT_CHAIN', async () => {
+    const [rootKeys, upperKeys, lowerKeys, ekKeys] = await Promise.all([ecKeys(), ecKeys(), ecKeys(), ecKeys()]);
+    const root = await issue({ subject: 'CN=Root', publicKey: rootKeys.publicKey, signingKey: rootKeys.privateKey, extensions: caExt() });
+    const upperOf = (pathLen: number) => issue({ subject: 'CN=Upper', issuer: { name: 'CN=Root', key: rootKeys.privateKey }, publicKey: upperKeys.publicKey, signingKey: rootKeys.privateKey, extensions: [new BasicConstraintsExtension(true, pathLen, true)] });
+    const lower = await issue({ subject: 'CN=Lower', issuer: { name: 'CN=Upper', key: upperKeys.privateKey }, publicKey: lowerKeys.publicKey, signingKey: upperKeys.privateKey, extensions: caExt() });
+    const ek = await issue({ subject: '', issuer: { name: 'CN=Lower', key: lowerKeys.privateKey }, publicKey: ekKeys.publicKey, signingKey: lowerKeys.privateKey, extensions: ekExt() });
+    const input = async (pathLen: number) => ({ ekCertDer: der(ek), intermediates: [der(lower), der(await upperOf(pathLen))], anchors: parseTrustAnchors([{ name: 'root', bytes: der(root) }]), ekPublic: await eccEkPublic(ekKeys.publicKey), now });
+    // Upper allows no CA below it, and Lower is one.
+    await rejectsCode(verifyEkCertificate(await input(0)), 'ERR_EK_CERT_CHAIN');
+    expect((await verifyEkCertificate(await input(1))).chain).toHaveLength(4);
   });
 
   it('an intermediate that is not a CA → ERR_EK_CERT_CHAIN', async () => {
