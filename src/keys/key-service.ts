@@ -647,7 +647,7 @@ export class KeyService {
    * Verifies with the public key of a version (named, or every verifiable version newest first).
    * Public-key verification needs no HSM; it is done with node:crypto on the recorded key.
    */
-  async verify(actor: string, name: string, input: SignInput & { signature: string; version?: number; algorithm?: string }): Promise<{ valid: boolean; version?: number; kid?: string }> {
+  async verify(actor: string, name: string, input: SignInput & { signature: string; version?: number; algorithm?: string }): Promise<{ valid: boolean; version?: number; kid?: string; state?: KeyState }> {
     const { key: k, versions } = await this.#forUse(name);
     const info = keyTypeInfo(k.type);
     if (k.purpose !== 'sign') throw new CustosError('ERR_KEY_PURPOSE', `key ${name} is an ${k.purpose} key`);
@@ -661,7 +661,9 @@ export class KeyService {
       this.#requireState(v, VERIFY_STATES, 'verify');
       candidates = [v];
     } else {
-      candidates = versions.filter((v) => VERIFY_STATES.has(v.state)).sort((a, b) => b.version - a.version);
+      // A compromised version vouches for nothing unless asked for by number: whoever stole it
+      // can make signatures that verify.
+      candidates = versions.filter((v) => VERIFY_STATES.has(v.state) && v.state !== 'compromised').sort((a, b) => b.version - a.version);
     }
     // Data is verified in software against the recorded public key; a bare digest can only be
     // verified by a PKCS#11 C_Verify (node:crypto has no pre-hashed ECDSA/PSS verify).
@@ -682,7 +684,7 @@ export class KeyService {
     };
     if (hit) await this.#commitUse(name, hit, VERIFY_STATES, 'verify', event);
     else await this.#d.store.tx((t) => this.#audit(t, event));
-    return hit ? { valid: true, version: hit.version, kid: hit.kid } : { valid: false };
+    return hit ? { valid: true, version: hit.version, kid: hit.kid, state: hit.state } : { valid: false };
   }
 
   /** AES-256-GCM in the HSM with the active version: `custos:v<N>:<base64(iv‖ct‖tag)>`. */

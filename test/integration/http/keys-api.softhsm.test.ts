@@ -321,6 +321,17 @@ describe('keys API on SoftHSM2', () => {
     expect(await auditCount()).toBe(before);
   });
 
+  it('a compromised version verifies only when named, and says it is compromised', async () => {
+    expect((await svc.call('POST', '/v1/keys', { name: 'leaked', type: 'ec-p256', purpose: 'sign', rotationPolicy: 'manual' })).status).toBe(201);
+    const data = b64('signed before the leak');
+    const sig = (await svc.call('POST', '/v1/keys/leaked/sign', { data })).body.signature as string;
+    expect((await svc.call('POST', '/v1/keys/leaked/verify', { data, signature: sig })).body).toEqual({ valid: true, version: 1, kid: 'leaked.v1', state: 'active' });
+    expect((await svc.call('POST', '/v1/keys/leaked/versions/1/compromise', { reason: 'test' })).status).toBe(200);
+    // Whoever holds the leaked key can make such signatures: without a version, it is not tried.
+    expect((await svc.call('POST', '/v1/keys/leaked/verify', { data, signature: sig })).body).toEqual({ valid: false });
+    expect((await svc.call('POST', '/v1/keys/leaked/verify', { data, signature: sig, version: 1 })).body).toEqual({ valid: true, version: 1, kid: 'leaked.v1', state: 'compromised' });
+  });
+
   describe('keys custos signs its own statements with are reserved', () => {
     const keys = () => svc.service.deps.keys;
 
