@@ -104,7 +104,17 @@ export interface KeyServiceDeps {
   clock: Clock;
   /** Loaded rotation policies: every key must be governed by exactly one, or be manual. */
   rotationPolicies?: () => readonly RotationPolicy[];
+  /** Encryptions one AES-GCM version may make (default GCM_INVOCATION_LIMIT; tests lower it). */
+  gcmInvocationLimit?: number;
 }
+
+/**
+ * AES-GCM with random 96-bit IVs: NIST SP 800-38D §8.3 allows at most 2^32 invocations per key.
+ * Each encryption is counted in its audit transaction, and a version refuses to encrypt once the
+ * count reaches the limit less a margin for encryptions under way in other requests or processes
+ * (they are counted after the HSM made them). The key must then be rotated.
+ */
+export const GCM_INVOCATION_LIMIT = 2 ** 32 - 2 ** 24;
 
 export interface CreateKeyInput {
   name: string;
@@ -210,7 +220,7 @@ export class KeyService {
    * version still allows them (and, for signatures, that the key has not been reserved since it
    * was looked up).
    */
-  async #commitUse(name: string, v: KeyVersionRecord, allowed: ReadonlySet<KeyState>, op: string, e: AuditEventInput | readonly AuditEventInput[]): Promise<void> {
+  async #commitUse(name: string, v: KeyVersionRecord, allowed: ReadonlySet<KeyState>, op: string, e: AuditEventInput | readonly AuditEventInput[], also?: (t: Repos) => Promise<void>): Promise<void> {
     await this.#d.store.tx(async (t) => {
       const use = await t.getUseState(name, v.version);
       const state = use?.state ?? null;
@@ -223,6 +233,7 @@ export class KeyService {
         if (state === 'destroyed') throw new CustosError('ERR_KEY_DESTROYED', `version ${v.version} was destroyed`);
         throw new CustosError('ERR_KEY_STATE', `version ${v.version} is ${state ?? 'gone'} and cannot ${op}`, { details: { state } });
       }
+      if (also) await also(t);
       for (const x of Array.isArray(e) ? (e as readonly AuditEventInput[]) : [e as AuditEventInput]) await this.#audit(t, x);
     });
   }
@@ -696,7 +707,11 @@ export class KeyService {
     const v = pick(name, versions, undefined);
     const { iv, ciphertext } = await this.#d.hsm.encrypt(v.hsmId, plaintext, aad);
     const out = `custos:v${v.version}:${Buffer.concat([iv, ciphertext]).toString('base64')}`;
-    await this.#commitUse(name, v, SIGN_STATES, 'encrypt', { actor, action: 'key.encrypt', subject: name, outcome: 'success', details: { version: v.version, plaintextBytes: plaintext.length, aadBytes: aad.length } });
+    await this.#commitUse(name, v, SIGN_STATES, 'encrypt', { actor, action: 'key.encrypt', subject: name, outcome: 'success', details: { version: v.version, plaintextBytes: plaintext.length, aadBytes: aad.length } }, async (t) => {
+      if (!(await t.countEncryption(name, v.version, this.#d.gcmInvocationLimit ?? GCM_INVOCATION_LIMIT))) {
+        throw new CustosError('ERR_KEY_STATE', `version ${v.version} has made as many AES-GCM encryptions as a key may (NIST SP 800-38D); rotate the key`, { details: { reason: 'invocation-limit', version: v.version } });
+      }
+    });
     return { ciphertext: out, version: v.version, kid: v.kid };
   }
 

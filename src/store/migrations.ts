@@ -171,4 +171,9 @@ CREATE TABLE leases (
     name: 'reserved keys',
     sql: `ALTER TABLE keys ADD COLUMN reserved_for TEXT;`,
   },
+  {
+    version: 5,
+    name: 'AES-GCM invocations per version',
+    sql: `ALTER TABLE key_versions ADD COLUMN encryptions INTEGER NOT NULL DEFAULT 0;`,
+  },
 ];

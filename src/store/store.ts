@@ -40,6 +40,8 @@ export interface Repos {
   /** A version's state and its key's reservation (the re-check inside a key use's transaction); null if there is no such version. */
   getUseState(keyName: string, version: number): Promise<{ state: KeyState; reservedFor: KeyReservation | null } | null>;
   listAllVersions(): Promise<KeyVersionRecord[]>;
+  /** Counts one AES-GCM encryption with a version; false (nothing counted) once `limit` is reached. */
+  countEncryption(keyName: string, version: number, limit: number): Promise<boolean>;
   getVersionByHsmId(hsmId: string): Promise<KeyVersionRecord | null>;
   // hsm journal
   insertIntent(i: HsmIntentRecord): Promise<void>;

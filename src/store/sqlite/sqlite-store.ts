@@ -607,6 +607,9 @@ export class SqliteStore implements Store {
     const r = this.#s('SELECT v.state AS state, k.reserved_for AS reserved_for FROM key_versions v JOIN keys k ON k.name = v.key_name WHERE v.key_name = ? AND v.version = ?').get(keyName, version) as Row | undefined;
     return r ? { state: r.state as KeyState, reservedFor: (r.reserved_for as KeyReservation | null) ?? null } : null;
   }
+  async countEncryption(keyName: string, version: number, limit: number): Promise<boolean> {
+    return this.#s('UPDATE key_versions SET encryptions = encryptions + 1 WHERE key_name = ? AND version = ? AND encryptions < ?').run(keyName, version, limit).changes === 1;
+  }
   async listAllVersions(): Promise<KeyVersionRecord[]> {
     return (this.#s('SELECT * FROM key_versions ORDER BY key_name, version').all() as Row[]).map(toVersion);
   }
