@@ -17,7 +17,6 @@ import { pino } from 'pino';
 import { composeService } from '../src/compose.js';
 import { loadConfig } from '../src/config/config.js';
 import { applyHeapGrowingPercent } from '../src/lib/v8-heap.js';
-import { CustosError } from '../src/lib/errors.js';
 import { Metrics } from '../src/http/metrics.js';
 import { listen } from '../src/server.js';
 import type { HostRecord } from '../src/store/records.js';
@@ -58,11 +57,8 @@ async function main(): Promise<void> {
   });
   const { token } = await service.deps.tokens.create('system:bench', { name: 'bench admin', role: 'admin' });
   // With BENCH_PROCESSES > 1 several replicas share this database and token: the first one creates the keys.
-  for (const [name, type] of [['bench-ec', 'ec-p256'], ['bench-rsa', 'rsa-2048']] as const) {
-    await service.deps.keys.create('system:bench', { name, type, purpose: 'sign', rotationPolicy: 'manual' }).catch((e: unknown) => {
-      if (!(e instanceof CustosError && (e.code === 'ERR_KEY_EXISTS' || e.code === 'ERR_CONFLICT'))) throw e;
-    });
-  }
+  await service.deps.keys.createIfMissing('system:bench', { name: 'bench-ec', type: 'ec-p256', purpose: 'sign', rotationPolicy: 'manual' });
+  await service.deps.keys.createIfMissing('system:bench', { name: 'bench-rsa', type: 'rsa-2048', purpose: 'sign', rotationPolicy: 'manual' });
   let cpu = process.cpuUsage();
   // The main thread's own CPU time (ns on a CPU, /proc/thread-self/schedstat; read on the main
   // thread, which handles these messages): the event loop is the serial part of every request.

@@ -267,22 +267,32 @@ export class KeyService {
     if (existing?.reservedFor === reservedFor) return existing;
     if (existing) return this.#reserve(actor, existing, reservedFor);
     let policy: string | undefined;
-    if (policy === undefined) {
-      try {
-        this.#checkGoverned({ name, type, purpose }, type);
-      } catch (e) {
-        // A service key no policy selects is kept, rotated by hand; the key shows it.
-        if (!(e instanceof CustosError && e.code === 'ERR_ROTATION_POLICY')) throw e;
-        policy = 'manual';
-      }
-    }
     try {
-      await this.#create(actor, { name, type, purpose, ...(policy ? { rotationPolicy: policy } : {}) }, reservedFor);
+      this.#checkGoverned({ name, type, purpose }, type);
+    } catch (e) {
+      // A service key no policy selects is kept, rotated by hand; the key shows it.
+      if (!(e instanceof CustosError && e.code === 'ERR_ROTATION_POLICY')) throw e;
+      policy = 'manual';
+    }
+    const k = await this.#createIfMissing(actor, { name, type, purpose, ...(policy ? { rotationPolicy: policy } : {}) }, reservedFor);
+    return k.reservedFor === reservedFor ? k : this.#reserve(actor, k, reservedFor);
+  }
+
+  /**
+   * An ordinary key (not reserved) made unless one of that name exists, for set-up scripts and
+   * several processes starting at once: the loser of a creation race reads the winner's key.
+   */
+  async createIfMissing(actor: string, input: CreateKeyInput): Promise<KeyRecord> {
+    return this.#createIfMissing(actor, input, null);
+  }
+
+  async #createIfMissing(actor: string, input: CreateKeyInput, reservedFor: KeyReservation | null): Promise<KeyRecord> {
+    try {
+      await this.#create(actor, input, reservedFor);
     } catch (e) {
       if (!(e instanceof CustosError && (e.code === 'ERR_KEY_EXISTS' || e.code === 'ERR_CONFLICT'))) throw e;
     }
-    const k = await this.#key(name);
-    return k.reservedFor === reservedFor ? k : this.#reserve(actor, k, reservedFor);
+    return this.#key(input.name);
   }
 
   /** Takes over an existing key for custos's own signatures (ensureKey), or says why not. */
