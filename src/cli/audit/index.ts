@@ -26,7 +26,7 @@ export function auditCommand(globals: () => ClientOptions): Command {
       const g = globals();
       const client = apiClient(g);
       const { bytes, lines } = await download(client.url + '/v1/audit/export', o.output, client.token, g.caFile ?? process.env.CUSTOS_CA_FILE);
-      output(g.json, { file: o.output, bytes, lines }, () => `exported ${lines} lines (${bytes} bytes) to ${o.output}; check it with: custos audit verify ${o.output}`);
+      output(g.json, { file: o.output, bytes, lines }, () => `exported ${lines} lines (${bytes} bytes) to ${o.output}; check it with: custos audit verify --trusted-keys <the keys from custos audit keys> ${o.output}`);
     });
   audit.command('keys')
     .description("the audit keys' public halves, to keep apart and pass to `audit verify --trusted-keys`")
