@@ -263,6 +263,8 @@ export class KeyService {
    * for an attestation result or a checkpoint).
    */
   async ensureKey(actor: string, name: string, type: KeyType, purpose: 'sign' | 'encrypt', reservedFor: KeyReservation): Promise<KeyRecord> {
+    const refused = this.#refusedReservations.get(name);
+    if (refused && refused.usage === reservedFor && refused.until > Date.now()) throw refused.error;
     const existing = await this.#d.store.getKey(name);
     if (existing?.reservedFor === reservedFor) return existing;
     if (existing) return this.#reserve(actor, existing, reservedFor);
@@ -295,10 +297,19 @@ export class KeyService {
     return this.#key(input.name);
   }
 
+  /**
+   * Take-overs refused lately, by key name, for a minute: a key named by mistake would otherwise
+   * cost a scan of the audit log on every request that needs it (every session, every checkpoint
+   * attempt) until the configuration is mended.
+   */
+  readonly #refusedReservations = new Map<string, { usage: KeyReservation; error: CustosError; until: number }>();
+
   /** Takes over an existing key for custos's own signatures (ensureKey), or says why not. */
   async #reserve(actor: string, k: KeyRecord, usage: KeyReservation): Promise<KeyRecord> {
     const refuse = (why: string): never => {
-      throw new CustosError('ERR_KEY_RESERVED', `key ${k.name} cannot sign ${usage}s: ${why}`, { details: { key: k.name, usage, reservedFor: k.reservedFor } });
+      const error = new CustosError('ERR_KEY_RESERVED', `key ${k.name} cannot sign ${usage}s: ${why}`, { details: { key: k.name, usage, reservedFor: k.reservedFor } });
+      this.#refusedReservations.set(k.name, { usage, error, until: Date.now() + 60_000 });
+      throw error;
     };
     if (k.reservedFor !== null) refuse(`it is reserved for ${k.reservedFor}s`);
     if (k.purpose !== 'sign') refuse(`it is an ${k.purpose} key`);

@@ -2,7 +2,7 @@ import { constants, createHash, createPublicKey, verify } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { openPkcs11KeyStore, type Pkcs11KeyStore } from '../../../src/hsm/pkcs11/pkcs11-key-store.js';
 import { startSoftHsm, type SoftHsm } from '../../helpers/softhsm.js';
 import { startTestService, type TestService } from '../../helpers/service.js';
@@ -375,6 +375,11 @@ describe('keys API on SoftHSM2', () => {
       await expect(keys().ensureKey('system:issuer', 'used', 'ec-p256', 'sign', 'session-token')).rejects.toMatchObject({ code: 'ERR_KEY_RESERVED', message: expect.stringMatching(/signed data through the keys API/) });
       await expect(keys().ensureKey('system:issuer', 'data', 'ec-p256', 'sign', 'session-token')).rejects.toMatchObject({ code: 'ERR_KEY_RESERVED', message: expect.stringMatching(/encrypt key/) });
       expect(await auditCount()).toBe(before);
+      // A key named by mistake does not cost an audit-log scan per request: the refusal is remembered a while.
+      const scans = vi.spyOn(svc.store, 'hasAuditEvent');
+      for (let i = 0; i < 3; i++) await expect(keys().ensureKey('system:issuer', 'used', 'ec-p256', 'sign', 'session-token')).rejects.toMatchObject({ code: 'ERR_KEY_RESERVED' });
+      expect(scans).not.toHaveBeenCalled();
+      scans.mockRestore();
       expect((await svc.call('GET', '/v1/keys/used')).body.reservedFor).toBeNull();
       expect((await svc.call('POST', '/v1/keys/used/sign', { data: b64('still') })).status).toBe(200);
     });
