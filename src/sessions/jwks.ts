@@ -43,10 +43,17 @@ export class JwksBuilder {
 
   constructor(private readonly store: Store, private readonly keyNames: () => readonly string[]) {}
 
-  /** Every published version with its record (for introspection's state checks). */
+  /**
+   * Every published version with its record (for introspection's state checks): of the keys the
+   * loaded configuration names, and of every key ever reserved for tokens — a policy that now
+   * names another issuer key leaves live tokens of the old one, which must keep verifying until
+   * their versions are destroyed.
+   */
   async versions(): Promise<PublishedVersion[]> {
     const out: PublishedVersion[] = [];
-    for (const name of [...new Set(this.keyNames())].sort()) {
+    const names = new Set(this.keyNames());
+    for (const usage of ['session-token', 'attestation-result'] as const) for (const k of await this.store.listReservedKeys(usage)) names.add(k.name);
+    for (const name of [...names].sort()) {
       const key = await this.store.getKey(name);
       if (!key || key.purpose !== 'sign' || !isKeyType(key.type) || keyTypeInfo(key.type).kind === 'aes') continue;
       let alg: string;

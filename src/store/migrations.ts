@@ -176,4 +176,9 @@ CREATE TABLE leases (
     name: 'AES-GCM invocations per version',
     sql: `ALTER TABLE key_versions ADD COLUMN encryptions INTEGER NOT NULL DEFAULT 0;`,
   },
+  {
+    version: 6,
+    name: 'reserved keys by use',
+    sql: `CREATE INDEX keys_reserved ON keys (reserved_for) WHERE reserved_for IS NOT NULL;`,
+  },
 ];

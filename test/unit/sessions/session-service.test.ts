@@ -180,6 +180,17 @@ describe('JWKS and introspection', () => {
     expect(states).toEqual(expect.arrayContaining([[1, 'deactivated'], [4, 'active']]));
   });
 
+  it('keys once reserved for tokens stay in the JWKS when no loaded policy names them any more; ordinary keys never appear', async () => {
+    // A token signed by an issuer key a policy named before it was changed to name another.
+    const old = await svc.issuer.sign('retired-issuer', 'session-token', { sub: 'h', exp: Math.floor(clock.now().getTime() / 1000) + 60 }, SESSION_TOKEN_TYP);
+    expect(svc.sessions.issuerKeyNames()).not.toContain('retired-issuer');
+    await svc.deps.keys.create('test', { name: 'ordinary', type: 'ec-p256', purpose: 'sign', rotationPolicy: 'manual' });
+    const jwks = await svc.sessions.jwks();
+    expect(jwks.keys.map((k) => k.kid)).toContain('retired-issuer.v1');
+    expect(jwks.keys.map((k) => k.kid).filter((k) => k.startsWith('ordinary'))).toEqual([]);
+    await jwtVerify(old.token, createLocalJWKSet(jwks), { currentDate: clock.now(), typ: SESSION_TOKEN_TYP });
+  });
+
   it('a token of a destroyed issuer version introspects false; so does one of a compromised version', async () => {
     const { input } = await request();
     const out = await svc.sessions.issue(input);

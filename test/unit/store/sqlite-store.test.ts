@@ -103,7 +103,9 @@ describe('SQLite store', () => {
     // read transaction open on the first snapshot, so neither a restart nor the reset a writer
     // makes after a checkpoint that caught up (a write that waited for the lock gives it the
     // chance) can happen, and the file grows by every frame written (measured: 200 MB). With the
-    // restart past 256 KiB and no such reader, it stays a fraction of that (measured: 20–50 MB).
+    // restart past 256 KiB and no such reader, it stays a fraction of that (measured: 20–50 MB
+    // alone; 100 MB once with other test files loading both cores, when the worker thread gets
+    // less time to check and restart: the bound asserted leaves room for that).
     const walSize = async (restartBytes: number, pinSnapshot: boolean): Promise<number> => {
       const db = file(`walcap-${restartBytes}`);
       const s = new SqliteStore(db, { backgroundCheckpointMs: 10, walRestartBytes: restartBytes });
@@ -121,7 +123,7 @@ describe('SQLite store', () => {
     const unbounded = await walSize(1024 * 1024 * 1024, true);
     const bounded = await walSize(256 * 1024, false);
     expect(unbounded).toBeGreaterThan(100 * 1024 * 1024);
-    expect(bounded).toBeLessThan(unbounded / 2);
+    expect(bounded).toBeLessThan(unbounded * 0.75);
   }, 60_000);
 
   it('starts the WAL over with a write of the checkpoint worker, not a request\'s, after each restart', async () => {
