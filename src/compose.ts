@@ -6,6 +6,7 @@ import { MeteredKeyStore } from './hsm/metered-key-store.js';
 import { openPkcs11KeyStore } from './hsm/pkcs11/pkcs11-key-store.js';
 import { createApp, type AppDeps } from './http/app.js';
 import { Metrics } from './http/metrics.js';
+import { RefusalAudit } from './http/refusal-audit.js';
 import { KeyService } from './keys/key-service.js';
 import { loadTrustAnchors, type TrustAnchors } from './attestation/ek-chain.js';
 import { HostService } from './hosts/host-service.js';
@@ -101,8 +102,9 @@ export async function composeService(config: Config, log: Logger, overrides: Ove
     store, keys, hsm: meteredHsm, clock, log: log.child({ part: 'audit' }),
     keyName: config.audit.signingKey, every: config.audit.checkpointEvery, seconds: config.audit.checkpointSeconds,
   });
+  const refusals = new RefusalAudit(store, clock, log);
   const deps: AppDeps = {
-    log, metrics, clock, store, hsm: meteredHsm, tokens, keys,
+    log, metrics, clock, store, hsm: meteredHsm, tokens, keys, refusals,
     clientRoles: config.tls?.clientRoles ?? [],
     bodyLimitBytes: config.bodyLimitBytes,
     bodyRefusals: { '/v1/sessions': (e) => sessions.recordRefusedRequest(e) },
@@ -131,6 +133,7 @@ export async function composeService(config: Config, log: Logger, overrides: Ove
     async close() {
       if (janitor) clearInterval(janitor);
       await rotation.stop();
+      await refusals.flush();
       await checkpointer.stop();
       await hsm.close();
       await store.close();

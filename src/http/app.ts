@@ -8,6 +8,7 @@ import type { KeyService } from '../keys/key-service.js';
 import type { Clock } from '../lib/clock.js';
 import { CustosError, ERROR_TABLE } from '../lib/errors.js';
 import type { Logger } from '../lib/logger.js';
+import type { RefusalAudit } from './refusal-audit.js';
 import type { Store } from '../store/store.js';
 import type { Metrics } from './metrics.js';
 import { tryFastPath, type ApiRequest, type ApiResponse, type FastPathDeps } from './fast-path.js';
@@ -33,6 +34,8 @@ export interface AppDeps {
    * JSON's media type), by path: routes whose every refusal must be in the audit log.
    */
   bodyRefusals?: Readonly<Record<string, (e: CustosError) => Promise<void>>>;
+  /** Where authentication and authorization refusals are audited (coalesced: ./refusal-audit.ts). */
+  refusals: RefusalAudit;
 }
 
 const BODY_REFUSALS: ReadonlySet<string> = new Set(['ERR_BODY_TOO_LARGE', 'ERR_BAD_JSON', 'ERR_UNSUPPORTED_MEDIA_TYPE']);

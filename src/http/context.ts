@@ -59,11 +59,5 @@ export async function authorize(deps: AppDeps, req: ApiRequest, res: ApiResponse
 }
 
 async function auditRefusal(deps: AppDeps, actor: string, action: string, req: ApiRequest, reason: string): Promise<void> {
-  try {
-    await deps.store.tx((t) =>
-      t.appendAudit({ actor, action, subject: `${req.method} ${req.path}`, outcome: 'denied', details: { reason, ip: req.ip ?? null } }, deps.clock.now().toISOString()),
-    );
-  } catch (e) {
-    deps.log.error({ err: e }, 'could not audit an authentication refusal');
-  }
+  await deps.refusals.record({ actor, action, subject: `${req.method} ${req.path}`, reason, ip: req.ip ?? null });
 }
