@@ -252,7 +252,7 @@ class Agent {
     return status === 'affirming' ? EXIT.ok : EXIT.refused;
   }
 
-  async session(opts: { audience: string; pcrs: string; keyOut?: string; tokenOut?: string }): Promise<number> {
+  async session(opts: { audience: string; pcrs: string; keyOut?: string; tokenOut?: string; ephemeralKeyOut?: string }): Promise<number> {
     if (opts.audience.trim() === '') usage('--audience must not be empty');
     const pcrList = this.pcrs(opts.pcrs);
     const state = await this.state();
@@ -260,11 +260,13 @@ class Agent {
     const stateDir = dirname(this.statePath());
     const keyOut = resolve(opts.keyOut ?? join(stateDir, 'session.key'));
     const tokenOut = resolve(opts.tokenOut ?? join(stateDir, 'session.jwt'));
-    if (keyOut === tokenOut) usage('--key-out and --token-out must differ');
+    const ephemeralOut = opts.ephemeralKeyOut === undefined ? undefined : resolve(opts.ephemeralKeyOut);
+    if (new Set([keyOut, tokenOut, ephemeralOut ?? keyOut]).size !== (ephemeralOut ? 3 : 2)) usage('--key-out, --token-out and --ephemeral-key-out must differ');
     const timings: Timings = {};
 
-    // The ephemeral key lives only in this process: the session key is sealed to it and the
-    // token is bound to its thumbprint (cnf.jkt).
+    // The ephemeral key lives only in this process unless --ephemeral-key-out keeps it: the
+    // session key is sealed to it and the token is bound to its thumbprint (cnf.jkt), so only
+    // with it can the workload prove to a relying party that it holds the token's key.
     // Generated with ECDH and written as a JWK by hand, not exported from a generated KeyObject:
     // Node 20 can deadlock when a GC finalises the key-generation job during that export.
     const ecdh = createECDH('prime256v1');
@@ -319,6 +321,7 @@ class Agent {
       sessionKey.fill(0);
     }
     await writePrivateFile(tokenOut, token + '\n');
+    if (ephemeralOut !== undefined) await writePrivateFile(ephemeralOut, JSON.stringify(priv) + '\n');
     const ear = claims['ear.status'];
     const summary = {
       iss: claims.iss,
@@ -331,7 +334,7 @@ class Agent {
       'ear.status': ear,
       'cnf.jkt': jkt,
     };
-    this.print({ claims: summary, expiresAt: res.expiresAt, token, tokenFile: tokenOut, keyFile: keyOut, timings }, () =>
+    this.print({ claims: summary, expiresAt: res.expiresAt, token, tokenFile: tokenOut, keyFile: keyOut, ...(ephemeralOut ? { ephemeralKeyFile: ephemeralOut } : {}), timings }, () =>
       [
         `session ${String(claims.jti)} for ${String(claims.sub)} (audience ${opts.audience})`,
         `  issuer:     ${String(claims.iss)}  kid ${String(res.kid)}`,
@@ -340,6 +343,7 @@ class Agent {
         `  bound key:  ${jkt}`,
         `  token:      ${tokenOut}`,
         `  session key (32 bytes, raw): ${keyOut}`,
+        ...(ephemeralOut ? [`  ephemeral private key (JWK, for proof of possession): ${ephemeralOut}`] : []),
       ].join('\n'),
     );
     return EXIT.ok;
@@ -423,6 +427,7 @@ function buildProgram(io: AgentIo, done: (code: number) => void): Command {
     .option('--pcrs <list>', 'PCR selection', DEFAULT_PCRS)
     .option('--key-out <file>', 'where to write the 32-byte session key (mode 0600; default next to the state file)')
     .option('--token-out <file>', 'where to write the token (mode 0600; default next to the state file)')
+    .option('--ephemeral-key-out <file>', "keep the ephemeral private key the token is bound to (JWK, mode 0600), to prove possession to relying parties; by default it dies with this process")
     .exitOverride()
     .action(async (o) => done(await agent.session(o)));
 

@@ -2,10 +2,11 @@
  * The agent's commands end to end against swtpm and an in-test stand-in for the host endpoints
  * (fake-custos.ts, built from custos's own verifier pieces).
  */
+import { createPrivateKey, createPublicKey, sign, verify } from 'node:crypto';
 import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { decodeJwt } from 'jose';
+import { calculateJwkThumbprint, decodeJwt } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runAgent, type AgentIo } from '../../../src/cli/agent/program.js';
 import { loadState } from '../../../src/cli/agent/state.js';
@@ -123,6 +124,24 @@ describe('custos-agent against swtpm', () => {
     expect(r.out).not.toContain(key.toString('hex'));
     expect(r.out).not.toContain(key.toString('base64'));
     expect(r.out).not.toContain(key.toString('base64url'));
+  });
+
+  it('keeps the ephemeral private key when asked: it is the key the token is bound to, and proves possession', async () => {
+    const state = join(dir, 'ecc', 'state.json');
+    const ephOut = join(dir, 'ecc', 'ephemeral.jwk');
+    const r = await agent([...globals(state), '--json', 'session', '--audience', 'ledger-a', '--key-out', join(dir, 'ecc', 'k2'), '--token-out', join(dir, 'ecc', 't2'), '--ephemeral-key-out', ephOut]);
+    expect([r.code, r.err]).toEqual([0, '']);
+    expect((JSON.parse(r.out) as { ephemeralKeyFile: string }).ephemeralKeyFile).toBe(ephOut);
+    expect((await stat(ephOut)).mode & 0o777).toBe(0o600);
+    const jwk = JSON.parse(await readFile(ephOut, 'utf8')) as { kty: string; crv: string; x: string; y: string; d: string };
+    const token = (await readFile(join(dir, 'ecc', 't2'), 'utf8')).trim();
+    expect(await calculateJwkThumbprint({ kty: jwk.kty, crv: jwk.crv, x: jwk.x, y: jwk.y }, 'sha256')).toBe((decodeJwt(token).cnf as { jkt: string }).jkt);
+    // A proof a relying party can check against the bound key.
+    const proof = sign('sha256', Buffer.from('relying-party challenge'), createPrivateKey({ key: jwk, format: 'jwk' }));
+    expect(verify('sha256', Buffer.from('relying-party challenge'), createPublicKey({ key: { kty: jwk.kty, crv: jwk.crv, x: jwk.x, y: jwk.y }, format: 'jwk' }), proof)).toBe(true);
+    expect(r.out).not.toContain(jwk.d);
+    // The three outputs must be three files: a usage error (exit 2) otherwise.
+    expect((await agent([...globals(state), 'session', '--audience', 'x', '--key-out', ephOut, '--token-out', join(dir, 'ecc', 't3'), '--ephemeral-key-out', ephOut])).code).toBe(2);
   });
 
   for (const tamper of ['jkt', 'aud', 'sub'] as const) {
