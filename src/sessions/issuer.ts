@@ -1,7 +1,7 @@
 import type { KeyStore } from '../hsm/key-store.js';
 import type { KeyType } from '../hsm/key-types.js';
 import type { KeyService } from '../keys/key-service.js';
-import { CustosError } from '../lib/errors.js';
+import { CustosError, isCustosError } from '../lib/errors.js';
 import type { KeyReservation } from '../store/records.js';
 import type { Repos } from '../store/store.js';
 import { makeHsmJwsSigner, signJwt } from './token.js';
@@ -27,7 +27,14 @@ export class JwtIssuer {
   /** Signs with the active version of `keyName`, a key reserved for `usage` (created or taken over on first use). */
   async sign(keyName: string, usage: KeyReservation, claims: Record<string, unknown>, typ: string): Promise<IssuedJwt> {
     if (this.#ensured.get(keyName) !== usage) {
-      await this.keys.ensureKey(this.actor, keyName, 'ec-p256', 'sign', usage);
+      try {
+        await this.keys.ensureKey(this.actor, keyName, 'ec-p256', 'sign', usage);
+      } catch (e) {
+        // The configuration names a key custos cannot take: the operator's problem (logged with
+        // its reason as an internal error), not the caller's.
+        if (isCustosError(e, 'ERR_KEY_RESERVED')) throw new CustosError('ERR_INTERNAL', `issuer key ${keyName}: ${e.message}`, { cause: e });
+        throw e;
+      }
       this.#ensured.set(keyName, usage);
     }
     const { key, version } = await this.keys.activeVersion(keyName);

@@ -191,6 +191,13 @@ describe('JWKS and introspection', () => {
     await jwtVerify(old.token, createLocalJWKSet(jwks), { currentDate: clock.now(), typ: SESSION_TOKEN_TYP });
   });
 
+  it('an issuer key custos may not take (it signed caller data) is an internal error, not the caller\'s, and signs nothing', async () => {
+    await svc.deps.keys.create('test', { name: 'misnamed', type: 'ec-p256', purpose: 'sign', rotationPolicy: 'manual' });
+    await svc.deps.keys.sign('test', 'misnamed', { data: Buffer.from('x').toString('base64') });
+    await expect(svc.issuer.sign('misnamed', 'session-token', { sub: 'h' }, SESSION_TOKEN_TYP)).rejects.toMatchObject({ code: 'ERR_INTERNAL', message: expect.stringMatching(/misnamed.*signed data through the keys API/) });
+    expect((await store.getKey('misnamed'))?.reservedFor).toBeNull();
+  });
+
   it('a token of a destroyed issuer version introspects false; so does one of a compromised version', async () => {
     const { input } = await request();
     const out = await svc.sessions.issue(input);
