@@ -107,7 +107,7 @@ export async function composeService(config: Config, log: Logger, overrides: Ove
     log, metrics, clock, store, hsm: meteredHsm, tokens, keys, refusals,
     clientRoles: config.tls?.clientRoles ?? [],
     bodyLimitBytes: config.bodyLimitBytes,
-    bodyRefusals: { '/v1/sessions': (e) => sessions.recordRefusedRequest(e) },
+    auditedBodies: { '/v1/sessions': 'session.issue' },
     extraRoutes: [hostRoutes(hosts), sessionRoutes(sessions), auditRoutes(policies, { auditKey: config.audit.signingKey, issuer: config.issuer, checkpointNow: () => checkpointer.run(true) }), rotationRoutes(rotation, keys)],
   };
   const app = createApp(deps);

@@ -30,10 +30,11 @@ export interface AppDeps {
   /** Feature routers mounted after the core ones (hosts, sessions, audit, rotation, …). */
   extraRoutes?: ((deps: AppDeps) => express.Router)[];
   /**
-   * Who records a POST whose body was refused before its route ran (too large, not JSON, not
-   * JSON's media type), by path: routes whose every refusal must be in the audit log.
+   * Routes whose every refusal must be in the audit log, by path, with the audit action: a POST
+   * there whose body was refused before the route ran (too large, not JSON, not JSON's media
+   * type) is recorded through `refusals`.
    */
-  bodyRefusals?: Readonly<Record<string, (e: CustosError) => Promise<void>>>;
+  auditedBodies?: Readonly<Record<string, string>>;
   /** Where authentication and authorization refusals are audited (coalesced: ./refusal-audit.ts). */
   refusals: RefusalAudit;
 }
@@ -96,10 +97,8 @@ export function createApp(deps: AppDeps): express.Express {
   // The error envelope of API.md, on either path.
   const fail = (err: unknown, req: ApiRequest, res: ApiResponse): void => {
     const e = toCustosError(err);
-    if (req.method === 'POST' && BODY_REFUSALS.has(e.code)) {
-      const record = deps.bodyRefusals?.[req.path];
-      if (record) void record(e).catch(() => undefined);
-    }
+    const action = req.method === 'POST' && BODY_REFUSALS.has(e.code) ? deps.auditedBodies?.[req.path] : undefined;
+    if (action !== undefined) void deps.refusals.record({ actor: 'anonymous', action, subject: '-', reason: e.code, ip: req.ip ?? null, details: { code: e.code } });
     if (e.status >= 500 && e.code !== 'ERR_HSM_UNAVAILABLE' && e.code !== 'ERR_HSM_AUTH') {
       deps.log.error({ requestId: res.locals.requestId, method: req.method, path: req.path, code: e.code, err: e.cause ?? e }, 'internal error');
     } else if (e.status >= 500) {

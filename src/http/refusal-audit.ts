@@ -10,6 +10,8 @@ export interface Refusal {
   readonly subject: string;
   readonly reason: string;
   readonly ip: string | null;
+  /** More to record with the first refusal of a kind (its repeats are only counted). */
+  readonly details?: Record<string, unknown>;
 }
 
 interface Open {
@@ -24,7 +26,7 @@ interface Open {
  * rate they can send requests (and make the HSM sign a checkpoint every few thousand of them).
  *
  * The first refusal of a kind (same actor, action, subject, reason and peer address) is written at
- * once, as before. Its repeats within `windowMs` are counted, and written as one event when the
+ * once, with its details. Its repeats within `windowMs` are counted, and written as one event when the
  * window closes: `details.repeated` (how many), `since` and `until`. At most `maxOpen` kinds are
  * counted at a time; past that, refusals are counted per action under one overflow kind (actor
  * `anonymous`, subject `*`, ip null), so that many peers or paths cannot bring back one row per
@@ -75,7 +77,7 @@ export class RefusalAudit {
   async #write(r: Refusal, extra: Record<string, unknown>): Promise<void> {
     try {
       await this.store.tx((t) =>
-        t.appendAudit({ actor: r.actor, action: r.action, subject: r.subject, outcome: 'denied', details: { reason: r.reason, ip: r.ip, ...extra } }, this.clock.now().toISOString()),
+        t.appendAudit({ actor: r.actor, action: r.action, subject: r.subject, outcome: 'denied', details: { ...(extra['repeated'] === undefined ? r.details : {}), reason: r.reason, ip: r.ip, ...extra } }, this.clock.now().toISOString()),
       );
     } catch (e) {
       this.log.error({ err: e }, 'could not audit a refused request');

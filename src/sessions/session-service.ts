@@ -111,25 +111,6 @@ export class SessionService {
     }
   }
 
-  /**
-   * A session request refused before it reached issue (a body too large, not JSON, fields the
-   * schema refuses): audited like every other refusal, under the host it names when that looks
-   * like a host id. Nothing else happens: no nonce is consumed, nothing is issued.
-   */
-  async recordRefusedRequest(e: unknown, hostId?: unknown): Promise<void> {
-    const host = typeof hostId === 'string' && /^[A-Za-z0-9._:-]{1,64}$/.test(hostId) ? hostId : null;
-    const code = isCustosError(e) ? e.code : 'ERR_INTERNAL';
-    this.#count(code);
-    const field = isCustosError(e) && typeof e.details?.['field'] === 'string' ? { field: e.details['field'] } : {};
-    try {
-      await this.#d.store.tx((t) =>
-        t.appendAudit({ actor: host ? `host:${host}` : 'anonymous', action: 'session.issue', subject: host ?? '-', outcome: 'denied', details: { code, ...field } }, this.#d.clock.now().toISOString()),
-      );
-    } catch {
-      /* the refusal is returned regardless */
-    }
-  }
-
   /** POST /v1/sessions. @throws CustosError with the refusal's code (see the module comment). */
   async issue(input: IssueInput): Promise<IssuedSession> {
     const base: Record<string, unknown> = { audience: typeof input.audience === 'string' ? input.audience : null };

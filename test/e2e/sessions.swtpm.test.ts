@@ -349,7 +349,8 @@ describe('02 refusals: a code, no token, no key, an audit event', () => {
     expect(extra.body.error.details.field).toBe('colour');
     await expectRefused(extra, 400, 'ERR_BAD_REQUEST');
     const refusal = (await svc.store.listAudit((await svc.store.lastAudit())!.seq - 1, 1))[0]!;
-    expect([refusal.action, refusal.actor, refusal.details]).toEqual(['session.issue', `host:${body.hostId}`, { code: 'ERR_BAD_REQUEST', field: 'colour' }]);
+    expect([refusal.action, refusal.actor]).toEqual(['session.issue', `host:${body.hostId}`]);
+    expect(refusal.details).toMatchObject({ code: 'ERR_BAD_REQUEST', field: 'colour', reason: 'ERR_BAD_REQUEST' });
     const big = await svc.call('POST', '/v1/sessions', { ...body, audience: 'x'.repeat(70_000) }, null);
     expect(big.status).toBe(400);
     expect(big.body.error.code).toBe('ERR_BODY_TOO_LARGE');

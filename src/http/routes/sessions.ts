@@ -2,6 +2,7 @@ import { z } from 'zod';
 import type { AppDeps } from '../app.js';
 import type { SessionService } from '../../sessions/session-service.js';
 import { Routes } from '../router.js';
+import { isCustosError } from '../../lib/errors.js';
 import { parseBody } from '../validate.js';
 import { pcrsSchema } from './hosts.js';
 
@@ -43,8 +44,13 @@ export function sessionRoutes(sessions: SessionService) {
       try {
         body = parseBody(req, issueBody);
       } catch (e) {
-        // Every refused session request is in the audit log, these too.
-        await sessions.recordRefusedRequest(e, (req.body as { hostId?: unknown } | undefined)?.hostId);
+        // Every refused session request is in the audit log, these too (coalesced, as they come
+        // from anyone: ../refusal-audit.ts).
+        const hostId = (req.body as { hostId?: unknown } | undefined)?.hostId;
+        const host = typeof hostId === 'string' && /^[A-Za-z0-9._:-]{1,64}$/.test(hostId) ? hostId : null;
+        const code = isCustosError(e) ? e.code : 'ERR_INTERNAL';
+        const field = isCustosError(e) && typeof e.details?.['field'] === 'string' ? { field: e.details['field'] } : {};
+        await deps.refusals.record({ actor: host ? `host:${host}` : 'anonymous', action: 'session.issue', subject: host ?? '-', reason: code, ip: req.ip ?? null, details: { code, ...field } });
         throw e;
       }
       return sessions.issue(body);
