@@ -91,3 +91,28 @@ export interface AuditCheckpoint {
 export function checkpointSigningInput(cp: Pick<AuditCheckpoint, 'seq' | 'hash' | 'time' | 'kid'>): Buffer {
   return Buffer.from(jcs({ seq: cp.seq, hash: cp.hash, time: cp.time, kid: cp.kid }), 'utf8');
 }
+
+/** An audit key version vouched for by the version before it (see endorsementSigningInput). */
+export interface AuditKeyEndorsement {
+  /** The kid of the version that signed the endorsement. */
+  readonly by: string;
+  readonly alg: string;
+  /** Base64; ECDSA as raw r‖s (JWS), like checkpoints. */
+  readonly signature: string;
+  /** RFC 3339: when it was signed (a compromise of `by` before then voids it). */
+  readonly time: string;
+}
+
+/** The public members of a JWK that name the key (RFC 7638's required members), nothing else. */
+export function publicJwkMembers(jwk: Record<string, unknown>): Record<string, unknown> {
+  return jwk['kty'] === 'RSA' ? { kty: 'RSA', n: jwk['n'], e: jwk['e'] } : { kty: jwk['kty'], crv: jwk['crv'], x: jwk['x'], y: jwk['y'] };
+}
+
+/**
+ * What an audit key version signs to vouch for the next one: JCS({purpose, kid, jwk, by, time}),
+ * `jwk` reduced to publicJwkMembers. An auditor who pinned one version can then accept the
+ * checkpoints of the versions it endorsed, and of those they endorsed in turn.
+ */
+export function endorsementSigningInput(e: { kid: string; jwk: Record<string, unknown>; by: string; time: string }): Buffer {
+  return Buffer.from(jcs({ purpose: 'custos-audit-key-endorsement', kid: e.kid, jwk: publicJwkMembers(e.jwk), by: e.by, time: e.time }), 'utf8');
+}

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, createPublicKey } from 'node:crypto';
 import type { KeyStore } from '../hsm/key-store.js';
 import type { KeyType } from '../hsm/key-types.js';
 import type { KeyService } from '../keys/key-service.js';
@@ -6,9 +6,12 @@ import type { Clock } from '../lib/clock.js';
 import { isCustosError } from '../lib/errors.js';
 import type { Logger } from '../lib/logger.js';
 import { jwsAlgFor, makeHsmJwsSigner } from '../sessions/token.js';
-import type { AuditCheckpointRecord } from '../store/records.js';
+import type { AuditCheckpointRecord, KeyVersionRecord } from '../store/records.js';
 import type { Store } from '../store/store.js';
-import { checkpointSigningInput } from './chain.js';
+import { checkpointSigningInput, endorsementSigningInput, type AuditKeyEndorsement } from './chain.js';
+
+/** Meta key prefix of an audit key version's endorsement by the version before it. */
+export const ENDORSEMENT_META = 'audit-endorsement:';
 
 export interface CheckpointerDeps {
   store: Store;
@@ -33,7 +36,43 @@ export class AuditCheckpointer {
   #timer: NodeJS.Timeout | null = null;
   #busy: Promise<unknown> | null = null;
 
+  /** Versions known to carry their endorsement (or to need none: the first one). */
+  readonly #endorsed = new Set<string>();
+
   constructor(private readonly d: CheckpointerDeps) {}
+
+  /**
+   * Before a version's first checkpoint, the version before it (the newest one still in the HSM)
+   * signs its public key (chain.ts, endorsementSigningInput), kept in the store's meta under
+   * `audit-endorsement:<kid>` and exported with the key. An auditor who pinned an earlier version
+   * thus follows rotations without fetching keys again. With no earlier version left to sign
+   * (destroyed), there is none, and the auditor must fetch the new key. Best effort: a failure
+   * is logged, and the checkpoint is still made.
+   */
+  async #endorse(keyType: KeyType, version: KeyVersionRecord): Promise<void> {
+    try {
+      const metaKey = `${ENDORSEMENT_META}${version.kid}`;
+      if ((await this.d.store.getMeta(metaKey)) !== null) {
+        this.#endorsed.add(version.kid);
+        return;
+      }
+      const prev = (await this.d.keys.versionRecords(this.d.keyName))
+        .filter((v) => v.version < version.version && v.state !== 'destroyed' && v.state !== 'compromised' && v.publicKey !== null)
+        .sort((a, b) => b.version - a.version)[0];
+      if (!prev || version.publicKey === null) {
+        this.#endorsed.add(version.kid);
+        return;
+      }
+      const jwk = createPublicKey({ key: Buffer.from(version.publicKey, 'base64'), format: 'der', type: 'spki' }).export({ format: 'jwk' }) as Record<string, unknown>;
+      const time = this.d.clock.now().toISOString();
+      const signature = await makeHsmJwsSigner(this.d.hsm, prev.hsmId, keyType)(endorsementSigningInput({ kid: version.kid, jwk, by: prev.kid, time }));
+      const endorsement: AuditKeyEndorsement = { by: prev.kid, alg: jwsAlgFor(keyType), signature: signature.toString('base64'), time };
+      await this.d.store.tx((t) => t.setMeta(metaKey, JSON.stringify(endorsement)));
+      this.#endorsed.add(version.kid);
+    } catch (e) {
+      this.d.log.warn({ kid: version.kid, code: isCustosError(e) ? e.code : 'ERR_INTERNAL' }, 'audit key endorsement failed; retrying at the next checkpoint');
+    }
+  }
 
   /** Checkpoints the current head if it is due (or if `force`). Returns the new checkpoint. */
   async run(force = false): Promise<AuditCheckpointRecord | null> {
@@ -44,6 +83,7 @@ export class AuditCheckpointer {
     if (!due) return null;
     await this.d.keys.ensureKey('system:audit', this.d.keyName, 'ec-p256', 'sign', 'audit-checkpoint');
     const { key, version } = await this.d.keys.activeVersion(this.d.keyName);
+    if (!this.#endorsed.has(version.kid)) await this.#endorse(key.type as KeyType, version);
     const signer = makeHsmJwsSigner(this.d.hsm, version.hsmId, key.type as KeyType);
     const cp = { seq: head.seq, hash: head.hash, time: now.toISOString(), kid: version.kid };
     const signature = await signer(checkpointSigningInput(cp));

@@ -8,9 +8,11 @@
  *       cut short or stripped of its first or last events is detected.
  *   {"type":"key","kid":string,"alg":"ES256"|"ES384"|"RS256"|"RS384"|"PS256"|"PS384",
  *    "jwk":{…public JWK…} or "pem":"-----BEGIN PUBLIC KEY-----…",
- *    "states":[{"state":"active","at":RFC 3339},…]?}
+ *    "states":[{"state":"active","at":RFC 3339},…]?,
+ *    "endorsement":{"by":kid,"alg":string,"signature":base64,"time":RFC 3339}?}
  *       Public half of every audit key version that signed a checkpoint in the file, with its
- *       lifecycle history (a version that was `compromised` signs nothing trustworthy after).
+ *       lifecycle history (a version that was `compromised` signs nothing trustworthy after) and,
+ *       from the second version on, the previous version's signature over it (./chain.ts).
  *   {"type":"event","prevHash":hex,"hash":hex, …the seven body fields…}
  *       One audit event (./chain.ts). The writer emits `type`, `prevHash` and `hash` first and
  *       then the body's RFC 8785 text verbatim, so the verifier can hash the bytes as they stand
@@ -25,7 +27,7 @@
 import { createReadStream } from 'node:fs';
 import type { Readable, Writable } from 'node:stream';
 import { once } from 'node:events';
-import { eventBodyJcs, isHashHex, type AuditCheckpoint, type AuditEvent } from './chain.js';
+import { eventBodyJcs, isHashHex, type AuditCheckpoint, type AuditEvent, type AuditKeyEndorsement } from './chain.js';
 
 export const AUDIT_EXPORT_FORMAT = 'custos-audit-export';
 export const AUDIT_EXPORT_VERSION = 1;
@@ -52,6 +54,8 @@ export interface ExportKey {
   readonly jwk?: Record<string, unknown>;
   readonly pem?: string;
   readonly states?: readonly ExportKeyState[];
+  /** The version before it vouching for this one (./chain.ts, endorsementSigningInput). */
+  readonly endorsement?: AuditKeyEndorsement;
 }
 
 export type ExportEventLine = { readonly type: 'event' } & AuditEvent;

@@ -25,7 +25,9 @@
  *   a checkpoint by another kid is `untrusted-key`, and so is a key line of a trusted kid with
  *   another public key. Without them the keys come from the file itself, and whoever rewrites the
  *   file can also re-sign it with a key of their own: the result then says so (a
- *   `self-asserted-keys` warning) and proves only that the file is consistent.
+ *   `self-asserted-keys` warning) and proves only that the file is consistent. A key line endorsed
+ *   by a trusted version (its `endorsement`, signed before that version was compromised) makes its
+ *   key trusted too, and so on: pinned keys follow the audit key's rotations.
  * - `witnesses`: chain heads seen before ({seq, hash}: a checkpoint from an earlier export, or a
  *   head published elsewhere). The event at each seq must carry that hash (`witness-mismatch`)
  *   and be in the file (`truncated`). This is what catches a log cut back to an earlier
@@ -35,7 +37,7 @@
  */
 import { createPublicKey, verify as verifySignature, type KeyObject } from 'node:crypto';
 import type { Readable } from 'node:stream';
-import { GENESIS_HASH, checkpointSigningInput, computeEventHashFromCanonical, eventBodyJcs, isHashHex, type AuditEventBody } from './chain.js';
+import { GENESIS_HASH, checkpointSigningInput, computeEventHashFromCanonical, endorsementSigningInput, eventBodyJcs, isHashHex, type AuditEventBody, type AuditKeyEndorsement } from './chain.js';
 import { sha256hex } from '../lib/encoding.js';
 import { AUDIT_EXPORT_FORMAT, EVENT_LINE_LAYOUT, EVENT_LINE_PREFIX, scanExportLineBytes } from './export-format.js';
 
@@ -133,11 +135,15 @@ const ALGS: Record<string, { hash: string; kind: 'ec' | 'rsa' | 'pss'; rawLen?: 
 
 /** Verify one checkpoint signature; false for any failure (bad encoding included). */
 function checkSignature(k: ExportedKey, cp: PendingCheckpoint): boolean {
-  const a = ALGS[cp.alg];
-  if (!a) return false;
-  const sig = Buffer.from(cp.signature, 'base64');
-  if (sig.length === 0 || sig.toString('base64').replace(/=+$/, '') !== cp.signature.replace(/=+$/, '')) return false;
-  const data = checkpointSigningInput(cp);
+  return checkSignatureOver(k, cp.alg, cp.signature, checkpointSigningInput(cp));
+}
+
+/** Verify a base64 signature by `k` over `data` with `alg`; false for any failure. */
+function checkSignatureOver(k: ExportedKey, alg: string, signature: string, data: Buffer): boolean {
+  const a = ALGS[alg];
+  if (!a || k.alg !== alg) return false;
+  const sig = Buffer.from(signature, 'base64');
+  if (sig.length === 0 || sig.toString('base64').replace(/=+$/, '') !== signature.replace(/=+$/, '')) return false;
   try {
     if (a.kind === 'ec') {
       const dsaEncoding = sig.length === a.rawLen ? 'ieee-p1363' : 'der';
@@ -207,9 +213,11 @@ export async function verifyAuditExport(source: string | Readable, options: Audi
   const keys = new Map<string, ExportedKey>();
   const checkpoints: PendingCheckpoint[] = [];
   const strict = options.strictCanonical === true;
-  const trusted = options.trustedKeys;
+  // Extended after the scan by the versions trusted versions endorsed (a copy: the caller's map is left alone).
+  const trusted = options.trustedKeys ? new Map(options.trustedKeys) : undefined;
   // With trusted keys, a compromise the file records still counts (it can only refuse more).
   const fileCompromise = new Map<string, number>();
+  const endorsed = new Map<string, { line: number; key: KeyObject; alg: string; endorsement: AuditKeyEndorsement }>();
 
   let header: { firstSeq?: number; lastSeq?: number } | undefined;
   let sawHeader = false;
@@ -503,10 +511,16 @@ export async function verifyAuditExport(source: string | Readable, options: Audi
           }
         }
         if (trusted) {
-          // The file's key lines add nothing to trust; one that contradicts a trusted key is a rewrite.
+          // The file's key lines add nothing to trust by themselves; one that contradicts a
+          // trusted key is a rewrite. A line endorsed by a trusted version may become trusted
+          // (after the scan: endorsers may come later in the file).
           const t = trusted.get(kid);
           if (t && !sameKey(t.key, key)) problem({ line, kind: 'untrusted-key', detail: `key ${kid} in the file is not the trusted key ${kid}` });
-          if (t && compromisedAt !== undefined) fileCompromise.set(kid, compromisedAt);
+          if (compromisedAt !== undefined) fileCompromise.set(kid, compromisedAt);
+          const e = o['endorsement'] as Record<string, unknown> | undefined;
+          if (!t && e && typeof e['by'] === 'string' && typeof e['alg'] === 'string' && typeof e['signature'] === 'string' && typeof e['time'] === 'string') {
+            endorsed.set(kid, { line, key, alg, endorsement: { by: e['by'], alg: e['alg'], signature: e['signature'], time: e['time'] } });
+          }
           return;
         }
         keys.set(kid, { key, alg, ...(compromisedAt === undefined ? {} : { compromisedAt }) });
@@ -542,6 +556,25 @@ export async function verifyAuditExport(source: string | Readable, options: Audi
   if (header?.lastSeq !== undefined && (events === 0 || maxSeq < header.lastSeq)) {
     const from = events === 0 ? (header.firstSeq ?? 1) : maxSeq + 1;
     problem({ seq: from, line: lastLine + 1, kind: 'truncated', detail: `the header promises events up to ${header.lastSeq}; the file ends after ${events === 0 ? 'no event' : maxSeq}` });
+  }
+
+  // Versions endorsed by a trusted one become trusted, and so on along the chain of rotations,
+  // unless the endorser was compromised before it signed. An endorsement that does not verify
+  // is left out silently: its key's checkpoints then fail as untrusted-key.
+  if (trusted) {
+    for (let grew = true; grew; ) {
+      grew = false;
+      for (const [kid, c] of endorsed) {
+        const by = trusted.get(c.endorsement.by);
+        if (trusted.has(kid) || !by) continue;
+        const byCompromised = Math.min(by.compromisedAt ?? Infinity, fileCompromise.get(c.endorsement.by) ?? Infinity);
+        if (!(Date.parse(c.endorsement.time) < byCompromised)) continue;
+        const jwk = c.key.export({ format: 'jwk' }) as Record<string, unknown>;
+        if (!checkSignatureOver(by, c.endorsement.alg, c.endorsement.signature, endorsementSigningInput({ kid, jwk, by: c.endorsement.by, time: c.endorsement.time }))) continue;
+        trusted.set(kid, { key: c.key, alg: c.alg });
+        grew = true;
+      }
+    }
   }
 
   // Checkpoints last: keys may be listed anywhere, and a checkpoint may precede its event.

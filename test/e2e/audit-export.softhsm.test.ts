@@ -129,6 +129,16 @@ describe('audit export and offline verification', () => {
     const anchored = await runAuditVerify(join(dir, 'audit.jsonl'), { trustedKeys: trusted });
     expect([anchored.exitCode, anchored.result?.anchored, anchored.result?.warnings]).toEqual([0, true, []]);
     expect(anchored.stdout).toMatch(/against the trusted keys/);
+    // An auditor who pinned only the first version follows the rotation: v1 signed v2's key (in the HSM).
+    expect(keys.body.keys[1].endorsement).toMatchObject({ by: 'audit-checkpoint.v1', alg: 'ES256' });
+    const pinnedV1 = join(dir, 'audit-keys-v1.json');
+    writeFileSync(pinnedV1, JSON.stringify({ keys: [keys.body.keys[0]] }));
+    const followed = await runAuditVerify(join(dir, 'audit.jsonl'), { trustedKeys: pinnedV1 });
+    expect([followed.exitCode, followed.result?.validCheckpoints, followed.result?.warnings]).toEqual([0, 2, []]);
+    // Without the endorsement the second version's checkpoint is not trusted.
+    const stripped = exported.split('\n').map((l) => (l.startsWith('{"type":"key"') ? JSON.stringify({ ...JSON.parse(l), endorsement: undefined }) : l)).join('\n');
+    writeFileSync(join(dir, 'stripped.jsonl'), stripped);
+    expect((await runAuditVerify(join(dir, 'stripped.jsonl'), { trustedKeys: pinnedV1 })).result!.problems.map((p) => p.kind)).toEqual(['untrusted-key']);
 
     // The head the auditor saw at that export.
     const head = (await svc.store.lastAudit())!;

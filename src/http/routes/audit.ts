@@ -1,11 +1,12 @@
 import { createPublicKey } from 'node:crypto';
 import { z } from 'zod';
 import type { AppDeps } from '../app.js';
-import type { AuditCheckpoint, AuditEvent } from '../../audit/chain.js';
+import type { AuditCheckpoint, AuditEvent, AuditKeyEndorsement } from '../../audit/chain.js';
+import { ENDORSEMENT_META } from '../../audit/checkpointer.js';
 import { writeAuditExport, type ExportKey } from '../../audit/export-format.js';
 import { keyTypeInfo } from '../../hsm/key-types.js';
 import type { PolicySet } from '../../policy/policy-service.js';
-import type { KeyVersionRecord } from '../../store/records.js';
+import type { Store } from '../../store/store.js';
 import { Routes } from '../router.js';
 import { parseQuery } from '../validate.js';
 
@@ -16,12 +17,18 @@ const page = z.strictObject({
 
 const PAGE = 1000;
 
-/** The public key and life of every audit-key version, for offline checkpoint verification. */
-function exportKeys(versions: KeyVersionRecord[], keyType: string): Omit<ExportKey, 'type'>[] {
-  const alg = keyTypeInfo(keyType).jwsAlg!;
+/**
+ * The public key, life and endorsement (by the version before it) of every audit-key version, for
+ * offline checkpoint verification.
+ */
+async function exportKeys(store: Store, auditKey: string): Promise<Omit<ExportKey, 'type'>[]> {
+  const key = await store.getKey(auditKey);
+  if (!key) return [];
+  const alg = keyTypeInfo(key.type).jwsAlg!;
+  const versions = (await store.listVersions(auditKey)).filter((v) => v.publicKey !== null);
+  const endorsements = await Promise.all(versions.map((v) => store.getMeta(`${ENDORSEMENT_META}${v.kid}`)));
   return versions
-    .filter((v) => v.publicKey !== null)
-    .map((v) => {
+    .map((v, i) => {
       const jwk = createPublicKey({ key: Buffer.from(v.publicKey!, 'base64'), format: 'der', type: 'spki' }).export({ format: 'jwk' });
       const states = [
         { state: 'created', at: v.createdAt },
@@ -30,7 +37,8 @@ function exportKeys(versions: KeyVersionRecord[], keyType: string): Omit<ExportK
         ...(v.compromisedAt ? [{ state: 'compromised', at: v.compromisedAt }] : []),
         ...(v.destroyedAt ? [{ state: 'destroyed', at: v.destroyedAt }] : []),
       ];
-      return { kid: v.kid, alg, jwk: { ...jwk, kid: v.kid, alg } as Record<string, unknown>, states };
+      const endorsement = endorsements[i] ? (JSON.parse(endorsements[i]!) as AuditKeyEndorsement) : undefined;
+      return { kid: v.kid, alg, jwk: { ...jwk, kid: v.kid, alg } as Record<string, unknown>, states, ...(endorsement ? { endorsement } : {}) };
     });
 }
 
@@ -50,10 +58,7 @@ export function auditRoutes(policies: PolicySet, opts: { auditKey: string; issue
     });
     // The audit keys' public halves, for `custos audit verify --trusted-keys`: fetched when a
     // version is made, and kept by the auditor apart from the exports they will check.
-    r.get('/v1/audit/keys', 'audit.read', async () => {
-      const key = await deps.store.getKey(opts.auditKey);
-      return { keys: key ? exportKeys(await deps.store.listVersions(opts.auditKey), key.type) : [] };
-    });
+    r.get('/v1/audit/keys', 'audit.read', async () => ({ keys: await exportKeys(deps.store, opts.auditKey) }));
     r.get('/v1/policies', 'policies.read', () => ({ policies: policies.list() }));
     // The whole log as one JSON Lines file (events, checkpoints, audit public keys), streamed page
     // by page so its size does not matter; `custos audit verify` checks it offline.
@@ -62,8 +67,7 @@ export function auditRoutes(policies: PolicySet, opts: { auditKey: string; issue
       // A checkpoint of the head as it is now, so that the export ends anchored. Best effort: with
       // the HSM down the export still goes out, and the verifier reports the unanchored tail.
       await opts.checkpointNow?.().catch(() => undefined);
-      const [first, last, key] = await Promise.all([store.listAudit(0, 1), store.lastAudit(), store.getKey(opts.auditKey)]);
-      const versions = key ? await store.listVersions(opts.auditKey) : [];
+      const [first, last, keys] = await Promise.all([store.listAudit(0, 1), store.lastAudit(), exportKeys(store, opts.auditKey)]);
       // Both streams page by seq through the store.
       async function* pages<T extends { seq: number }>(list: (after: number, limit: number) => Promise<T[]>): AsyncGenerator<T> {
         for (let after = 0; ; ) {
@@ -79,7 +83,7 @@ export function auditRoutes(policies: PolicySet, opts: { auditKey: string; issue
         exportedAt: deps.clock.now().toISOString(),
         issuer: opts.issuer,
         range: first[0] && last ? { firstSeq: first[0].seq, lastSeq: last.seq } : null,
-        keys: key ? exportKeys(versions, key.type) : [],
+        keys,
         events: pages<AuditEvent>((a, l) => store.listAudit(a, l)),
         checkpoints: pages<AuditCheckpoint>((a, l) => store.listCheckpoints(a, l)),
       });

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { computeEventHash, type AuditEvent } from '../../../src/audit/chain.js';
+import { computeEventHash, endorsementSigningInput, type AuditEvent } from '../../../src/audit/chain.js';
 import { auditExportLines, readExportLines } from '../../../src/audit/export-format.js';
 import { loadTrustedKeys, verifyAuditExport } from '../../../src/audit/verify.js';
 import { makeCheckpoint, makeEvents, makeSigner, writeExport, type Signer } from './fixtures.js';
@@ -322,6 +322,33 @@ describe('anchoring outside the file: trusted keys and chain heads seen before',
     const other = await verifyAuditExport(good, { witnesses: [{ seq: 12, hash: events[12]!.hash }] });
     expect(other.problems).toEqual([expect.objectContaining({ kind: 'witness-mismatch', seq: 12 })]);
     expect((await verifyAuditExport(good, { witnesses: [seen, { seq: 5, hash: events[4]!.hash.toUpperCase() }] })).ok).toBe(true);
+  });
+
+  it('a version endorsed by a trusted one is trusted in turn (rotations followed); a forged or late endorsement is not', async () => {
+    const v2 = makeSigner('ES256', 'audit-checkpoint.v2');
+    const v3 = makeSigner('ES256', 'audit-checkpoint.v3');
+    const endorse = (by: Signer, of: Signer, time = '2026-01-01T00:00:10.000Z') => ({
+      by: by.kid, alg: by.alg, time,
+      signature: by.sign(endorsementSigningInput({ kid: of.kid, jwk: (of.keyLine as { jwk: Record<string, unknown> }).jwk, by: by.kid, time })).toString('base64'),
+    });
+    const write = async (name: string, keys: Record<string, unknown>[]) => {
+      const p = join(dir, name);
+      await writeExport(p, events, [makeCheckpoint(signer, events[9]!), makeCheckpoint(v2, events[19]!), makeCheckpoint(v3, events[29]!)], keys as never);
+      return p;
+    };
+    // v1 (pinned) endorsed v2, v2 endorsed v3: all three checkpoints verify against v1 alone.
+    const chained = await write('endorsed.jsonl', [signer.keyLine, { ...v2.keyLine, endorsement: endorse(signer, v2) }, { ...v3.keyLine, endorsement: endorse(v2, v3) }]);
+    expect(await verifyAuditExport(chained, { trustedKeys: trustedOf(signer) })).toMatchObject({ ok: true, anchored: true, validCheckpoints: 3, warnings: [] });
+    // v3 vouching for itself, or a stranger vouching for it: not trusted.
+    const mallory = makeSigner('ES256', 'audit-checkpoint.v9');
+    for (const forged of [endorse(v3, v3), { ...endorse(mallory, v3), by: v2.kid }]) {
+      const p = await write('forged-endorsement.jsonl', [signer.keyLine, { ...v2.keyLine, endorsement: endorse(signer, v2) }, { ...v3.keyLine, endorsement: forged }]);
+      expect((await verifyAuditExport(p, { trustedKeys: trustedOf(signer) })).problems.map((x) => [x.kind, x.seq])).toEqual([['untrusted-key', 30]]);
+    }
+    // An endorsement signed after its endorser was compromised vouches for nothing.
+    const compromisedV1 = { ...signer.keyLine, states: [{ state: 'active', at: '2026-01-01T00:00:00.000Z' }, { state: 'compromised', at: '2026-01-01T00:00:05.000Z' }] };
+    const late = await write('late-endorsement.jsonl', [compromisedV1, { ...v2.keyLine, endorsement: endorse(signer, v2) }, { ...v3.keyLine, endorsement: endorse(v2, v3) }]);
+    expect((await verifyAuditExport(late, { trustedKeys: trustedOf(signer) })).problems.map((x) => [x.kind, x.seq])).toEqual([['bad-checkpoint-signature', 10], ['untrusted-key', 20], ['untrusted-key', 30]]);
   });
 
   it('refuses trusted keys that do not parse, rather than verifying without them', () => {
