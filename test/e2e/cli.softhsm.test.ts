@@ -3,6 +3,7 @@ import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { SqliteStore } from '../../src/store/sqlite/sqlite-store.js';
 import { startSoftHsm, type SoftHsm } from '../helpers/softhsm.js';
 
 /**
@@ -125,6 +126,41 @@ describe('custos CLI against a served instance', () => {
     expect(r.code).toBe(1);
     expect(r.stderr).toContain('ERR_FORBIDDEN');
     expect(custos(['--token-file', f, 'keys', 'list']).code).toBe(0);
+  });
+
+  it('hosts revoke --revoke-provisioning-token uses up the token the host enrolled with, and says so', async () => {
+    // A host enrolled with a fleet token (written straight into the shared database, as another replica would).
+    const store = new SqliteStore(join(dir, 'custos.db'));
+    const t = new Date().toISOString();
+    const later = new Date(Date.now() + 3_600_000).toISOString();
+    try {
+      await store.tx(async (x) => {
+        await x.insertProvisioningToken({ id: 'pt-fleet', tokenHash: 'ab'.repeat(32), createdAt: t, createdBy: 'test', expiresAt: later, usesLeft: 5, labels: {} });
+        await x.insertHost({
+          id: 'h-cli', status: 'active', akName: '000b' + 'aa'.repeat(32), akPublic: 'AAAA', akQualifiedName: '000b' + 'bb'.repeat(32), ekPublicHash: 'cc'.repeat(32),
+          ekCertificateSubject: null, ekCertificateIssuer: null, labels: {}, policyId: 'prod-boot', enrolledAt: t, revokedAt: null, lastAttestation: null, lastClock: null,
+        });
+        await x.insertEnrollment({
+          id: 'e-cli', status: 'activated', akPublic: 'AAAA', akName: '000b' + 'aa'.repeat(32), akQualifiedName: '000b' + 'bb'.repeat(32), ekPublicHash: 'cc'.repeat(32),
+          ekCertificateSubject: null, ekCertificateIssuer: null, policyId: 'prod-boot', secretHash: 'dd'.repeat(32), labels: {}, provisioningTokenId: 'pt-fleet',
+          actor: 'test', createdAt: t, expiresAt: later, hostId: 'h-cli',
+        });
+      });
+    } finally {
+      await store.close();
+    }
+    const r = custos(['hosts', 'revoke', 'h-cli', '--reason', 'decommissioned', '--revoke-provisioning-token']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain('is revoked');
+    expect(r.stdout).toContain('provisioning token pt-fleet: its remaining uses are gone');
+    const again = custos(['--json', 'hosts', 'revoke', 'h-cli']);
+    expect(JSON.parse(again.stdout)).toMatchObject({ hostId: 'h-cli', status: 'revoked', provisioningTokenId: 'pt-fleet' });
+    const check = new SqliteStore(join(dir, 'custos.db'));
+    try {
+      expect(await check.findLiveProvisioningToken('ab'.repeat(32), new Date().toISOString())).toBeNull();
+    } finally {
+      await check.close();
+    }
   });
 
   it('stops cleanly on SIGTERM, and its log holds neither the PIN nor any token', async () => {

@@ -53,10 +53,18 @@ export function hostsCommand(globals: () => ClientOptions): Command {
   });
   hosts.command('revoke <hostId>')
     .option('--reason <text>', 'recorded in the audit log')
-    .action(async (id: string, o: { reason?: string }) => {
+    .option('--revoke-provisioning-token', 'also use up the provisioning token the host enrolled with (a shared fleet token included), so that the TPM cannot enroll again through another EK')
+    .action(async (id: string, o: { reason?: string; revokeProvisioningToken?: boolean }) => {
       const g = globals();
-      const h = await apiClient(g).call<HostOut>('POST', `/v1/hosts/${encodeURIComponent(id)}/revoke`, o.reason ? { reason: o.reason } : {});
-      output(g.json, h, () => `host ${h.hostId} is ${h.status}: it can no longer attest, and its sessions stop verifying`);
+      const body = { ...(o.reason ? { reason: o.reason } : {}), ...(o.revokeProvisioningToken ? { revokeProvisioningToken: true } : {}) };
+      const h = await apiClient(g).call<HostOut & { provisioningTokenId?: string; provisioningTokenRevoked?: boolean }>('POST', `/v1/hosts/${encodeURIComponent(id)}/revoke`, body);
+      output(g.json, h, () =>
+        [
+          `host ${h.hostId} is ${h.status}: it can no longer attest, and its sessions stop verifying`,
+          ...(h.provisioningTokenId === undefined ? [] : [h.provisioningTokenRevoked === undefined
+            ? `it enrolled with provisioning token ${h.provisioningTokenId}, still live if it has uses left (--revoke-provisioning-token uses them up)`
+            : `provisioning token ${h.provisioningTokenId}: ${h.provisioningTokenRevoked ? 'its remaining uses are gone' : 'it had no uses left'}`]),
+        ].join('\n'));
     });
   return hosts;
 }
