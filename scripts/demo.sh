@@ -152,8 +152,14 @@ show custos keys verify "$SIG" --data-file "$STATE/block.txt" --signature "$SIGN
 show custos keys show "$SIG"
 
 step "An independent PKCS#11 client (OpenSC pkcs11-tool) sees only sensitive, never-extractable keys"
+# Into a file first: the token keeps the keys of earlier runs, and `head` closing the pipe early
+# would fail the script (SIGPIPE under pipefail).
 PKCS11_PIN=$(cat "$STATE/hsm/pin") pkcs11-tool --module "${CUSTOS_PKCS11_MODULE:-/usr/lib/softhsm/libsofthsm2.so}" --token-label custos --login --pin env:PKCS11_PIN --list-objects --type privkey 2>/dev/null \
-  | grep -E "Private Key|label|Access" | head -12
+  | grep -E "Private Key|label|Access" > "$STATE/pkcs11-objects.txt"
+head -12 "$STATE/pkcs11-objects.txt"
+KEYS=$(grep -c 'Private Key' "$STATE/pkcs11-objects.txt")
+[ "$KEYS" = "$(grep -E 'Access: +sensitive.*never extractable' -c "$STATE/pkcs11-objects.txt")" ] || fail "a private key on the token is extractable or not sensitive"
+ok "$KEYS private keys on the token, every one sensitive and never extractable"
 
 section "2. Hosts: a TPM proves itself, then attests"
 AGENT_STATE="$STATE/agent/state.json"
@@ -202,7 +208,7 @@ done
 show custos keys show "$ROTATING"
 step "What the scheduler will do next (the same plan a reviewer sees before merging a policy)"
 custos rotation plan --days 1 > "$STATE/plan.txt"
-grep -E "demo-rotating|nothing due" "$STATE/plan.txt" | head -8 || true
+grep -m8 -E "demo-rotating|nothing due" "$STATE/plan.txt" || true
 step "An auditor token, read-only; the auditor pins the audit keys' public halves, kept apart from any export"
 show custos tokens create demo-auditor --role auditor --output "$STATE/auditor.token"
 show custos --token-file "$STATE/auditor.token" audit keys --output "$STATE/audit-keys.json"
@@ -213,7 +219,7 @@ step "Export the whole log (events, HSM-signed checkpoints, audit public keys) a
 show custos --token-file "$STATE/auditor.token" audit export --output "$STATE/audit.jsonl"
 show custos audit verify --trusted-keys "$STATE/audit-keys.json" "$STATE/audit.jsonl"
 step "Someone with database access rewrites history: one event's outcome is changed"
-LINE=$(grep -n '"action":"key.sign"' "$STATE/audit.jsonl" | head -1 | cut -d: -f1)
+LINE=$(grep -n -m1 '"action":"key.sign"' "$STATE/audit.jsonl" | cut -d: -f1)
 sed "${LINE}s/\"outcome\":\"success\"/\"outcome\":\"failure\"/" "$STATE/audit.jsonl" > "$STATE/audit-tampered.jsonl"
 printf '%s$ custos audit verify --trusted-keys %s %s%s\n' "$dim" "$STATE/audit-keys.json" "$STATE/audit-tampered.jsonl" "$off"
 if custos audit verify --trusted-keys "$STATE/audit-keys.json" "$STATE/audit-tampered.jsonl"; then fail "tampering went unnoticed"; fi
