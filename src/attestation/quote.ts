@@ -23,6 +23,8 @@ export interface QuoteCounters {
   readonly clock: bigint;
   readonly resetCount: number;
   readonly restartCount: number;
+  /** TPMS_ATTEST firmwareVersion: the TPM's firmware, which an update raises (absent in records older than the check). */
+  readonly firmwareVersion?: bigint;
 }
 
 /** Input of {@link verifyQuote}. */
@@ -211,8 +213,8 @@ function pcrValue(bank: PcrValues[string] | undefined, index: number): Buffer | 
  * (ERR_QUOTE_SIGNER); extraData equal to `expectedExtraData` in constant time
  * (ERR_QUOTE_NONCE_MISMATCH); selection exactly the required one (ERR_QUOTE_PCR_SELECTION);
  * pcrDigest = H_sigHash(values in selection order) (ERR_QUOTE_PCR_DIGEST); each referenced PCR
- * among its reference values (ERR_QUOTE_PCR_POLICY, detail names the PCR); counters not behind
- * `previous` (ERR_QUOTE_CLOCK_ROLLBACK); clockInfo.safe set (ERR_QUOTE_NOT_SAFE).
+ * among its reference values (ERR_QUOTE_PCR_POLICY, detail names the PCR); counters and firmware
+ * version not behind `previous` (ERR_QUOTE_CLOCK_ROLLBACK); clockInfo.safe set (ERR_QUOTE_NOT_SAFE).
  *
  * @returns the verdict; `ok` only when every check passed.
  * @throws ERR_TPM_MARSHAL / ERR_TPM_UNSUPPORTED_ALG when the quote or signature does not parse;
@@ -340,6 +342,10 @@ export function verifyQuote(input: VerifyQuoteInput): QuoteVerdict {
     if (c.resetCount < p.resetCount) why = `resetCount ${c.resetCount} < ${p.resetCount}`;
     else if (c.resetCount === p.resetCount && c.restartCount < p.restartCount) why = `restartCount ${c.restartCount} < ${p.restartCount}`;
     else if (c.resetCount === p.resetCount && c.clock < p.clock) why = `clock ${c.clock} < ${p.clock}`;
+    // A firmware older than the last good quote's: the TPM was rolled back to firmware that may
+    // carry flaws since fixed (TPM-FAIL, ROCA-class key generation). firmwareVersion is
+    // vendor-defined, but updates raise it.
+    else if (p.firmwareVersion !== undefined && attest.firmwareVersion < p.firmwareVersion) why = `firmwareVersion 0x${attest.firmwareVersion.toString(16)} < 0x${p.firmwareVersion.toString(16)} (firmware rolled back)`;
     clock = why === undefined ? PASS.clock : fail('clock', why);
   } else {
     clock = NOT_APPLIED.clock;
@@ -378,7 +384,7 @@ export function verifyQuote(input: VerifyQuoteInput): QuoteVerdict {
       selection,
       signatureAlg: tpmAlg(sig.sigAlg).name,
       signatureHash: sig.hash.nodeHash,
-      counters: { clock: c.clock, resetCount: c.resetCount, restartCount: c.restartCount },
+      counters: { clock: c.clock, resetCount: c.resetCount, restartCount: c.restartCount, firmwareVersion: attest.firmwareVersion },
     },
   };
 }

@@ -445,7 +445,9 @@ export class HostService {
       expectedExtraData: extraData,
       requiredSelection: { bank: policy.doc.pcrs.bank, indices: policy.doc.pcrs.indices },
       ...(refs ? { referenceValues: refs } : {}),
-      ...(h.lastClock ? { previous: { clock: BigInt(h.lastClock.clock), resetCount: h.lastClock.resetCount, restartCount: h.lastClock.restartCount } } : {}),
+      ...(h.lastClock
+        ? { previous: { clock: BigInt(h.lastClock.clock), resetCount: h.lastClock.resetCount, restartCount: h.lastClock.restartCount, ...(h.lastClock.firmwareVersion ? { firmwareVersion: BigInt(h.lastClock.firmwareVersion) } : {}) } }
+        : {}),
       expectedQualifiedSigner: Buffer.from(h.akQualifiedName, 'hex'),
       allowSha1: policy.doc.allowSha1 === true,
     });
@@ -494,7 +496,7 @@ export class HostService {
     const newer = current === null || c.resetCount > current.resetCount || (c.resetCount === current.resetCount && (c.restartCount > current.restartCount || (c.restartCount === current.restartCount && c.clock > BigInt(current.clock))));
     await t.updateHost(a.host.id, {
       lastAttestation: summary,
-      ...(a.verdict.ok && newer ? { lastClock: { clock: c.clock.toString(), resetCount: c.resetCount, restartCount: c.restartCount } } : {}),
+      ...(a.verdict.ok && newer ? { lastClock: { clock: c.clock.toString(), resetCount: c.resetCount, restartCount: c.restartCount, ...(c.firmwareVersion !== undefined ? { firmwareVersion: c.firmwareVersion.toString() } : {}) } } : {}),
     });
     await this.#audit(t, `host:${a.host.id}`, action, a.host.id, recorded, {
       verdict: a.status, failures: a.failures.map((f) => f.code), evidenceSha256: a.evidenceHash, akName: a.host.akName,

@@ -77,7 +77,7 @@ export const ERROR_TABLE = {
   ERR_QUOTE_PCR_SELECTION: [403, 'The quote does not cover exactly the required PCRs.'],
   ERR_QUOTE_PCR_DIGEST: [403, 'The PCR values do not match the quoted digest.'],
   ERR_QUOTE_PCR_POLICY: [403, 'A PCR value does not match the reference values.'],
-  ERR_QUOTE_CLOCK_ROLLBACK: [403, 'The TPM clock or counters went backwards.'],
+  ERR_QUOTE_CLOCK_ROLLBACK: [403, 'The TPM clock, counters or firmware version went backwards.'],
   ERR_QUOTE_NOT_SAFE: [403, 'The TPM clock is not marked safe.'],
   // sessions
   ERR_AUDIENCE_NOT_ALLOWED: [403, 'The audience is not allowed.'],

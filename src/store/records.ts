@@ -96,7 +96,8 @@ export interface HostRecord {
   /** Summary of the last appraisal (status, time, policy). */
   lastAttestation: Record<string, unknown> | null;
   /** Per-AK TPM counters from the last quote that verified, for rollback checks. */
-  lastClock: { clock: string; resetCount: number; restartCount: number } | null;
+  /** Counters of the newest quote that verified; firmwareVersion as a decimal string (absent in older records). */
+  lastClock: { clock: string; resetCount: number; restartCount: number; firmwareVersion?: string } | null;
 }
 
 /** A host as an appraisal reads it: everything but the summary of its last attestation. */

@@ -266,6 +266,19 @@ describe('02 attest', () => {
     expect(extra.body.error.code).toBe('ERR_BAD_REQUEST');
   });
 
+  it('the firmware version of the last good quote is kept; a TPM whose firmware went back is contraindicated', async () => {
+    expect((await svc.call('POST', `/v1/hosts/${host1}/attest`, await quoteFor(host1, ak1), null)).body.status).toBe('affirming');
+    const h = (await svc.store.getHost(host1))!;
+    expect(h.lastClock!.firmwareVersion).toMatch(/^[0-9]+$/);
+    // As if an earlier quote had come from newer firmware: this TPM's is now older, rolled back.
+    const newer = (BigInt(h.lastClock!.firmwareVersion!) + 1n).toString();
+    await svc.store.tx((t) => t.updateHost(host1, { lastClock: { ...h.lastClock!, firmwareVersion: newer } }));
+    const r = await svc.call('POST', `/v1/hosts/${host1}/attest`, await quoteFor(host1, ak1), null);
+    expect(r.body.status).toBe('contraindicated');
+    expect(r.body.failures).toEqual([expect.objectContaining({ code: 'ERR_QUOTE_CLOCK_ROLLBACK', detail: expect.stringMatching(/firmware rolled back/) })]);
+    await svc.store.tx((t) => t.updateHost(host1, { lastClock: h.lastClock }));
+  });
+
   it('a TPM reset (resetCount goes up) still attests; a changed PCR is contraindicated naming the PCR', async () => {
     await drv.close();
     await tpm.restart();

@@ -257,6 +257,16 @@ describe('verifyQuote on synthetic quotes (field-level tampering, re-signed)', (
     expect(codes(verifyQuote({ ...b, previous: { clock: 1n, resetCount: 3, restartCount: 5 } }))).toEqual(['ERR_QUOTE_CLOCK_ROLLBACK']);
     expect(verifyQuote({ ...b, previous: { clock: 9999n, resetCount: 2, restartCount: 9 } }).ok).toBe(true);
   });
+  it('a firmware older than the last good quote\'s → ERR_QUOTE_CLOCK_ROLLBACK naming the firmware; the same or newer passes', () => {
+    const b = build({ clock: 500n, reset: 3, restart: 4 });
+    const v = verifyQuote(b);
+    const fw = v.parsed.firmwareVersion;
+    expect(v.parsed.counters.firmwareVersion).toBe(fw);
+    const rolledBack = verifyQuote({ ...b, previous: { clock: 1n, resetCount: 3, restartCount: 4, firmwareVersion: fw + 1n } });
+    expect(rolledBack.failures).toEqual([expect.objectContaining({ code: 'ERR_QUOTE_CLOCK_ROLLBACK', detail: expect.stringMatching(/firmware rolled back/) })]);
+    expect(verifyQuote({ ...b, previous: { clock: 1n, resetCount: 3, restartCount: 4, firmwareVersion: fw } }).ok).toBe(true);
+    expect(verifyQuote({ ...b, previous: { clock: 1n, resetCount: 3, restartCount: 4, firmwareVersion: fw > 0n ? fw - 1n : 0n } }).ok).toBe(true);
+  });
 });
 
 describe('tampering with every byte of a real quote', () => {
