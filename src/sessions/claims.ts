@@ -54,7 +54,7 @@ const AFFIRMING_VECTOR: Readonly<Record<TrustClaim, number>> = {
  * | nonce unknown, expired, or extraData mismatch (freshness / key binding) | instance-identity | 99 | contraindicated |
  * | host revoked | instance-identity | 96 untrustworthy | contraindicated |
  * | host unknown | instance-identity | 97 unrecognized | contraindicated |
- * | TPM clock or counters went backwards | instance-identity | 96 untrustworthy | contraindicated |
+ * | TPM clock, counters or firmware went backwards | instance-identity | 96 untrustworthy | contraindicated |
  * | PCR values do not match the quoted digest | executables | 99 | contraindicated |
  * | PCR value outside the reference values | executables | 96 contraindicated runtime | contraindicated |
  * | quote does not cover exactly the required PCRs | configuration | 96 unsupportable | contraindicated |
