@@ -488,28 +488,14 @@ export async function verifyAuditExport(source: string | Readable, options: Audi
         return;
       }
       case 'key': {
-        const { kid, alg, jwk, pem, states } = o;
-        if (typeof kid !== 'string' || typeof alg !== 'string' || (jwk === undefined) === (pem === undefined)) {
-          problem({ line, kind: 'malformed', detail: 'key line needs kid, alg and exactly one of jwk or pem' });
+        const entry = parseKeyEntry(o, false);
+        if ('failed' in entry) {
+          const misfit = `key ${entry.kid} does not fit its algorithm ${entry.alg}`;
+          const detail = { shape: 'key line needs kid, alg and exactly one of jwk or pem', alg: misfit, key: `key ${entry.kid} is not a valid public key`, fit: misfit }[entry.failed];
+          problem({ line, kind: 'malformed', detail });
           return;
         }
-        let key: KeyObject;
-        try {
-          key = typeof pem === 'string' ? createPublicKey(pem) : createPublicKey({ key: jwk as import('node:crypto').JsonWebKey, format: 'jwk' });
-        } catch {
-          problem({ line, kind: 'malformed', detail: `key ${kid} is not a valid public key` });
-          return;
-        }
-        if (key.type !== 'public' || !keyTypeMatches(key, alg)) {
-          problem({ line, kind: 'malformed', detail: `key ${kid} does not fit its algorithm ${alg}` });
-          return;
-        }
-        let compromisedAt: number | undefined;
-        if (Array.isArray(states)) {
-          for (const s of states as Array<{ state?: unknown; at?: unknown }>) {
-            if (s && s.state === 'compromised' && typeof s.at === 'string') compromisedAt = Date.parse(s.at);
-          }
-        }
+        const { kid, alg, key, compromisedAt } = entry;
         if (trusted) {
           // The file's key lines add nothing to trust by themselves; one that contradicts a
           // trusted key is a rewrite. A line endorsed by a trusted version may become trusted
@@ -587,7 +573,7 @@ export async function verifyAuditExport(source: string | Readable, options: Audi
       else problem({ seq: cp.seq, line: cp.line, kind: 'unknown-key', detail: `checkpoint signed by ${cp.kid}, which the export does not list` });
       continue;
     }
-    if (k.alg !== cp.alg || !checkSignature(k, cp)) {
+    if (!checkSignature(k, cp)) {
       problem({ seq: cp.seq, line: cp.line, kind: 'bad-checkpoint-signature', detail: `signature by ${cp.kid} (${cp.alg}) does not verify` });
       continue;
     }
@@ -669,29 +655,48 @@ export function loadTrustedKeys(json: string): Map<string, TrustedKey> {
   if (!Array.isArray(list) || list.length === 0) throw new Error('trusted keys: expected {"keys": [...]} with at least one key');
   const out = new Map<string, TrustedKey>();
   for (const [i, raw] of list.entries()) {
-    const k = raw as Record<string, unknown>;
-    const kid = k['kid'];
-    const alg = k['alg'];
-    if (typeof kid !== 'string' || typeof alg !== 'string' || !ALGS[alg]) throw new Error(`trusted keys: keys[${i}] needs a kid and an alg among ${Object.keys(ALGS).join(', ')}`);
-    let key: KeyObject;
-    try {
-      key = typeof k['pem'] === 'string'
-        ? createPublicKey(k['pem'])
-        : createPublicKey({ key: (typeof k['jwk'] === 'object' && k['jwk'] !== null ? k['jwk'] : k) as import('node:crypto').JsonWebKey, format: 'jwk' });
-    } catch {
-      throw new Error(`trusted keys: ${kid} is not a valid public key`);
+    const entry = raw !== null && typeof raw === 'object' ? parseKeyEntry(raw as Record<string, unknown>, true) : ({ failed: 'shape', kid: '', alg: '' } as const);
+    if ('failed' in entry) {
+      throw new Error({
+        shape: `trusted keys: keys[${i}] needs a kid, an alg and one of jwk or pem`,
+        alg: `trusted keys: keys[${i}] needs an alg among ${Object.keys(ALGS).join(', ')}`,
+        key: `trusted keys: ${entry.kid} is not a valid public key`,
+        fit: `trusted keys: ${entry.kid} is not a public key for ${entry.alg}`,
+      }[entry.failed]);
     }
-    if (key.type !== 'public' || !keyTypeMatches(key, alg)) throw new Error(`trusted keys: ${kid} is not a public key for ${alg}`);
-    let compromisedAt: number | undefined;
-    if (Array.isArray(k['states'])) {
-      for (const s of k['states'] as Array<{ state?: unknown; at?: unknown }>) {
-        if (s?.state === 'compromised' && typeof s.at === 'string') compromisedAt = Date.parse(s.at);
-      }
-    }
+    const { kid, ...key } = entry;
     if (out.has(kid)) throw new Error(`trusted keys: ${kid} appears twice`);
-    out.set(kid, { key, alg, ...(compromisedAt === undefined ? {} : { compromisedAt }) });
+    out.set(kid, key);
   }
   return out;
+}
+
+/**
+ * One audit key as an export's key line or the trusted keys give it: kid, alg, public key (jwk or
+ * pem; a JWK Set's entries carry the JWK members inline when `inlineJwk`) and when its `states`
+ * say it was compromised. Otherwise what is wrong: `shape` (a field missing or of the wrong
+ * type), `alg` (an algorithm custos does not sign with), `key` (no public key in it) or `fit` (a
+ * key that does not match its algorithm).
+ */
+function parseKeyEntry(o: Record<string, unknown>, inlineJwk: boolean): (TrustedKey & { kid: string }) | { failed: 'shape' | 'alg' | 'key' | 'fit'; kid: string; alg: string } {
+  const { kid, alg, pem, states } = o;
+  const jwk = o['jwk'] ?? (inlineJwk && pem === undefined && typeof o['kty'] === 'string' ? o : undefined);
+  if (typeof kid !== 'string' || typeof alg !== 'string' || (jwk === undefined) === (pem === undefined)) return { failed: 'shape', kid: String(kid), alg: String(alg) };
+  if (!ALGS[alg]) return { failed: 'alg', kid, alg };
+  let key: KeyObject;
+  try {
+    key = typeof pem === 'string' ? createPublicKey(pem) : createPublicKey({ key: jwk as import('node:crypto').JsonWebKey, format: 'jwk' });
+  } catch {
+    return { failed: 'key', kid, alg };
+  }
+  if (key.type !== 'public' || !keyTypeMatches(key, alg)) return { failed: 'fit', kid, alg };
+  let compromisedAt: number | undefined;
+  if (Array.isArray(states)) {
+    for (const s of states as Array<{ state?: unknown; at?: unknown } | null>) {
+      if (s?.state === 'compromised' && typeof s.at === 'string') compromisedAt = Date.parse(s.at);
+    }
+  }
+  return { kid, alg, key, ...(compromisedAt === undefined ? {} : { compromisedAt }) };
 }
 
 async function fileSize(path: string): Promise<number | undefined> {

@@ -13,6 +13,9 @@ import type { KeyState, KeyVersionRecord } from '../store/records.js';
 import type { Store } from '../store/store.js';
 import { jwsAlgFor } from './token.js';
 
+/** The reserved keys whose versions tokens may carry. */
+const TOKEN_RESERVATIONS = ['session-token', 'attestation-result'] as const;
+
 /** States whose public key is published. */
 export const JWKS_STATES: ReadonlySet<KeyState> = new Set(['pre-active', 'active', 'deactivated']);
 
@@ -52,7 +55,7 @@ export class JwksBuilder {
   async versions(): Promise<PublishedVersion[]> {
     const out: PublishedVersion[] = [];
     const names = new Set(this.keyNames());
-    for (const usage of ['session-token', 'attestation-result'] as const) for (const k of await this.store.listReservedKeys(usage)) names.add(k.name);
+    for (const k of await this.store.listReservedKeys(TOKEN_RESERVATIONS)) names.add(k.name);
     for (const name of [...names].sort()) {
       const key = await this.store.getKey(name);
       if (!key || key.purpose !== 'sign' || !isKeyType(key.type) || keyTypeInfo(key.type).kind === 'aes') continue;

@@ -28,8 +28,8 @@ export interface Repos {
   insertKey(k: KeyRecord): Promise<void>;
   getKey(name: string): Promise<KeyRecord | null>;
   listKeys(): Promise<KeyRecord[]>;
-  /** Keys reserved for one use (an index lookup). */
-  listReservedKeys(usage: KeyReservation): Promise<KeyRecord[]>;
+  /** Keys reserved for any of these uses (one index lookup). */
+  listReservedKeys(usages: readonly KeyReservation[]): Promise<KeyRecord[]>;
   /** Marks an unreserved key as reserved for `usage`; false when it is missing or already reserved. */
   reserveKey(name: string, usage: KeyReservation): Promise<boolean>;
   /** Reserves the next version number of a key (atomic per key). */

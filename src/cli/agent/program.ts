@@ -261,7 +261,8 @@ class Agent {
     const keyOut = resolve(opts.keyOut ?? join(stateDir, 'session.key'));
     const tokenOut = resolve(opts.tokenOut ?? join(stateDir, 'session.jwt'));
     const ephemeralOut = opts.ephemeralKeyOut === undefined ? undefined : resolve(opts.ephemeralKeyOut);
-    if (new Set([keyOut, tokenOut, ephemeralOut ?? keyOut]).size !== (ephemeralOut ? 3 : 2)) usage('--key-out, --token-out and --ephemeral-key-out must differ');
+    const outputs = [keyOut, tokenOut, ...(ephemeralOut === undefined ? [] : [ephemeralOut])];
+    if (new Set(outputs).size !== outputs.length) usage('--key-out, --token-out and --ephemeral-key-out must differ');
     const timings: Timings = {};
 
     // The ephemeral key lives only in this process unless --ephemeral-key-out keeps it: the

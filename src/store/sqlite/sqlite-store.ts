@@ -566,8 +566,9 @@ export class SqliteStore implements Store {
       k.name, k.type, k.purpose, k.rotationPolicy, JSON.stringify(k.labels), k.createdAt, k.reservedFor,
     );
   }
-  async listReservedKeys(usage: KeyReservation): Promise<KeyRecord[]> {
-    return (this.#s('SELECT * FROM keys WHERE reserved_for = ? ORDER BY name').all(usage) as Row[]).map(toKey);
+  async listReservedKeys(usages: readonly KeyReservation[]): Promise<KeyRecord[]> {
+    if (usages.length === 0) return [];
+    return (this.#s(`SELECT * FROM keys WHERE reserved_for IN (${usages.map(() => '?').join(', ')}) ORDER BY name`).all(...usages) as Row[]).map(toKey);
   }
   async reserveKey(name: string, usage: KeyReservation): Promise<boolean> {
     return this.#s('UPDATE keys SET reserved_for = ? WHERE name = ? AND reserved_for IS NULL').run(usage, name).changes === 1;
