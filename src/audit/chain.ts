@@ -104,7 +104,7 @@ export interface AuditKeyEndorsement {
 }
 
 /** The public members of a JWK that name the key (RFC 7638's required members), nothing else. */
-export function publicJwkMembers(jwk: Record<string, unknown>): Record<string, unknown> {
+function publicJwkMembers(jwk: Record<string, unknown>): Record<string, unknown> {
   return jwk['kty'] === 'RSA' ? { kty: 'RSA', n: jwk['n'], e: jwk['e'] } : { kty: jwk['kty'], crv: jwk['crv'], x: jwk['x'], y: jwk['y'] };
 }
 
