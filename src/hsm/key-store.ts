@@ -16,8 +16,12 @@ export interface KeyStore {
   generateSecretKey(spec: KeySpec): Promise<KeyObjectInfo>;
   /** Finds the objects of one key by id; null when the token holds none. */
   findKey(id: string): Promise<KeyObjectInfo | null>;
-  /** Every custos key on the token (for reconciliation after a crash). */
-  listKeys(): Promise<KeyObjectInfo[]>;
+  /**
+   * Every custos key on the token (for reconciliation after a crash). `expected`: ids the caller
+   * believes are there; an adapter whose view of the token can lag (another process's objects)
+   * looks again before leaving one of them out.
+   */
+  listKeys(expected?: readonly string[]): Promise<KeyObjectInfo[]>;
   /** SubjectPublicKeyInfo DER of an asymmetric key. */
   getPublicKey(id: string): Promise<Buffer>;
   /**

@@ -18,8 +18,8 @@ export class MeteredKeyStore implements KeyStore {
   findKey(id: string): Promise<KeyObjectInfo | null> {
     return this.obs.timeHsm('find', () => this.inner.findKey(id));
   }
-  listKeys(): Promise<KeyObjectInfo[]> {
-    return this.obs.timeHsm('list', () => this.inner.listKeys());
+  listKeys(expected?: readonly string[]): Promise<KeyObjectInfo[]> {
+    return this.obs.timeHsm('list', () => this.inner.listKeys(expected));
   }
   getPublicKey(id: string): Promise<Buffer> {
     return this.obs.timeHsm('get_public_key', () => this.inner.getPublicKey(id));

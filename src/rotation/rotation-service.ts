@@ -135,7 +135,9 @@ export class RotationService {
         report.destructionsCompleted.push(label);
       }
     }
-    const objects = await this.#d.hsm.listKeys();
+    // The objects the versions name are expected: a module whose view lags looks again for them.
+    const expected = (await this.#d.store.listAllVersions()).filter((v) => v.state !== 'destroyed').map((v) => v.hsmId);
+    const objects = await this.#d.hsm.listKeys(expected);
     const objectIds = new Set(objects.map((o) => o.id));
     const versions = await this.#d.store.listAllVersions();
     const known = new Set(versions.map((v) => v.hsmId));

@@ -62,6 +62,8 @@ export interface Pkcs11Stats {
   perWorker: number[];
   /** Successful re-initializations after the token went away. */
   recoveries: number;
+  /** Re-initializations to see objects the module had lost track of (see {@link Pkcs11KeyStore}'s `seeing`). */
+  viewRefreshes: number;
 }
 
 interface Pending {
@@ -112,6 +114,9 @@ const LANE_SAMPLE_MS = 20;
 const LANE_EWMA = 0.2;
 
 const ID_RE = /^[0-9a-f]{2,128}$/;
+
+/** The shortest time between two re-readings of the token caused by a missing object (see `seeing`). */
+const VIEW_REFRESH_MS = 1_000;
 
 /** A Buffer view of a pooled slab would make postMessage copy the whole slab: send only the bytes. */
 function compact(b: Buffer): Uint8Array {
@@ -167,6 +172,8 @@ export class Pkcs11KeyStore implements KeyStore {
   private recovering: Promise<void> | null = null;
   private lastRecoveryAt = -Infinity;
   private recoveries = 0;
+  private viewRefreshes = 0;
+  private viewRefreshedAt = -Infinity;
   private paused = false;
   private idleWaiters: Array<() => void> = [];
   private authFailures = 0;
@@ -224,7 +231,7 @@ export class Pkcs11KeyStore implements KeyStore {
 
   async findKey(id: string): Promise<KeyObjectInfo | null> {
     checkId(id);
-    const objs = (await this.call('findKey', { op: 'find', id })) as ObjectAttrs[];
+    const objs = await this.seeing(async () => (await this.call('findKey', { op: 'find', id })) as ObjectAttrs[], (o) => o.length === 0, true);
     return this.describe(objs);
   }
 
@@ -232,8 +239,12 @@ export class Pkcs11KeyStore implements KeyStore {
    * Every private or secret key on the token whose type custos knows (EC P-256/P-384, RSA
    * 2048/3072, AES-256), grouped by CKA_ID; objects of other types are left out.
    */
-  async listKeys(): Promise<KeyObjectInfo[]> {
-    const objs = (await this.call('listKeys', { op: 'list' })) as ObjectAttrs[];
+  async listKeys(expected: readonly string[] = []): Promise<KeyObjectInfo[]> {
+    const lacks = (objs: ObjectAttrs[]): boolean => {
+      const ids = new Set(objs.map((o) => o.id));
+      return expected.some((id) => !ids.has(id));
+    };
+    const objs = await this.seeing(async () => (await this.call('listKeys', { op: 'list' })) as ObjectAttrs[], lacks, true);
     const byId = new Map<string, ObjectAttrs[]>();
     for (const o of objs) byId.set(o.id, [...(byId.get(o.id) ?? []), o]);
     const out: KeyObjectInfo[] = [];
@@ -249,26 +260,29 @@ export class Pkcs11KeyStore implements KeyStore {
     const type = await this.typeOf(id);
     const info = keyTypeInfo(type);
     if (info.kind === 'aes') throw new CustosError('ERR_KEY_PURPOSE', 'a secret key has no public key');
-    const v = (await this.call('getPublicKey', { op: 'pub', id })) as Parameters<typeof spkiFromToken>[0];
+    const v = (await this.seeing(() => this.call('getPublicKey', { op: 'pub', id }))) as Parameters<typeof spkiFromToken>[0];
     return spkiFromToken(v, info);
   }
 
   async sign(id: string, scheme: SignScheme, hash: HashName, digest: Buffer): Promise<Buffer> {
     checkId(id);
     const input = signInput(scheme, hash, digest);
-    const sig = (await this.call('sign', { op: 'sign', id, mech: input.mech, data: compact(input.data) }, scheme === 'ecdsa' ? 1 : RSA_SIGN_COST)) as Uint8Array;
+    const o: WorkerOp = { op: 'sign', id, mech: input.mech, data: compact(input.data) };
+    const sig = (await this.seeing(() => this.call('sign', o, scheme === 'ecdsa' ? 1 : RSA_SIGN_COST))) as Uint8Array;
     return Buffer.from(sig.buffer, sig.byteOffset, sig.byteLength);
   }
 
   async verify(id: string, scheme: SignScheme, hash: HashName, digest: Buffer, signature: Buffer): Promise<boolean> {
     checkId(id);
     const input = signInput(scheme, hash, digest);
-    return (await this.call('verify', { op: 'verify', id, mech: input.mech, data: compact(input.data), sig: compact(signature) }, scheme === 'ecdsa' ? 2 : 1)) as boolean;
+    const o: WorkerOp = { op: 'verify', id, mech: input.mech, data: compact(input.data), sig: compact(signature) };
+    return (await this.seeing(() => this.call('verify', o, scheme === 'ecdsa' ? 2 : 1))) as boolean;
   }
 
   async encrypt(id: string, plaintext: Buffer, aad: Buffer): Promise<{ iv: Buffer; ciphertext: Buffer }> {
     checkId(id);
-    const r = (await this.call('encrypt', { op: 'encrypt', id, data: compact(plaintext), aad: compact(aad) })) as { iv: Uint8Array; ct: Uint8Array };
+    const o: WorkerOp = { op: 'encrypt', id, data: compact(plaintext), aad: compact(aad) };
+    const r = (await this.seeing(() => this.call('encrypt', o))) as { iv: Uint8Array; ct: Uint8Array };
     return { iv: Buffer.from(r.iv), ciphertext: Buffer.from(r.ct) };
   }
 
@@ -276,7 +290,8 @@ export class Pkcs11KeyStore implements KeyStore {
     checkId(id);
     // GCM (NIST SP 800-38D §5.2.1.1): custos IVs are 96 bits; a shorter input cannot even hold a tag.
     if (iv.length !== 12 || ciphertext.length < 16) throw new CustosError('ERR_DECRYPT');
-    const r = (await this.call('decrypt', { op: 'decrypt', id, iv: compact(iv), data: compact(ciphertext), aad: compact(aad) })) as Uint8Array;
+    const o: WorkerOp = { op: 'decrypt', id, iv: compact(iv), data: compact(ciphertext), aad: compact(aad) };
+    const r = (await this.seeing(() => this.call('decrypt', o))) as Uint8Array;
     return Buffer.from(r);
   }
 
@@ -290,7 +305,9 @@ export class Pkcs11KeyStore implements KeyStore {
 
   async destroy(id: string): Promise<void> {
     checkId(id);
-    await this.call('destroy', { op: 'destroy', id });
+    // "Nothing to destroy" must come from a view that holds every process's objects: otherwise
+    // a key another process made would be reported destroyed and stay on the token.
+    await this.seeing(async () => (await this.call('destroy', { op: 'destroy', id })) as number, (n) => n === 0, true);
     this.types.delete(id);
     // Other workers may still hold handles of the destroyed objects; a module may reuse handles.
     await Promise.all(this.lanes.map((_, i) => this.control(i, { op: 'forget', id }).catch(() => undefined)));
@@ -345,6 +362,7 @@ export class Pkcs11KeyStore implements KeyStore {
       workers: this.lanes.length,
       perWorker: this.lanes.map((l) => l.answered),
       recoveries: this.recoveries,
+      viewRefreshes: this.viewRefreshes,
     };
   }
 
@@ -357,6 +375,74 @@ export class Pkcs11KeyStore implements KeyStore {
   }
 
   // ---- internals --------------------------------------------------------------------------
+
+  /**
+   * Runs an operation on an object, and again once on a fresh view of the token when the answer
+   * is that no object has its id (`missing` for answers that are not errors).
+   *
+   * Why: SoftHSM2 (2.6) loses track of other processes' objects. Its token keeps a generation
+   * counter in a file and re-reads the object directory only when the counter moved since it
+   * last looked; but a process that creates or destroys an object itself increments the counter
+   * from its value on disk and takes the result as seen (Generation::commit). A change another
+   * process made just before is then never indexed until the module is initialized again: a key
+   * another custos process generated meanwhile stays missing here, every signature with it fails,
+   * and a destroy finds nothing and would report success while the key stays on the token
+   * (reproduced by test/integration/hsm/pkcs11-recovery.softhsm.test.ts).
+   *
+   * The fresh view is a re-initialization of the module (the token-recovery path: operations
+   * pause, the sessions are opened again). It is done at most once per VIEW_REFRESH_MS for
+   * answers that only fail a request, so an id that is really missing cannot keep the token
+   * re-initializing; `always` (destroy, find) refreshes whenever no refresh happened since the
+   * operation started, because there a wrong "missing" would be recorded as a fact.
+   */
+  private seeing<T>(run: () => Promise<T>, missing?: (v: T) => boolean, always = false): Promise<T> {
+    const epoch = this.viewRefreshes;
+    const again = async (first: () => T): Promise<T> => ((await this.refreshView(epoch, always)) ? run() : first());
+    return run().then(
+      missing === undefined ? undefined : (v) => (missing(v) ? again(() => v) : v),
+      (e: unknown) => {
+        if (!isCustosError(e, 'ERR_HSM_OBJECT_NOT_FOUND')) throw e;
+        return again(() => {
+          throw e;
+        });
+      },
+    );
+  }
+
+  /**
+   * Re-initializes the module so that it reads the token's objects again, unless that happened
+   * since `epoch` (then the caller just tries again). False when no refresh is allowed now.
+   * @throws CustosError ERR_HSM_UNAVAILABLE when the re-initialization fails (`always` only)
+   */
+  private async refreshView(epoch: number, always: boolean): Promise<boolean> {
+    if (this.viewRefreshes !== epoch) return true;
+    if (!this.viewRefreshing) {
+      if (!always && Date.now() - this.viewRefreshedAt < VIEW_REFRESH_MS) return false;
+      this.viewRefreshedAt = Date.now();
+      this.opts.logger?.info({ tokenLabel: this.opts.tokenLabel }, 'no object with a requested id: reading the token again');
+      this.viewRefreshing = (async () => {
+        // Waits for a recovery under way, then re-initializes: `recover` does nothing when the
+        // store is not broken, and refuses when the last attempt was too recent.
+        await this.recovering?.catch(() => undefined);
+        this.broken = true;
+        this.brokenPart = 'token';
+        this.lastRecoveryAt = -Infinity;
+        await this.recover();
+        this.viewRefreshes++;
+      })().finally(() => {
+        this.viewRefreshing = null;
+      });
+    }
+    try {
+      await this.viewRefreshing;
+      return true;
+    } catch (e) {
+      if (always) throw e;
+      return false;
+    }
+  }
+
+  private viewRefreshing: Promise<void> | null = null;
 
   private async refuseTaken(id: string): Promise<void> {
     const objs = (await this.call('findKey', { op: 'find', id })) as ObjectAttrs[];

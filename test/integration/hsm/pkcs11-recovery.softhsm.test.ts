@@ -206,6 +206,68 @@ describe('PKCS#11 adapter on SoftHSM2: attributes, outages, other processes', ()
     expect((await store.health()).ok).toBe(true);
   });
 
+  it("sees another process's keys after its own object creation hid them from SoftHSM2", async () => {
+    const script = join(hsm.dir, 'other-process.cjs');
+    await writeFile(script, CHILD);
+    const other = async (plan: { destroy: string[]; create: string[] }): Promise<{ destroyed: number }> => {
+      const { stdout } = await run(process.execPath, [script], {
+        env: { ...hsm.env, PKCS11JS: createRequire(import.meta.url).resolve('pkcs11js'), MODULE: hsm.module, LABEL: hsm.tokenLabel, CHILD_PIN: hsm.pin, PLAN: JSON.stringify(plan) },
+      });
+      return JSON.parse(stdout) as { destroyed: number };
+    };
+    // This process creates a token object right after the other process made its key, without
+    // looking at the token in between (as a key generation racing the other process's does):
+    // SoftHSM2 counts that as having seen the other process's change, and no longer shows it.
+    const raw = new (createRequire(import.meta.url)('pkcs11js') as typeof import('pkcs11js')).PKCS11();
+    raw.load(hsm.module);
+    // The other process makes a key; this process, with a session opened before (a re-reading of
+    // the token re-initializes the module), then creates an object.
+    const madeElsewhere = async (id: string): Promise<void> => {
+      try {
+        raw.C_Initialize({ flags: 2 /* CKF_OS_LOCKING_OK */ });
+      } catch {
+        // Initialized by the key store in this process: the same module instance.
+      }
+      const slot = raw.C_GetSlotList(true).find((x) => raw.C_GetTokenInfo(x).label.trim() === hsm.tokenLabel)!;
+      const session = raw.C_OpenSession(slot, 0x4 | 0x2 /* CKF_SERIAL_SESSION | CKF_RW_SESSION */);
+      await other({ destroy: [], create: [id] });
+      raw.C_CreateObject(session, [{ type: 0x0 /* CKA_CLASS */, value: 0 /* CKO_DATA */ }, { type: 0x1 /* CKA_TOKEN */, value: true }, { type: 0x3 /* CKA_LABEL */, value: 'lost-update' }]);
+      raw.C_CloseSession(session);
+    };
+    // A re-reading for a failed request happens at most once a second: the one before is older.
+    await new Promise((r) => setTimeout(r, 1_100));
+    await store.sign((await store.generateKeyPair({ id: newId(), label: 'custos:seen:v1', type: 'ec-p256' })).id, 'ecdsa', 'sha256', digest);
+    const before = store.stats().viewRefreshes;
+
+    // A signature with a key the other process made.
+    const signed = newId();
+    await madeElsewhere(signed);
+    const sig = await store.sign(signed, 'ecdsa', 'sha256', digest);
+    const pub = createPublicKey({ key: await store.getPublicKey(signed), format: 'der', type: 'spki' });
+    expect(nodeVerify('sha256', Buffer.from('custos'), { key: pub, dsaEncoding: 'ieee-p1363' }, sig)).toBe(true);
+    expect(store.stats().viewRefreshes).toBe(before + 1);
+
+    // A destroy of a key the other process made: gone from the token, as the other process sees it.
+    const doomed = newId();
+    await madeElsewhere(doomed);
+    await store.destroy(doomed);
+    expect(await other({ destroy: [doomed], create: [] })).toEqual({ destroyed: 0 });
+
+    // findKey and listKeys with the ids expected there.
+    const found = newId();
+    await madeElsewhere(found);
+    expect((await store.findKey(found))?.label).toBe('custos:other-process:v1');
+    const listed = newId();
+    await madeElsewhere(listed);
+    expect((await store.listKeys([listed])).map((k) => k.id)).toContain(listed);
+
+    // A key that is really missing still is, and costs at most one re-reading a second.
+    const refreshes = store.stats().viewRefreshes;
+    for (let i = 0; i < 5; i++) await expect(store.sign(newId(), 'ecdsa', 'sha256', digest)).rejects.toMatchObject({ code: 'ERR_HSM_OBJECT_NOT_FOUND' });
+    expect(store.stats().viewRefreshes - refreshes).toBeLessThanOrEqual(1);
+    expect((await store.health()).ok).toBe(true);
+  });
+
   it('reports the token gone while its directory is away, and works again when it is back', async () => {
     const k = await store.generateKeyPair({ id: newId(), label: 'custos:outage:v1', type: 'ec-p256' });
     expect((await store.sign(k.id, 'ecdsa', 'sha256', digest)).length).toBe(64);
