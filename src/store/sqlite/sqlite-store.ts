@@ -276,6 +276,19 @@ export interface SqliteStoreOptions {
   readonly busyTimeoutMs?: number;
 }
 
+/** Runs a start-up statement again, 10 ms later, while it fails with SQLITE_BUSY, up to `timeoutMs`. */
+function whileBusy<T>(fn: () => T, timeoutMs: number): T {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      return fn();
+    } catch (e) {
+      if ((e as { code?: unknown }).code !== 'SQLITE_BUSY' || Date.now() >= until) throw e;
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10);
+    }
+  }
+}
+
 /**
  * The embedded store: SQLite through better-sqlite3, WAL mode, `BEGIN IMMEDIATE` write
  * transactions that wait for a lock held elsewhere (up to a busy timeout, on a timer) so that
@@ -304,7 +317,11 @@ export class SqliteStore implements Store {
     this.#restoreBusyTimeout = `PRAGMA busy_timeout = ${this.#busyTimeoutMs}`;
     if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
     this.#db = new Database(path);
-    this.#db.pragma('journal_mode = WAL');
+    // Switching a new file to WAL needs the file to itself, and SQLite answers SQLITE_BUSY at
+    // once, without its busy handler, to a connection that read the file while another one
+    // switches it: several processes starting together on a new database (`custos serve` with
+    // several processes) would fail here. Start-up only, so waiting on this thread is fine.
+    whileBusy(() => this.#db.pragma('journal_mode = WAL'), this.#busyTimeoutMs);
     this.#db.pragma('synchronous = NORMAL');
     this.#db.exec(this.#restoreBusyTimeout);
     this.#db.pragma('foreign_keys = ON');

@@ -14,6 +14,8 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 const file = (n: string) => join(dir, `${n}.db`);
 const CHILD = join(process.cwd(), 'test', 'fixtures', 'store-child.mjs');
 const child = async (...args: string[]) => (await promisify(execFile)(process.execPath, [CHILD, ...args])).stdout.trim();
+const childAt = async (startAt: number, ...args: string[]) =>
+  (await promisify(execFile)(process.execPath, [CHILD, ...args], { env: { ...process.env, START_AT: String(startAt) } })).stdout.trim();
 const ev = (i: number) => ({ actor: 'test', action: 'x', subject: `s${i}`, outcome: 'success' as const, details: { i } });
 
 describe('SQLite store', () => {
@@ -243,6 +245,20 @@ describe('SQLite store', () => {
     expect(new Set(events.map((e) => e.actor)).size).toBe(3);
     expectUnbrokenChain(events);
     await s.close();
+  }, 60_000);
+
+  it('several processes can start together on a new database file', async () => {
+    // Without the retry about one opening in twenty failed with "database is locked".
+    for (let round = 0; round < 8; round++) {
+      const db = file(`fresh-${round}`);
+      const at = Date.now() + 700;
+      expect(await Promise.all(Array.from({ length: 4 }, () => childAt(at, db, 'append', '5')))).toEqual(['done', 'done', 'done', 'done']);
+      const s = new SqliteStore(db);
+      const events = await s.listAudit(0, 100);
+      expect(events).toHaveLength(20);
+      expectUnbrokenChain(events);
+      await s.close();
+    }
   }, 60_000);
 
   it('a nonce is taken exactly once, even when processes race for it', async () => {
