@@ -37,6 +37,7 @@ const fileSchema = z.strictObject({
   bodyLimitBytes: z.number().int().min(1024).max(16 * 1024 * 1024).optional(),
   heapGrowingPercent: z.number().int().min(0).max(1000).optional(),
   allowInsecureHttp: z.boolean().optional(),
+  processes: z.number().int().min(1).max(64).optional(),
   pkcs11: z
     .strictObject({
       module: z.string().min(1).optional(),
@@ -90,6 +91,12 @@ export interface Config {
    */
   heapGrowingPercent: number;
   allowInsecureHttp: boolean;
+  /**
+   * Server processes sharing the listening socket (node:cluster), each with its own HSM sessions
+   * and worker threads on the one token and the one database. Node runs JavaScript on one thread
+   * per process: with 1, that thread is the limit of every request path (src/cluster.ts).
+   */
+  processes: number;
   pkcs11: { module: string; tokenLabel: string; pinFile: string; workers: number; poolSize: number };
   tls: { cert: string; key: string; clientCa?: string; clientRoles: ClientRoleRule[] } | null;
   audit: { checkpointEvery: number; checkpointSeconds: number; signingKey: string };
@@ -110,6 +117,7 @@ const ENV_FIELDS: Record<string, string> = {
   CUSTOS_BODY_LIMIT_BYTES: 'bodyLimitBytes',
   CUSTOS_HEAP_GROWING_PERCENT: 'heapGrowingPercent',
   CUSTOS_ALLOW_INSECURE_HTTP: 'allowInsecureHttp',
+  CUSTOS_PROCESSES: 'processes',
   CUSTOS_PKCS11_MODULE: 'pkcs11.module',
   CUSTOS_PKCS11_TOKEN_LABEL: 'pkcs11.tokenLabel',
   CUSTOS_PKCS11_PIN_FILE: 'pkcs11.pinFile',
@@ -124,7 +132,7 @@ const ENV_FIELDS: Record<string, string> = {
   CUSTOS_RECONCILE_GRACE_SECONDS: 'rotation.reconcileGraceSeconds',
 };
 
-const NUMERIC = new Set(['bodyLimitBytes', 'heapGrowingPercent', 'pkcs11.workers', 'audit.checkpointEvery', 'audit.checkpointSeconds', 'rotation.intervalSeconds', 'rotation.reconcileGraceSeconds', 'timeScale']);
+const NUMERIC = new Set(['bodyLimitBytes', 'heapGrowingPercent', 'processes', 'pkcs11.workers', 'audit.checkpointEvery', 'audit.checkpointSeconds', 'rotation.intervalSeconds', 'rotation.reconcileGraceSeconds', 'timeScale']);
 const BOOLEAN = new Set(['allowInsecureHttp', 'rotation.enabled']);
 
 function setPath(obj: Record<string, unknown>, path: string, value: unknown): void {
@@ -221,6 +229,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd: string = p
     bodyLimitBytes: f.bodyLimitBytes ?? 64 * 1024,
     heapGrowingPercent: f.heapGrowingPercent ?? DEFAULT_HEAP_GROWING_PERCENT,
     allowInsecureHttp: f.allowInsecureHttp ?? false,
+    processes: f.processes ?? 1,
     pkcs11: {
       module: abs(module),
       tokenLabel: f.pkcs11?.tokenLabel ?? 'custos',

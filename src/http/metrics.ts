@@ -24,6 +24,18 @@ export class Metrics {
     if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: 'custos_' });
   }
 
+  #group: (() => Promise<string>) | undefined;
+
+  /** In a process of a cluster (src/cluster.ts): scrapes answer with the whole group's metrics. */
+  reportGroup(group: () => Promise<string>): void {
+    this.#group = group;
+  }
+
+  /** What a scrape gets: this process's metrics, or its cluster's, summed. */
+  render(): Promise<string> {
+    return this.#group ? this.#group() : this.registry.metrics();
+  }
+
   /** Reports the HSM worker pool (operations in flight and queued, recoveries) at each scrape. */
   watchHsmPool(stats: () => { inFlight: number; queued: number; workers: number; recoveries: number }): void {
     this.#watch('custos_hsm_pool', 'HSM worker pool: operations in flight, queued; workers; recoveries', () => {

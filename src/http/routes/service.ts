@@ -19,7 +19,7 @@ export function serviceRoutes(deps: AppDeps) {
   });
   r.publicGet('/metrics', async (_req, res) => {
     res.type(deps.metrics.registry.contentType);
-    return deps.metrics.registry.metrics();
+    return deps.metrics.render();
   });
   return r.router;
 }
