@@ -34,7 +34,7 @@ import { fork, type ChildProcess } from 'node:child_process';
 import { createECDH, createHash, randomBytes } from 'node:crypto';
 import { existsSync, statSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { cpus, loadavg, tmpdir } from 'node:os';
+import { availableParallelism, cpus, loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -107,7 +107,7 @@ interface ServerHandle {
   request(m: ToServer, answer: FromServer['type']): Promise<FromServer>;
 }
 
-async function startServer(hsm: SoftHsm, dir: string): Promise<ServerHandle> {
+async function startServer(hsm: SoftHsm, dir: string, processes: number): Promise<ServerHandle> {
   const policies = join(dir, 'policies');
   await mkdir(join(policies, 'attestation'), { recursive: true });
   await mkdir(join(policies, 'sessions'), { recursive: true });
@@ -128,7 +128,7 @@ async function startServer(hsm: SoftHsm, dir: string): Promise<ServerHandle> {
       ...hsm.env,
       CUSTOS_STATE_DIR: join(dir, 'state'), CUSTOS_LISTEN: '127.0.0.1:0', CUSTOS_LOG_LEVEL: 'silent', CUSTOS_POLICY_DIR: policies,
       CUSTOS_EK_CA_DIR: ekCa, CUSTOS_ISSUER: 'https://custos.bench', CUSTOS_PKCS11_MODULE: hsm.module,
-      CUSTOS_PKCS11_TOKEN_LABEL: hsm.tokenLabel, CUSTOS_PKCS11_PIN_FILE: pinFile, CUSTOS_ROTATION_ENABLED: 'false',
+      CUSTOS_PKCS11_TOKEN_LABEL: hsm.tokenLabel, CUSTOS_PKCS11_PIN_FILE: pinFile, CUSTOS_ROTATION_ENABLED: 'false', CUSTOS_PROCESSES: String(processes),
       ...(process.env.CUSTOS_PKCS11_WORKERS ? { CUSTOS_PKCS11_WORKERS: process.env.CUSTOS_PKCS11_WORKERS } : {}),
       ...(process.env.CUSTOS_HEAP_GROWING_PERCENT ? { CUSTOS_HEAP_GROWING_PERCENT: process.env.CUSTOS_HEAP_GROWING_PERCENT } : {}),
     },
@@ -186,24 +186,8 @@ async function startServer(hsm: SoftHsm, dir: string): Promise<ServerHandle> {
 
 // ---------- operations ----------
 
-/** What the operations need of a client: one replica's JsonClient, or several in turn. */
-interface Poster {
-  post(path: string, body: unknown, token?: string): ReturnType<JsonClient['post']>;
-  close(): void;
-}
-
-/** Spreads requests over several replicas (BENCH_PROCESSES), one after the other. */
-class RoundRobin implements Poster {
-  #i = 0;
-  constructor(private readonly clients: JsonClient[]) {}
-  post(path: string, body: unknown, token?: string) {
-    const c = this.clients[this.#i++ % this.clients.length]!;
-    return c.post(path, body, token);
-  }
-  close(): void {
-    for (const c of this.clients) c.close();
-  }
-}
+/** What the operations need of a client. */
+type Poster = Pick<JsonClient, 'post' | 'close'>;
 
 function signOp(client: Poster, token: string, key: string): () => Promise<void> {
   return async () => {
@@ -323,14 +307,14 @@ interface Row extends RunResult {
   concurrency?: number;
   /** CPU time of the server process (all its threads) per operation. */
   serverCpuUsPerOp?: number;
-  /** CPU time of the server's main thread (the event loop) per operation (sum over replicas). */
+  /** CPU time of the server's main thread (the event loop) per operation (sum over the server processes). */
   serverMainCpuUsPerOp?: number;
   /** CPU time of this process (the load generator) per operation. */
   generatorCpuUsPerOp?: number;
-  /** Event-loop delay of the server's main thread over the run (max over replicas). */
+  /** Event-loop delay of the server's main thread over the run (max over the server processes). */
   serverLoopDelayP99Ms?: number;
   serverLoopDelayMaxMs?: number;
-  /** Latency inside the server process (request event to 'finish'), max over replicas. */
+  /** Latency inside the server process (request event to 'finish'), over every server process. */
   serverP50Ms?: number;
   serverP99Ms?: number;
   /** Which load generator made the requests: this process (./load.ts) or wrk (./wrk.ts). */
@@ -348,7 +332,7 @@ async function main(): Promise<void> {
   console.log(`custos bench — ${cpus().length} CPUs, node ${process.version}, load average at start ${load()}, scale ${SCALE}; server heap growing ${heapGrowing}% (CUSTOS_HEAP_GROWING_PERCENT)`);
   const hsm = await startSoftHsm({ label: `custos-bench-${randomBytes(3).toString('hex')}` });
   const dir = await mkdtemp(join(tmpdir(), 'custos-bench-'));
-  const servers: ServerHandle[] = [];
+  let started: ServerHandle | undefined;
   try {
     // 1. Raw PKCS#11 ceiling, with nothing else running in this run.
     const raw = await rawSignRate({ module: hsm.module, tokenLabel: hsm.tokenLabel, pin: hsm.pin, durationMs: ms(2000) });
@@ -383,26 +367,17 @@ async function main(): Promise<void> {
     console.log(`[audit verify] ${audit === undefined ? 'not measured (bench/audit-verify is not there)' : JSON.stringify(audit)} (target ≥ 500,000 events/s)`);
 
     // 4. HTTP.
-    // BENCH_PROCESSES=N: N custos replicas on one SQLite file and one token (the multi-process
-    // deployment DESIGN.md describes); requests are spread over them in turn.
-    const processes = Math.max(1, Number(process.env.BENCH_PROCESSES ?? 1));
-    for (let i = 0; i < processes; i++) servers.push(await startServer(hsm, dir));
-    const srv = servers[0]!;
+    // CUSTOS_PROCESSES server processes (src/cluster.ts), one per core unless set.
+    const processes = Number(process.env.CUSTOS_PROCESSES) > 0 ? Number(process.env.CUSTOS_PROCESSES) : availableParallelism();
+    const srv = await startServer(hsm, dir, processes);
+    started = srv;
     let loopDelay = { p99: 0, max: 0 };
     let serverLatency = { p50: 0, p99: 0 };
     const usage = async (): Promise<{ cpuUs: number; mainCpuUs: number }> => {
-      let sum = 0;
-      let mainSum = 0;
-      loopDelay = { p99: 0, max: 0 };
-      serverLatency = { p50: 0, p99: 0 };
-      for (const s of servers) {
-        const u = (await s.request({ type: 'usage' }, 'usage')) as Extract<FromServer, { type: 'usage' }>;
-        sum += u.cpuUs;
-        mainSum += u.mainCpuUs;
-        loopDelay = { p99: Math.max(loopDelay.p99, u.loopDelayP99Ms), max: Math.max(loopDelay.max, u.loopDelayMaxMs) };
-        serverLatency = { p50: Math.max(serverLatency.p50, u.serverP50Ms), p99: Math.max(serverLatency.p99, u.serverP99Ms) };
-      }
-      return { cpuUs: sum, mainCpuUs: mainSum };
+      const u = (await srv.request({ type: 'usage' }, 'usage')) as Extract<FromServer, { type: 'usage' }>;
+      loopDelay = { p99: u.loopDelayP99Ms, max: u.loopDelayMaxMs };
+      serverLatency = { p50: u.serverP50Ms, p99: u.serverP99Ms };
+      return { cpuUs: u.cpuUs, mainCpuUs: u.mainCpuUs };
     };
     const eccHosts = Array.from({ length: ECC_HOSTS }, (_, i) => ({ id: `bench-ecc-${i}`, ak: new SoftAk('ecc') }));
     const rsaHosts = Array.from({ length: RSA_HOSTS }, (_, i) => ({ id: `bench-rsa-${i}`, ak: new SoftAk('rsa') }));
@@ -410,7 +385,7 @@ async function main(): Promise<void> {
       id: h.id, akPublic: h.ak.tpm2bPublic.toString('base64'), akName: h.ak.name.toString('hex'), akQualifiedName: h.ak.qualifiedName.toString('hex'),
     }));
     await srv.request({ type: 'hosts', hosts: hostsMsg }, 'hosts-ok');
-    const client: Poster = new RoundRobin(servers.map((s) => new JsonClient(s.url, Math.ceil(256 / servers.length))));
+    const client: Poster = new JsonClient(srv.url, 256);
     out.processes = processes;
     const rows: Row[] = [];
     // The load generator's own event-loop delay: a stall here delays requests before they are
@@ -447,12 +422,12 @@ async function main(): Promise<void> {
 
     // bench/openloop.c, built once when a part first needs it.
     let nativeBuild: ReturnType<typeof buildOpenLoop> | undefined;
-    const nativeGenerator = (): ReturnType<typeof buildOpenLoop> => (nativeBuild ??= servers.length === 1 ? buildOpenLoop(dir) : { reason: 'needs a single replica' });
+    const nativeGenerator = (): ReturnType<typeof buildOpenLoop> => (nativeBuild ??= buildOpenLoop(dir));
     // BENCH_ONLY: a comma-separated list of parts (sign, sign-wrk, sign-batch, sessions); all when unset.
     const only = new Set((process.env.BENCH_ONLY ?? '').split(',').filter((p) => p !== ''));
     const part = (p: string): boolean => only.size === 0 || only.has(p);
     if (part('sign') || only.has('sign-wrk')) {
-    console.log(`\n[HTTP sign] POST /v1/keys/{name}/sign, keep-alive, ${servers.length === 1 ? `server in a child process on ${srv.url}` : `${servers.length} replicas (one SQLite file, one token): ${servers.map((s) => s.url).join(' ')}`}`);
+    console.log(`\n[HTTP sign] POST /v1/keys/{name}/sign, keep-alive, server in a child process on ${srv.url}: ${processes === 1 ? 'one process' : `${processes} server processes (CUSTOS_PROCESSES)`}`);
     // The floor first: what any Node HTTP server costs here per request, before doing any work.
     const floor = await httpFloorBench(64, ms(2000));
     for (const f of floor) {
@@ -467,14 +442,14 @@ async function main(): Promise<void> {
     if (nodeRows) for (const c of [1, 16, 64]) signRows.rsa!.push(await measure('rsa-2048 sign', () => closedLoop(signOp(client, srv.token, 'bench-rsa'), c, ms(2000)), c));
     // The same requests from wrk, which takes about a third of the Node generator's CPU per
     // request from the two cores the server also needs (a fixed digest; ECDSA signatures differ anyway).
-    const useWrk = servers.length === 1 && wrkAvailable();
+    const useWrk = wrkAvailable();
     if (useWrk) {
       const wrkRow = (label: string, key: string, c: number): Promise<Row> =>
         measure(label, () => wrkClosedLoop({ dir, url: srv.url, path: `/v1/keys/${key}/sign`, token: srv.token, body: { digest: randomBytes(32).toString('base64') }, connections: c, durationMs: ms(3000) }), c);
       for (const c of [64, 256]) signRows.ec!.push(await wrkRow('ec-p256 sign (wrk)', 'bench-ec', c));
       signRows.rsa!.push(await wrkRow('rsa-2048 sign (wrk)', 'bench-rsa', 64));
     } else {
-      console.log(`  (wrk ${servers.length === 1 ? 'is not installed; `make bench` installs it' : 'rows need a single replica'}: Node generator rows only)`);
+      console.log('  (wrk is not installed; `make bench` installs it: Node generator rows only)');
     }
     const ecPeak = Math.max(...signRows.ec!.map((r) => r.opsPerSec));
     const rsaPeak = Math.max(...signRows.rsa!.map((r) => r.opsPerSec));
@@ -596,11 +571,12 @@ async function main(): Promise<void> {
     }
     client.close();
   } finally {
-    for (const server of servers) {
-      const exited = new Promise((r) => server.child.once('exit', r));
-      server.child.send({ type: 'stop' } satisfies ToServer);
+    if (started) {
+      const child = started.child;
+      const exited = new Promise((r) => child.once('exit', r));
+      child.send({ type: 'stop' } satisfies ToServer);
       await Promise.race([exited, new Promise((r) => setTimeout(r, 5000))]);
-      if (server.child.exitCode === null) server.child.kill('SIGKILL');
+      if (child.exitCode === null) child.kill('SIGKILL');
     }
     await rm(dir, { recursive: true, force: true });
     await hsm.cleanup();

@@ -1,7 +1,10 @@
 /**
  * The custos server as the benchmark runs it: a child process with the production wiring
  * (composeService: PKCS#11 KeyStore with its worker threads on the SoftHSM2 token the parent made,
- * SQLite in a temp folder, policies from files), listening on a free loopback port.
+ * SQLite in a temp folder, policies from files), listening on a free loopback port. With
+ * CUSTOS_PROCESSES > 1 it is the primary of a cluster of that many server processes, as
+ * `custos serve` runs them (src/cluster.ts): it relays the messages below to them and sums
+ * their figures; process 0 registers the hosts and makes the token and keys.
  *
  * The parent talks to it over the IPC channel:
  * - child → parent `{type: 'ready', url, token, keys}` once it listens (token: an admin API token);
@@ -11,9 +14,11 @@
  * - parent → child `{type: 'stop'}`: closes everything and exits.
  * Configuration comes from CUSTOS_* variables set by the parent (PIN in a file, never argv).
  */
+import cluster, { type Worker } from 'node:cluster';
 import { readFileSync } from 'node:fs';
 import { monitorEventLoopDelay, performance, PerformanceObserver } from 'node:perf_hooks';
 import { pino } from 'pino';
+import { joinCluster, startCluster } from '../src/cluster.js';
 import { composeService } from '../src/compose.js';
 import { loadConfig } from '../src/config/config.js';
 import { applyHeapGrowingPercent } from '../src/lib/v8-heap.js';
@@ -35,6 +40,11 @@ export type FromServer =
   | { type: 'usage'; cpuUs: number; mainCpuUs: number; elu: number; loopDelayP99Ms: number; loopDelayMaxMs: number; serverP50Ms: number; serverP99Ms: number }
   | { type: 'error'; message: string };
 
+/** A server process's figures, for its primary to sum: the latencies themselves, to merge. */
+type MemberUsage = Omit<Extract<FromServer, { type: 'usage' }>, 'serverP50Ms' | 'serverP99Ms'> & { durations: number[] };
+
+const quantile = (sorted: number[], p: number): number => Math.round((sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))] ?? 0) * 100) / 100;
+
 const send = (m: FromServer): void => {
   process.send?.(m);
 };
@@ -44,6 +54,7 @@ async function main(): Promise<void> {
   // As `custos serve` does (src/cli/serve.ts).
   applyHeapGrowingPercent(config.heapGrowingPercent);
   const log = pino({ level: 'silent' });
+  if (config.processes > 1 && cluster.isPrimary) return primary(config.processes);
   // No EK trust anchors: the bench hosts are registered directly, never enrolled.
   const service = await composeService(config, log, { anchors: { certificates: [] }, metrics: new Metrics({ defaultMetrics: false }) });
   const { server, url } = await listen(service.app, config, log);
@@ -55,10 +66,17 @@ async function main(): Promise<void> {
     const t = performance.now();
     res.once('finish', () => durations.push(performance.now() - t));
   });
-  const { token } = await service.deps.tokens.create('system:bench', { name: 'bench admin', role: 'admin' });
-  // With BENCH_PROCESSES > 1 several replicas share this database and token: the first one creates the keys.
-  await service.deps.keys.createIfMissing('system:bench', { name: 'bench-ec', type: 'ec-p256', purpose: 'sign', rotationPolicy: 'manual' });
-  await service.deps.keys.createIfMissing('system:bench', { name: 'bench-rsa', type: 'rsa-2048', purpose: 'sign', rotationPolicy: 'manual' });
+  const shutdown = async (): Promise<void> => {
+    server.closeAllConnections();
+    await new Promise<void>((r) => server.close(() => r()));
+    await service.close();
+    process.exit(0);
+  };
+  const member = joinCluster(service.deps.metrics.registry, () => void shutdown());
+  const first = member === null || member.index === 0;
+  const { token } = first ? await service.deps.tokens.create('system:bench', { name: 'bench admin', role: 'admin' }) : { token: '' };
+  if (first) await service.deps.keys.createIfMissing('system:bench', { name: 'bench-ec', type: 'ec-p256', purpose: 'sign', rotationPolicy: 'manual' });
+  if (first) await service.deps.keys.createIfMissing('system:bench', { name: 'bench-rsa', type: 'rsa-2048', purpose: 'sign', rotationPolicy: 'manual' });
   let cpu = process.cpuUsage();
   // The main thread's own CPU time (ns on a CPU, /proc/thread-self/schedstat; read on the main
   // thread, which handles these messages): the event loop is the serial part of every request.
@@ -107,15 +125,17 @@ async function main(): Promise<void> {
           const loopDelayP99Ms = beyond(delay.percentile(99));
           const loopDelayMaxMs = beyond(delay.max);
           delay.reset();
-          const d = durations.sort((a, b) => a - b);
+          const d = durations;
           durations = [];
-          const q = (p: number): number => Math.round((d[Math.min(d.length - 1, Math.floor(d.length * p))] ?? 0) * 100) / 100;
-          send({ type: 'usage', cpuUs: c.user + c.system, mainCpuUs, elu: e.utilization, loopDelayP99Ms, loopDelayMaxMs, serverP50Ms: q(0.5), serverP99Ms: q(0.99) });
+          const u = { type: 'usage' as const, cpuUs: c.user + c.system, mainCpuUs, elu: e.utilization, loopDelayP99Ms, loopDelayMaxMs };
+          if (member) {
+            process.send?.({ ...u, durations: d.map((x) => Math.round(x * 100) / 100) } satisfies MemberUsage);
+          } else {
+            d.sort((a, b) => a - b);
+            send({ ...u, serverP50Ms: quantile(d, 0.5), serverP99Ms: quantile(d, 0.99) });
+          }
         } else if (m.type === 'stop') {
-          server.closeAllConnections();
-          await new Promise<void>((r) => server.close(() => r()));
-          await service.close();
-          process.exit(0);
+          await shutdown();
         }
       } catch (e) {
         send({ type: 'error', message: (e as Error).message });
@@ -123,7 +143,46 @@ async function main(): Promise<void> {
     })();
   });
   if (process.env.BENCH_STALL_LOG) watchStalls();
-  send({ type: 'ready', url, token, keys: { ec: 'bench-ec', rsa: 'bench-rsa' } });
+  if (first) send({ type: 'ready', url, token, keys: { ec: 'bench-ec', rsa: 'bench-rsa' } });
+  member?.listening(url);
+}
+
+/**
+ * The primary of a cluster: starts the server processes as `custos serve` does, then relays the
+ * parent's messages (hosts to process 0; usage and stop to all) and sums the usage answers.
+ */
+async function primary(processes: number): Promise<void> {
+  let ready: { m: FromServer; from: Worker } | undefined;
+  let usages: MemberUsage[] = [];
+  let cpu = process.cpuUsage();
+  cluster.on('message', (w, m: FromServer | MemberUsage) => {
+    if (m.type === 'ready') ready = { m, from: w };
+    else if (m.type === 'hosts-ok' || m.type === 'error') send(m);
+    else if (m.type === 'usage' && 'durations' in m) {
+      usages.push(m);
+      if (usages.length < processes) return;
+      const us = usages;
+      usages = [];
+      // The primary's own CPU (it accepts the connections) counts with the server's.
+      const own = process.cpuUsage(cpu);
+      cpu = process.cpuUsage();
+      const d = us.flatMap((u) => u.durations).sort((a, b) => a - b);
+      send({
+        type: 'usage', cpuUs: us.reduce((n, u) => n + u.cpuUs, own.user + own.system), mainCpuUs: us.reduce((n, u) => n + u.mainCpuUs, 0),
+        elu: us.reduce((n, u) => n + u.elu, 0) / us.length, loopDelayP99Ms: Math.max(...us.map((u) => u.loopDelayP99Ms)),
+        loopDelayMaxMs: Math.max(...us.map((u) => u.loopDelayMaxMs)), serverP50Ms: quantile(d, 0.5), serverP99Ms: quantile(d, 0.99),
+      });
+    }
+  });
+  const group = await startCluster({ processes, log: pino({ level: 'silent' }) });
+  const members = (): Worker[] => Object.values(cluster.workers ?? {}).filter((w): w is Worker => w !== undefined);
+  process.on('message', (m: ToServer) => {
+    if (m.type === 'hosts') ready?.from.send(m);
+    else if (m.type === 'usage') for (const w of members()) w.send(m);
+    else if (m.type === 'stop') void group.stop().finally(() => process.exit(0));
+  });
+  if (!ready) throw new Error('server process 0 listened without its ready message');
+  send(ready.m);
 }
 
 /** perf_hooks' GC kinds (NODE_PERFORMANCE_GC_*). */
