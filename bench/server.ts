@@ -53,7 +53,7 @@ async function main(): Promise<void> {
   const config = loadConfig(process.env, process.cwd());
   // As `custos serve` does (src/cli/serve.ts).
   applyHeapGrowingPercent(config.heapGrowingPercent);
-  const log = pino({ level: 'silent' });
+  const log = pino({ level: process.env.BENCH_LOG_LEVEL ?? 'silent' }, pino.destination(2));
   if (config.processes > 1 && cluster.isPrimary) return primary(config.processes);
   // No EK trust anchors: the bench hosts are registered directly, never enrolled.
   const service = await composeService(config, log, { anchors: { certificates: [] }, metrics: new Metrics({ defaultMetrics: false }) });

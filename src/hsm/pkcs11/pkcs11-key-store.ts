@@ -138,18 +138,32 @@ function checkId(id: string): void {
  */
 export async function openPkcs11KeyStore(options: Pkcs11KeyStoreOptions): Promise<Pkcs11KeyStore> {
   const store = new Pkcs11KeyStore(options);
-  try {
-    await store.start();
-  } catch (e) {
-    if (options.lazy) {
-      options.logger?.warn({ code: isCustosError(e) ? e.code : 'ERR_HSM' }, 'HSM not ready at start; will retry on use');
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await store.start();
       return store;
+    } catch (e) {
+      // SoftHSM2 reads its tokens once, at C_Initialize, and a token whose file another process
+      // is rewriting at that moment (its login does) reads as no token at all: one start in
+      // about ten of two custos processes starting together on one token found "no token
+      // labelled …". A token that is not there at start is looked for again (re-initializing
+      // the module) a few times over 0.6 s before the start counts as failed.
+      if (attempt < START_ATTEMPTS && isCustosError(e) && e.details?.part === 'token') {
+        await new Promise((r) => setTimeout(r, 100 * attempt));
+        continue;
+      }
+      if (options.lazy) {
+        options.logger?.warn({ code: isCustosError(e) ? e.code : 'ERR_HSM', part: isCustosError(e) ? e.details?.part : undefined, reason: e instanceof Error ? e.message : String(e) }, 'HSM not ready at start; will retry on use');
+        return store;
+      }
+      await store.close();
+      throw e;
     }
-    await store.close();
-    throw e;
   }
-  return store;
 }
+
+/** Tries to find the token at start (see openPkcs11KeyStore). */
+const START_ATTEMPTS = 4;
 
 /**
  * KeyStore over any PKCS#11 v2.40 module. Operations run on worker threads (see token-worker.ts);
