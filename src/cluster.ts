@@ -3,7 +3,7 @@
  *
  * Why: Node runs a process's JavaScript on one thread, and every request passes through it (HTTP
  * parsing, authentication, the audit append, the answer). On the 2-core bench machine that
- * thread was busy 85–90 % of the time at the peak of `POST /v1/keys/{name}/sign` and of
+ * thread was busy 85–95 % of the time at the peak of `POST /v1/keys/{name}/sign` and of
  * `POST /v1/sessions`, while the HSM worker threads had room to spare: the one thread, not the
  * token or the cores, was the limit. Two processes each bring their own.
  *
