@@ -1,9 +1,9 @@
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SqliteStore } from '../../src/store/sqlite/sqlite-store.js';
+import { cliState, CUSTOS_BIN as BIN, runCustos } from '../helpers/cli.js';
 import { startSoftHsm, type SoftHsm } from '../helpers/softhsm.js';
 
 /**
@@ -11,7 +11,6 @@ import { startSoftHsm, type SoftHsm } from '../helpers/softhsm.js';
  * as real processes from the build output, against a real SoftHSM2 token. Exit codes: 0 done,
  * 1 refused, 2 usage/config, 3 unavailable.
  */
-const BIN = join(process.cwd(), 'bin', 'custos.js');
 let hsm: SoftHsm;
 let dir: string;
 let env: NodeJS.ProcessEnv;
@@ -19,21 +18,11 @@ let server: ChildProcess;
 let serverLog = '';
 let url = '';
 
-function custos(args: string[], extra: NodeJS.ProcessEnv = {}) {
-  const r = spawnSync(process.execPath, [BIN, ...args], { env: { ...env, ...extra }, encoding: 'utf8', timeout: 30_000 });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
+const custos = (args: string[], extra: NodeJS.ProcessEnv = {}) => runCustos(env, args, extra);
 
 beforeAll(async () => {
   hsm = await startSoftHsm();
-  dir = mkdtempSync(join(tmpdir(), 'custos-cli-'));
-  writeFileSync(join(dir, 'pin'), hsm.pin, { mode: 0o600 });
-  env = {
-    ...process.env, ...hsm.env, CUSTOS_STATE_DIR: dir, CUSTOS_PKCS11_MODULE: hsm.module, CUSTOS_PKCS11_TOKEN_LABEL: hsm.tokenLabel,
-    CUSTOS_PKCS11_PIN_FILE: join(dir, 'pin'), CUSTOS_LISTEN: '127.0.0.1:0', CUSTOS_ROTATION_ENABLED: 'false',
-  };
-  delete env.CUSTOS_URL;
-  delete env.CUSTOS_TOKEN_FILE;
+  ({ dir, env } = cliState(hsm, 'custos-cli-'));
 });
 
 afterAll(async () => {

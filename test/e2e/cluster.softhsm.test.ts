@@ -1,10 +1,10 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createPublicKey, verify as nodeVerify } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { cliState, CUSTOS_BIN as BIN, runCustos } from '../helpers/cli.js';
 import { startSoftHsm, type SoftHsm } from '../helpers/softhsm.js';
 
 /**
@@ -13,7 +13,6 @@ import { startSoftHsm, type SoftHsm } from '../helpers/softhsm.js';
  * they write together verifies; `/metrics` sums the group; a process that dies is replaced; a
  * process that cannot start stops the start-up with its exit code; SIGTERM stops them all.
  */
-const BIN = join(process.cwd(), 'bin', 'custos.js');
 let hsm: SoftHsm;
 let dir: string;
 let env: NodeJS.ProcessEnv;
@@ -22,10 +21,7 @@ let serverLog = '';
 let url = '';
 let token = '';
 
-function custos(args: string[], extra: NodeJS.ProcessEnv = {}) {
-  const r = spawnSync(process.execPath, [BIN, ...args], { env: { ...env, ...extra }, encoding: 'utf8', timeout: 30_000 });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
+const custos = (args: string[], extra: NodeJS.ProcessEnv = {}) => runCustos(env, args, extra);
 
 /** One request on a connection of its own (the primary hands each new connection to the next process). */
 function call(method: string, path: string, body?: unknown): Promise<{ status: number; body: string }> {
@@ -76,14 +72,7 @@ const waitFor = async (what: string, ok: () => boolean, ms = 15_000): Promise<vo
 
 beforeAll(async () => {
   hsm = await startSoftHsm();
-  dir = mkdtempSync(join(tmpdir(), 'custos-cluster-'));
-  writeFileSync(join(dir, 'pin'), hsm.pin, { mode: 0o600 });
-  env = {
-    ...process.env, ...hsm.env, CUSTOS_STATE_DIR: dir, CUSTOS_PKCS11_MODULE: hsm.module, CUSTOS_PKCS11_TOKEN_LABEL: hsm.tokenLabel,
-    CUSTOS_PKCS11_PIN_FILE: join(dir, 'pin'), CUSTOS_LISTEN: '127.0.0.1:0', CUSTOS_ROTATION_ENABLED: 'false', CUSTOS_PROCESSES: '2',
-  };
-  delete env.CUSTOS_URL;
-  delete env.CUSTOS_TOKEN_FILE;
+  ({ dir, env } = cliState(hsm, 'custos-cluster-', { CUSTOS_PROCESSES: '2' }));
   const init = custos(['init']);
   expect(init.code, init.stderr).toBe(0);
   token = readFileSync(join(dir, 'admin.token'), 'utf8').trim();
