@@ -369,7 +369,11 @@ async function main(): Promise<void> {
     // 4. HTTP.
     // CUSTOS_PROCESSES server processes (src/cluster.ts), one per core unless set.
     const processes = Number(process.env.CUSTOS_PROCESSES) > 0 ? Number(process.env.CUSTOS_PROCESSES) : availableParallelism();
+    // Printed before and after, so that a run that hangs here says so.
+    console.log(`\n[server] starting ${processes === 1 ? 'one process' : `${processes} server processes`} (load ${load()})`);
+    const startedAt = performance.now();
     const srv = await startServer(hsm, dir, processes);
+    console.log(`  ready in ${Math.round(performance.now() - startedAt)} ms on ${srv.url}`);
     started = srv;
     let loopDelay = { p99: 0, max: 0 };
     let serverLatency = { p50: 0, p99: 0 };
