@@ -102,7 +102,13 @@ describe('custos serve with several processes', () => {
     writeFileSync(join(policies, 'rotation', 'broken.yaml'), 'id: [not, a, string]\n');
     const { child, listening } = serve({ CUSTOS_POLICY_DIR: policies });
     listening.catch(() => undefined);
+    // A group that never exits would outlive the test: its processes are killed after 20 s.
+    const timer = setTimeout(() => {
+      spawnSync('pkill', ['-KILL', '-P', String(child.pid)]);
+      child.kill('SIGKILL');
+    }, 20_000);
     const code = await new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
+    clearTimeout(timer);
     expect(code).toBe(2);
     expect(serverLog).toContain('exited before it listened');
     serverLog = '';
