@@ -186,10 +186,7 @@ async function startServer(hsm: SoftHsm, dir: string, processes: number): Promis
 
 // ---------- operations ----------
 
-/** What the operations need of a client. */
-type Poster = Pick<JsonClient, 'post' | 'close'>;
-
-function signOp(client: Poster, token: string, key: string): () => Promise<void> {
+function signOp(client: JsonClient, token: string, key: string): () => Promise<void> {
   return async () => {
     const r = await client.post(`/v1/keys/${key}/sign`, { digest: randomBytes(32).toString('base64') }, token);
     if (r.status !== 200) throw new Error(`sign ${r.status} ${JSON.stringify(r.body).slice(0, 200)}`);
@@ -197,7 +194,7 @@ function signOp(client: Poster, token: string, key: string): () => Promise<void>
 }
 
 /** One POST …/sign-batch carrying `size` random digests. */
-function signBatchOp(client: Poster, token: string, key: string, size: number): () => Promise<void> {
+function signBatchOp(client: JsonClient, token: string, key: string, size: number): () => Promise<void> {
   return async () => {
     const batch = Array.from({ length: size }, () => ({ digest: randomBytes(32).toString('base64') }));
     const r = await client.post(`/v1/keys/${key}/sign-batch`, { batch }, token);
@@ -260,7 +257,7 @@ function splitReport(label: string): void {
   console.log(`    split ${label}: challenge p50/p99 ${pq(0)}, quote ${pq(1)}, session ${pq(2)}; slowest 1%: challenge ${avg(0)} quote ${avg(1)} session ${avg(2)}`);
   SPLIT.length = 0;
 }
-function sessionOp(client: Poster, hosts: { id: string; ak: SoftAk }[]): (slot: number) => Promise<void> {
+function sessionOp(client: JsonClient, hosts: { id: string; ak: SoftAk }[]): (slot: number) => Promise<void> {
   return async (slot) => {
     const h = hosts[slot % hosts.length]!;
     const t0 = performance.now();
@@ -389,7 +386,7 @@ async function main(): Promise<void> {
       id: h.id, akPublic: h.ak.tpm2bPublic.toString('base64'), akName: h.ak.name.toString('hex'), akQualifiedName: h.ak.qualifiedName.toString('hex'),
     }));
     await srv.request({ type: 'hosts', hosts: hostsMsg }, 'hosts-ok');
-    const client: Poster = new JsonClient(srv.url, 256);
+    const client: JsonClient = new JsonClient(srv.url, 256);
     out.processes = processes;
     const rows: Row[] = [];
     // The load generator's own event-loop delay: a stall here delays requests before they are

@@ -34,7 +34,12 @@ import { AggregatorRegistry, type Registry } from 'prom-client';
 import type { Logger } from './lib/logger.js';
 
 /** The environment variable that tells a server process its index (0 … processes-1). */
-export const PROCESS_INDEX_ENV = 'CUSTOS_PROCESS_INDEX';
+const PROCESS_INDEX_ENV = 'CUSTOS_PROCESS_INDEX';
+
+/** This process's index in its cluster, or null outside one. */
+export function processIndex(): number | null {
+  return cluster.isWorker ? Number(process.env[PROCESS_INDEX_ENV] ?? 0) : null;
+}
 
 type MetricsJson = Awaited<ReturnType<Registry['getMetricsAsJSON']>>;
 
@@ -209,7 +214,8 @@ export interface ClusterMember {
  * or goes away.
  */
 export function joinCluster(registry: Registry, stop: () => void): ClusterMember | null {
-  if (!cluster.isWorker || !process.send) return null;
+  const index = processIndex();
+  if (index === null || !process.send) return null;
   const send = (m: FromMember): void => {
     process.send?.(m);
   };
@@ -236,7 +242,7 @@ export function joinCluster(registry: Registry, stop: () => void): ClusterMember
   // The primary is gone (killed): nobody hands out connections any more; stop.
   process.on('disconnect', stop);
   return {
-    index: Number(process.env[PROCESS_INDEX_ENV] ?? 0),
+    index,
     listening: (url) => send({ custos: 'listening', url }),
     groupMetrics: () =>
       new Promise<string>((resolve, reject) => {

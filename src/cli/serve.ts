@@ -18,9 +18,10 @@ export function serveCommand(): Command {
     // Loaded on demand so that the client commands start fast.
     const { composeService } = await import('../compose.js');
     const { listen } = await import('../server.js');
-    const { joinCluster, PROCESS_INDEX_ENV } = await import('../cluster.js');
+    const { joinCluster, processIndex } = await import('../cluster.js');
     // Each process of a cluster names itself in its log lines.
-    const log = cluster.isWorker ? base.child({ process: Number(process.env[PROCESS_INDEX_ENV] ?? 0) }) : base;
+    const index = processIndex();
+    const log = index === null ? base : base.child({ process: index });
     let started;
     try {
       const service = await composeService(config, log);

@@ -136,6 +136,8 @@ export class RotationService {
       }
     }
     // The objects the versions name are expected: a module whose view lags looks again for them.
+    // The versions are read again after the objects (as before): a version destroyed or created
+    // while the objects were listed is then judged on its state after the listing.
     const expected = (await this.#d.store.listAllVersions()).filter((v) => v.state !== 'destroyed').map((v) => v.hsmId);
     const objects = await this.#d.hsm.listKeys(expected);
     const objectIds = new Set(objects.map((o) => o.id));

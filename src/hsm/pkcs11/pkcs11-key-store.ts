@@ -188,6 +188,7 @@ export class Pkcs11KeyStore implements KeyStore {
   private recoveries = 0;
   private viewRefreshes = 0;
   private viewRefreshedAt = -Infinity;
+  private viewRefreshing: Promise<void> | null = null;
   private paused = false;
   private idleWaiters: Array<() => void> = [];
   private authFailures = 0;
@@ -455,8 +456,6 @@ export class Pkcs11KeyStore implements KeyStore {
       return false;
     }
   }
-
-  private viewRefreshing: Promise<void> | null = null;
 
   private async refuseTaken(id: string): Promise<void> {
     const objs = (await this.call('findKey', { op: 'find', id })) as ObjectAttrs[];
