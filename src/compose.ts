@@ -76,7 +76,6 @@ export async function composeService(config: Config, log: Logger, overrides: Ove
       tokenLabel: config.pkcs11.tokenLabel,
       pin: readPin(config.pkcs11.pinFile),
       workers: config.pkcs11.workers,
-      inline: config.pkcs11.inline === 'auto',
       poolSize: config.pkcs11.poolSize,
       logger: log.child({ part: 'pkcs11' }),
       lazy: true,

@@ -44,7 +44,6 @@ const fileSchema = z.strictObject({
       tokenLabel: z.string().min(1).max(32).optional(),
       pinFile: z.string().min(1).optional(),
       workers: z.number().int().min(1).max(64).optional(),
-      inline: z.enum(['auto', 'off']).optional(),
       poolSize: z.number().int().min(1).max(4096).optional(),
     })
     .optional(),
@@ -98,7 +97,7 @@ export interface Config {
    * per process: with 1, that thread is the limit of every request path (src/cluster.ts).
    */
   processes: number;
-  pkcs11: { module: string; tokenLabel: string; pinFile: string; workers: number; inline: 'auto' | 'off'; poolSize: number };
+  pkcs11: { module: string; tokenLabel: string; pinFile: string; workers: number; poolSize: number };
   tls: { cert: string; key: string; clientCa?: string; clientRoles: ClientRoleRule[] } | null;
   audit: { checkpointEvery: number; checkpointSeconds: number; signingKey: string };
   rotation: { enabled: boolean; intervalSeconds: number; reconcileGraceSeconds: number };
@@ -123,7 +122,6 @@ const ENV_FIELDS: Record<string, string> = {
   CUSTOS_PKCS11_TOKEN_LABEL: 'pkcs11.tokenLabel',
   CUSTOS_PKCS11_PIN_FILE: 'pkcs11.pinFile',
   CUSTOS_PKCS11_WORKERS: 'pkcs11.workers',
-  CUSTOS_PKCS11_INLINE: 'pkcs11.inline',
   CUSTOS_TLS_CERT: 'tls.cert',
   CUSTOS_TLS_KEY: 'tls.key',
   CUSTOS_TLS_CLIENT_CA: 'tls.clientCa',
@@ -237,7 +235,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd: string = p
       tokenLabel: f.pkcs11?.tokenLabel ?? 'custos',
       pinFile: abs(f.pkcs11?.pinFile ?? join(stateDir, 'hsm', 'pin')),
       workers: f.pkcs11?.workers ?? 2,
-      inline: f.pkcs11?.inline ?? 'auto',
       poolSize: f.pkcs11?.poolSize ?? 128,
     },
     tls:

@@ -1,4 +1,3 @@
-import { closeSync, openSync, readSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { createRequire } from 'node:module';
 import type { EventLoopUtilization } from 'node:perf_hooks';
@@ -10,7 +9,7 @@ import { keyTypeInfo, type HashName, type KeyType, type SignScheme } from '../ke
 import { formatPkcs11Uri } from '../pkcs11-uri.js';
 import { AUTH_FAILED, HANDLE_STALE, NOT_LOGGED_IN, SESSION_GONE, SIGNATURE_BAD, TOKEN_GONE, ckrError, ckrName } from './ckr.js';
 import { WORKER_CONSTS, keyPairTemplates, keyTypeOf, secretKeyTemplate, signInput, signMechanisms, spkiFromToken } from './mechanisms.js';
-import type { FromWorker, ObjectAttrs, ToWorker, WorkerFailure, WorkerInit, WorkerOp } from './protocol.js';
+import type { FromWorker, ObjectAttrs, WorkerFailure, WorkerInit, WorkerOp } from './protocol.js';
 import { tokenWorkerMain } from './token-worker.js';
 
 /** Minimal logger shape (pino fits). Messages never carry the PIN. */
@@ -41,15 +40,6 @@ export interface Pkcs11KeyStoreOptions {
   /** Minimum time between two re-initialization attempts while the token is away (default 200 ms). */
   recoveryIntervalMs?: number;
   /**
-   * Whether short operations may run on the calling thread (default true; see {@link INLINE_OPS}):
-   * ECDSA signatures, verifications, small encryptions and random bytes, while each one keeps
-   * taking less than {@link INLINE_SLOW_US}. False sends every operation to the workers.
-   */
-  inline?: boolean;
-  /** Average time per inline operation above which inline calls pause (default {@link INLINE_SLOW_US}), and the first pause (default {@link INLINE_BACKOFF_MS}). */
-  inlineSlowMicros?: number;
-  inlineBackoffMs?: number;
-  /**
    * When false (default), {@link openPkcs11KeyStore} rejects if the token cannot be used at start.
    * When true it resolves anyway; calls fail with ERR_HSM_UNAVAILABLE until the token is there.
    */
@@ -74,9 +64,6 @@ export interface Pkcs11Stats {
   recoveries: number;
   /** Re-initializations to see objects the module had lost track of (see {@link Pkcs11KeyStore}'s `seeing`). */
   viewRefreshes: number;
-  /** Operations run on the calling thread (see {@link INLINE_OPS}), and how often that was stopped for being slow. */
-  inlineOps: number;
-  inlineBackoffs: number;
 }
 
 interface Pending {
@@ -84,17 +71,13 @@ interface Pending {
   o: WorkerOp;
   op: KeyStoreOp;
   cost: number;
-  /** May run on the calling thread (see {@link INLINE_OPS}). */
-  short: boolean;
   start: number;
   resolve(v: unknown): void;
   reject(e: unknown): void;
 }
 
 interface Lane {
-  /** A worker thread, or for the inline lane a stand-in that runs the worker body on this thread. */
-  worker: Pick<Worker, 'postMessage' | 'terminate' | 'performance'>;
-  inline: boolean;
+  worker: Worker;
   inflight: Map<number, Pending>;
   load: number;
   out: Array<{ n: number; o: WorkerOp }>;
@@ -129,39 +112,6 @@ const LANE_BUSY = 0.9;
 const LANE_SAMPLE_MS = 20;
 /** Weight of the newest sample in a lane's smoothed utilization (about 100 ms of memory). */
 const LANE_EWMA = 0.2;
-
-/**
- * Short operations on the calling thread. Each one handed to a worker costs a message each way
- * and, when the other thread sleeps, a wake-up: on this machine's two virtual cores a postMessage
- * to a sleeping worker took 9–13 µs of the sender's time against 0.4–1.5 µs to a busy one, and
- * the whole hop cost the server about 20 µs per ECDSA signature at its peak and 50 µs at half of
- * it. An ECDSA P-256 signature in SoftHSM2 takes about 40 µs on a token key: no longer than
- * node:crypto's own synchronous ECDSA verify that quote verification runs on this thread.
- *
- * So ECDSA signatures, verifications (ECDSA or RSA: public-key operations), AES-GCM of at most
- * INLINE_MAX_BYTES and random bytes of at most INLINE_MAX_BYTES run on the calling thread, in
- * the same event-loop turn batch as the workers' (at most INLINE_BATCH per turn; the rest go to
- * the workers). What can take long always goes to a worker: RSA signatures, key generation,
- * object search, destroy, login, re-initialization.
- *
- * Bounded by measurement, not only by kind. A batch's time is its wall time less the time the
- * thread waited for a core meanwhile (Linux: /proc/thread-self/schedstat), so that being
- * preempted on a busy machine does not count as a slow module, while waiting for a network HSM or
- * a file lock does. INLINE_STRIKES batches in a row whose operations took more than INLINE_SLOW_US
- * each, or one batch over INLINE_BATCH_MAX_MS (a network HSM, a token busy with another
- * process's writes), stop inline calls for INLINE_BACKOFF_MS, doubling up to
- * INLINE_BACKOFF_MAX_MS while that keeps happening; after a pause one operation at a time is
- * tried, and one slow one starts the next pause. A module whose calls are slow thus blocks the
- * event loop for a few operations per pause.
- */
-const INLINE_OPS = new Set<KeyStoreOp>(['sign', 'verify', 'encrypt', 'decrypt', 'randomBytes']);
-const INLINE_MAX_BYTES = 4096;
-const INLINE_BATCH = 16;
-const INLINE_SLOW_US = 250;
-const INLINE_STRIKES = 3;
-const INLINE_BATCH_MAX_MS = 5;
-const INLINE_BACKOFF_MS = 10_000;
-const INLINE_BACKOFF_MAX_MS = 300_000;
 
 const ID_RE = /^[0-9a-f]{2,128}$/;
 
@@ -257,9 +207,6 @@ export class Pkcs11KeyStore implements KeyStore {
       authBackoffMaxMs: options.authBackoffMaxMs ?? 60_000,
       recoveryIntervalMs: options.recoveryIntervalMs ?? 200,
       lazy: options.lazy ?? false,
-      inline: options.inline ?? true,
-      inlineSlowMicros: options.inlineSlowMicros ?? INLINE_SLOW_US,
-      inlineBackoffMs: options.inlineBackoffMs ?? INLINE_BACKOFF_MS,
       logger: options.logger,
       onOp: options.onOp,
     };
@@ -336,7 +283,7 @@ export class Pkcs11KeyStore implements KeyStore {
     checkId(id);
     const input = signInput(scheme, hash, digest);
     const o: WorkerOp = { op: 'sign', id, mech: input.mech, data: compact(input.data) };
-    const sig = (await this.seeing(() => this.call('sign', o, scheme === 'ecdsa' ? 1 : RSA_SIGN_COST, scheme === 'ecdsa'))) as Uint8Array;
+    const sig = (await this.seeing(() => this.call('sign', o, scheme === 'ecdsa' ? 1 : RSA_SIGN_COST))) as Uint8Array;
     return Buffer.from(sig.buffer, sig.byteOffset, sig.byteLength);
   }
 
@@ -344,13 +291,13 @@ export class Pkcs11KeyStore implements KeyStore {
     checkId(id);
     const input = signInput(scheme, hash, digest);
     const o: WorkerOp = { op: 'verify', id, mech: input.mech, data: compact(input.data), sig: compact(signature) };
-    return (await this.seeing(() => this.call('verify', o, scheme === 'ecdsa' ? 2 : 1, true))) as boolean;
+    return (await this.seeing(() => this.call('verify', o, scheme === 'ecdsa' ? 2 : 1))) as boolean;
   }
 
   async encrypt(id: string, plaintext: Buffer, aad: Buffer): Promise<{ iv: Buffer; ciphertext: Buffer }> {
     checkId(id);
     const o: WorkerOp = { op: 'encrypt', id, data: compact(plaintext), aad: compact(aad) };
-    const r = (await this.seeing(() => this.call('encrypt', o, 1, plaintext.length + aad.length <= INLINE_MAX_BYTES))) as { iv: Uint8Array; ct: Uint8Array };
+    const r = (await this.seeing(() => this.call('encrypt', o))) as { iv: Uint8Array; ct: Uint8Array };
     return { iv: Buffer.from(r.iv), ciphertext: Buffer.from(r.ct) };
   }
 
@@ -359,7 +306,7 @@ export class Pkcs11KeyStore implements KeyStore {
     // GCM (NIST SP 800-38D §5.2.1.1): custos IVs are 96 bits; a shorter input cannot even hold a tag.
     if (iv.length !== 12 || ciphertext.length < 16) throw new CustosError('ERR_DECRYPT');
     const o: WorkerOp = { op: 'decrypt', id, iv: compact(iv), data: compact(ciphertext), aad: compact(aad) };
-    const r = (await this.seeing(() => this.call('decrypt', o, 1, ciphertext.length + aad.length <= INLINE_MAX_BYTES))) as Uint8Array;
+    const r = (await this.seeing(() => this.call('decrypt', o))) as Uint8Array;
     return Buffer.from(r);
   }
 
@@ -367,7 +314,7 @@ export class Pkcs11KeyStore implements KeyStore {
     if (!Number.isInteger(length) || length < 1 || length > 65_536) {
       throw new CustosError('ERR_BAD_REQUEST', 'random length must be 1..65536');
     }
-    const r = (await this.call('randomBytes', { op: 'random', length }, 1, length <= INLINE_MAX_BYTES)) as Uint8Array;
+    const r = (await this.call('randomBytes', { op: 'random', length })) as Uint8Array;
     return Buffer.from(r);
   }
 
@@ -404,8 +351,6 @@ export class Pkcs11KeyStore implements KeyStore {
     await this.idle();
     await Promise.all(this.lanes.map((_, i) => this.control(i, { op: 'drop' }).catch(() => undefined)));
     await Promise.all(this.lanes.splice(0).map((l) => l.worker.terminate()));
-    if (this.#schedstat) closeSync(this.#schedstat.fd);
-    this.#schedstat = null;
     if (this.main) {
       const users = (moduleUsers.get(this.opts.module) ?? 1) - 1;
       if (users <= 0) {
@@ -429,12 +374,10 @@ export class Pkcs11KeyStore implements KeyStore {
       opErrors: { ...this.opErrors },
       inFlight: this.lanes.reduce((n, l) => n + l.inflight.size, 0),
       queued: this.queue.length,
-      workers: this.lanes.filter((l) => !l.inline).length,
-      perWorker: this.lanes.filter((l) => !l.inline).map((l) => l.answered),
+      workers: this.lanes.length,
+      perWorker: this.lanes.map((l) => l.answered),
       recoveries: this.recoveries,
       viewRefreshes: this.viewRefreshes,
-      inlineOps: this.lanes.find((l) => l.inline)?.answered ?? 0,
-      inlineBackoffs: this.inlineBackoffs,
     };
   }
 
@@ -557,7 +500,7 @@ export class Pkcs11KeyStore implements KeyStore {
   }
 
   /** Queues one operation for the workers, handling auth back-off and token recovery first. */
-  private async call(op: KeyStoreOp, o: WorkerOp, cost = 1, short = false): Promise<unknown> {
+  private async call(op: KeyStoreOp, o: WorkerOp, cost = 1): Promise<unknown> {
     const start = performance.now();
     try {
       if (this.closed) throw new CustosError('ERR_HSM_UNAVAILABLE', 'the key store is closed');
@@ -567,7 +510,7 @@ export class Pkcs11KeyStore implements KeyStore {
       if (this.broken) await this.recover();
       if (this.queue.length >= this.opts.maxQueue) throw new CustosError('ERR_HSM_UNAVAILABLE', 'too many HSM operations waiting');
       const v = await new Promise((resolve, reject) => {
-        this.queue.push({ n: ++this.seq, o, op, cost, short: short && INLINE_OPS.has(op), start, resolve, reject });
+        this.queue.push({ n: ++this.seq, o, op, cost, start, resolve, reject });
         this.pump();
       });
       this.count(op, true, start);
@@ -583,11 +526,8 @@ export class Pkcs11KeyStore implements KeyStore {
     this.sampleLanes();
     let inflight = 0;
     for (const l of this.lanes) inflight += l.inflight.size;
-    const workers = this.lanes.filter((l) => !l.inline);
-    const inline = this.inlineOpen() ? this.lanes.find((l) => l.inline) : undefined;
-    const inlineMax = this.inlineProbing ? 1 : INLINE_BATCH;
-    const perLane = Math.max(1, Math.ceil(this.opts.poolSize / Math.max(1, workers.length)));
-    while (this.queue.length > 0 && inflight < this.opts.poolSize && workers.length > 0) {
+    const perLane = Math.max(1, Math.ceil(this.opts.poolSize / this.lanes.length));
+    while (this.queue.length > 0 && inflight < this.opts.poolSize && this.lanes.length > 0) {
       // Fill first: the first lane with less than LANE_SPILL of work takes the operation, else
       // the least loaded lane that is open. A lane after another one is open only when that one
       // is busy (see LANE_BUSY) or holds a lot of work (an RSA key generation, a queue of RSA
@@ -596,8 +536,7 @@ export class Pkcs11KeyStore implements KeyStore {
       // token work is what falls behind. A lane holds at most its share of poolSize; what finds
       // no lane waits here.
       let lane: Lane | undefined;
-      if (inline && this.queue[0]!.short && inline.inflight.size < inlineMax) lane = inline;
-      else for (const l of workers) {
+      for (const l of this.lanes) {
         const open = l.inflight.size < perLane;
         if (open && l.load < LANE_SPILL) {
           lane = l;
@@ -620,16 +559,7 @@ export class Pkcs11KeyStore implements KeyStore {
       setImmediate(() => {
         this.flushScheduled = false;
         for (const l of this.lanes) {
-          if (l.out.length === 0) continue;
-          const ops = l.out.splice(0);
-          if (!l.inline) {
-            l.worker.postMessage({ t: 'batch', ops });
-            continue;
-          }
-          const t0 = performance.now();
-          const d0 = this.runDelayMs();
-          l.worker.postMessage({ t: 'batch', ops });
-          this.inlineTook(ops.length, performance.now() - t0 - (this.runDelayMs() - d0));
+          if (l.out.length > 0) l.worker.postMessage({ t: 'batch', ops: l.out.splice(0) });
         }
       });
     }
@@ -644,7 +574,6 @@ export class Pkcs11KeyStore implements KeyStore {
     if (now - this.#lastLaneSample < LANE_SAMPLE_MS) return;
     this.#lastLaneSample = now;
     for (const l of this.lanes) {
-      if (l.inline) continue;
       const elu = l.worker.performance.eventLoopUtilization();
       const u = l.worker.performance.eventLoopUtilization(elu, l.elu).utilization;
       l.util = l.util * (1 - LANE_EWMA) + u * LANE_EWMA;
@@ -652,87 +581,19 @@ export class Pkcs11KeyStore implements KeyStore {
     }
   }
 
-  #inlineOffUntil = 0;
-  #inlineBackoffMs = 0;
-  private inlineProbing = false;
-  private inlineBackoffs = 0;
-
-  /** Whether short operations may run on this thread now (see {@link INLINE_OPS}). */
-  private inlineOpen(): boolean {
-    if (this.#inlineOffUntil === 0) return true;
-    if (performance.now() < this.#inlineOffUntil) return false;
-    this.#inlineOffUntil = 0;
-    this.inlineProbing = true;
-    return true;
-  }
-
-  #inlineStrikes = 0;
-  #schedstat: { fd: number; buf: Buffer } | null | undefined;
-
-  /** This thread's time spent waiting for a core so far, in ms (Linux), else 0. */
-  private runDelayMs(): number {
-    if (this.#schedstat === undefined) {
-      try {
-        this.#schedstat = { fd: openSync('/proc/thread-self/schedstat', 'r'), buf: Buffer.alloc(96) };
-      } catch {
-        this.#schedstat = null;
-      }
-    }
-    if (this.#schedstat === null) return 0;
-    try {
-      const n = readSync(this.#schedstat.fd, this.#schedstat.buf, 0, 96, 0);
-      // "<ns on a core> <ns waiting for one> <timeslices>"
-      const line = this.#schedstat.buf.toString('latin1', 0, n);
-      const a = line.indexOf(' ');
-      return Number(line.slice(a + 1, line.indexOf(' ', a + 1))) / 1e6;
-    } catch {
-      return 0;
-    }
-  }
-
-  /** Checks an inline batch's time: slow operations stop inline calls for a while (see {@link INLINE_OPS}). */
-  private inlineTook(ops: number, ms: number): void {
-    const perOpUs = (ms * 1000) / ops;
-    if (perOpUs <= this.opts.inlineSlowMicros) {
-      this.#inlineStrikes = 0;
-      if (this.inlineProbing) {
-        this.inlineProbing = false;
-        this.#inlineBackoffMs = 0;
-      }
-      return;
-    }
-    if (!this.inlineProbing && ms <= INLINE_BATCH_MAX_MS && ++this.#inlineStrikes < INLINE_STRIKES) return;
-    this.#inlineStrikes = 0;
-    this.inlineBackoffs++;
-    // A probe after a pause that is slow again doubles the pause; the first slow batch starts it.
-    this.#inlineBackoffMs = this.inlineProbing ? Math.min(this.#inlineBackoffMs * 2, INLINE_BACKOFF_MAX_MS) : this.opts.inlineBackoffMs;
-    this.#inlineOffUntil = performance.now() + this.#inlineBackoffMs;
-    this.inlineProbing = false;
-    this.opts.logger?.warn({ ops, perOpMicros: Math.round(perOpUs), pauseMs: this.#inlineBackoffMs }, 'PKCS#11 calls on the event loop were slow: workers only for a while');
-  }
-
   private onResults(lane: Lane, msg: FromWorker): void {
     if (msg.t !== 'results') return;
-    const missed: Pending[] = [];
-    for (const { n, r, h } of msg.r) {
+    for (const { n, r } of msg.r) {
       const p = lane.inflight.get(n);
       if (!p) continue;
       lane.inflight.delete(n);
       lane.load -= p.cost;
-      if (!r.ok && 'kind' in r && r.kind === 'miss') {
-        // The inline lane did not know the key's handles (or its session was not logged in): a
-        // worker does it, and answers with the handles, which the inline lane then adopts.
-        missed.push({ ...p, short: false, o: { ...p.o, share: true } as WorkerOp });
-        continue;
-      }
-      if (h) this.lanes.find((l) => l.inline)?.worker.postMessage({ t: 'batch', ops: [{ n: 0, o: { op: 'adopt', h } }] });
       lane.answered++;
       if (r.ok) {
         if (this.authFailures > 0) this.authFailures = 0;
         p.resolve(r.v);
       } else p.reject(this.failure(r, p.op));
     }
-    if (missed.length > 0) this.queue.unshift(...missed);
     if (this.lanes.every((l) => l.inflight.size === 0)) for (const w of this.idleWaiters.splice(0)) w();
     this.pump();
   }
@@ -782,7 +643,7 @@ export class Pkcs11KeyStore implements KeyStore {
     if (!lane) return Promise.reject(new CustosError('ERR_HSM_UNAVAILABLE', 'no worker', { details: { part: 'module' } }));
     return new Promise((resolve, reject) => {
       const n = ++this.seq;
-      lane.inflight.set(n, { n, o, op: 'health', cost: 0, short: false, start: performance.now(), resolve, reject });
+      lane.inflight.set(n, { n, o, op: 'health', cost: 0, start: performance.now(), resolve, reject });
       lane.worker.postMessage({ t: 'batch', ops: [{ n, o }] });
     });
   }
@@ -833,18 +694,12 @@ export class Pkcs11KeyStore implements KeyStore {
       if (this.lanes.length === 0) {
         // One after the other: each worker's C_Initialize must only ever see an initialized module.
         for (let i = 0; i < this.opts.workers; i++) this.lanes.push(await this.spawn());
-        // Last, so that lane 0, which re-initializes the module and logs in, is a worker.
-        if (this.opts.inline) this.lanes.push(this.inlineLane());
       } else if (this.brokenPart === 'token' || this.brokenPart === 'module') {
         await this.control(0, { op: 'reinit' });
         for (let i = 1; i < this.lanes.length; i++) await this.control(i, { op: 'drop' });
         this.recoveries++;
       }
       await this.control(0, { op: 'connect' });
-      // The inline lane opens its session now, once the application is logged in: opening it
-      // (with the first run of its code) took 2–9 ms, which would otherwise land on a request.
-      const inline = this.lanes.findIndex((l) => l.inline);
-      if (inline > 0) await this.control(inline, { op: 'connect' });
       this.broken = false;
       this.opts.logger?.info({ tokenLabel: this.opts.tokenLabel, workers: this.lanes.length }, 'HSM token ready');
     } catch (e) {
@@ -859,35 +714,8 @@ export class Pkcs11KeyStore implements KeyStore {
     }
   }
 
-  /**
-   * The lane whose operations run on this thread: the token worker's own body (tokenWorkerMain)
-   * with its own session, called synchronously when a turn's batch is flushed; its answers come
-   * back on the next tick, as a worker's would come back as a message.
-   */
-  private inlineLane(): Lane {
-    let handler: ((m: ToWorker) => void) | undefined;
-    let lane: Lane | undefined;
-    const port = {
-      on: (_ev: 'message', cb: (m: ToWorker) => void): void => {
-        handler = cb;
-      },
-      postMessage: (m: FromWorker): void => {
-        if (lane && m.t === 'results') process.nextTick(() => this.onResults(lane!, m));
-      },
-    };
-    tokenWorkerMain({ parentPort: port, workerData: this.workerInit(), pkcs11js, inline: true });
-    const idle = { idle: 0, active: 0, utilization: 0 };
-    const worker = {
-      postMessage: (m: ToWorker): void => handler?.(m),
-      terminate: (): Promise<number> => Promise.resolve(0),
-      performance: { eventLoopUtilization: () => idle },
-    } as unknown as Lane['worker'];
-    lane = { worker, inline: true, inflight: new Map(), load: 0, out: [], elu: idle, util: 0, answered: 0 };
-    return lane;
-  }
-
-  private workerInit(): WorkerInit {
-    return {
+  private spawn(): Promise<Lane> {
+    const init: WorkerInit = {
       pkcs11Path: createRequire(import.meta.url).resolve('pkcs11js'),
       module: this.opts.module,
       tokenLabel: this.opts.tokenLabel,
@@ -902,10 +730,6 @@ export class Pkcs11KeyStore implements KeyStore {
         signatureBad: [...SIGNATURE_BAD],
       },
     };
-  }
-
-  private spawn(): Promise<Lane> {
-    const init = this.workerInit();
     // The worker body travels as source text so the same code runs from the TypeScript sources
     // (tests) and from the build output; see tokenWorkerMain.
     const source =
@@ -913,7 +737,7 @@ export class Pkcs11KeyStore implements KeyStore {
       `const pkcs11js = require(workerData.pkcs11Path);\n` +
       `(${tokenWorkerMain.toString()})({ parentPort, workerData, pkcs11js });\n`;
     const worker = new Worker(source, { eval: true, workerData: init, name: 'custos-pkcs11' });
-    const lane: Lane = { worker, inline: false, inflight: new Map(), load: 0, out: [], elu: worker.performance.eventLoopUtilization(), util: 0, answered: 0 };
+    const lane: Lane = { worker, inflight: new Map(), load: 0, out: [], elu: worker.performance.eventLoopUtilization(), util: 0, answered: 0 };
     return new Promise((resolve, reject) => {
       const onError = (e: unknown): void => reject(new CustosError('ERR_HSM_UNAVAILABLE', 'the PKCS#11 worker failed to start', { details: { part: 'module' }, cause: e }));
       worker.once('error', onError);
@@ -936,7 +760,7 @@ export class Pkcs11KeyStore implements KeyStore {
     lane.inflight.clear();
     if (!this.closed) {
       this.opts.logger?.warn({ workers: this.lanes.length }, 'PKCS#11 worker stopped');
-      if (!this.lanes.some((l) => !l.inline)) this.markBroken('module');
+      if (this.lanes.length === 0) this.markBroken('module');
     }
   }
 }

@@ -75,11 +75,10 @@ export type WorkerOp =
   | { op: 'find'; id: string }
   | { op: 'list' }
   | { op: 'pub'; id: string }
-  | ({ op: 'sign'; id: string; mech: string; data: Uint8Array } & Sharing)
-  | ({ op: 'verify'; id: string; mech: string; data: Uint8Array; sig: Uint8Array } & Sharing)
-  | ({ op: 'encrypt'; id: string; data: Uint8Array; aad: Uint8Array } & Sharing)
-  | ({ op: 'decrypt'; id: string; iv: Uint8Array; data: Uint8Array; aad: Uint8Array } & Sharing)
-  | { op: 'adopt'; h: SharedHandles }
+  | { op: 'sign'; id: string; mech: string; data: Uint8Array }
+  | { op: 'verify'; id: string; mech: string; data: Uint8Array; sig: Uint8Array }
+  | { op: 'encrypt'; id: string; data: Uint8Array; aad: Uint8Array }
+  | { op: 'decrypt'; id: string; iv: Uint8Array; data: Uint8Array; aad: Uint8Array }
   | { op: 'random'; length: number }
   | { op: 'destroy'; id: string }
   | { op: 'forget'; id: string }
@@ -88,30 +87,12 @@ export type WorkerOp =
   | { op: 'closeAllSessions' }
   | { op: 'logout' };
 
-/** `share`: answer with the key's object handles too (for the inline lane; see SharedHandles). */
-export interface Sharing {
-  share?: boolean;
-}
-
-/**
- * A key's object handles as a worker found them. PKCS#11 handles belong to the application (the
- * process), not to a session (v2.40 §2.5/§2.6), so the inline lane on the main thread can use
- * the ones a worker found instead of searching the token itself.
- */
-export interface SharedHandles {
-  id: string;
-  kind: 'ec' | 'rsa' | 'aes' | 'other';
-  priv?: Uint8Array;
-  pub?: Uint8Array;
-  secret?: Uint8Array;
-}
-
 export type WorkerFailure =
   /** A CKR value from `fn`; `gone` when the token itself no longer answers. */
   | { ok: false; ckr: number; fn: string; gone: boolean }
-  | { ok: false; kind: 'notfound' | 'purpose' | 'notoken' | 'module' | 'miss'; detail: string };
+  | { ok: false; kind: 'notfound' | 'purpose' | 'notoken' | 'module'; detail: string };
 
 export type WorkerResult = { ok: true; v: unknown } | WorkerFailure;
 
 export type ToWorker = { t: 'batch'; ops: Array<{ n: number; o: WorkerOp }> };
-export type FromWorker = { t: 'results'; r: Array<{ n: number; r: WorkerResult; h?: SharedHandles }> } | { t: 'ready'; r: WorkerResult };
+export type FromWorker = { t: 'results'; r: Array<{ n: number; r: WorkerResult }> } | { t: 'ready'; r: WorkerResult };

@@ -1,16 +1,10 @@
 import type { Handle, PKCS11, Template } from 'pkcs11js';
-import type { FromWorker, ObjectAttrs, SharedHandles, ToWorker, WireAttribute, WireMechanism, WorkerInit, WorkerOp, WorkerResult } from './protocol.js';
+import type { FromWorker, ObjectAttrs, ToWorker, WireAttribute, WireMechanism, WorkerInit, WorkerOp, WorkerResult } from './protocol.js';
 
 interface WorkerEnv {
   parentPort: { on(ev: 'message', cb: (m: ToWorker) => void): void; postMessage(m: FromWorker): void };
   workerData: WorkerInit;
   pkcs11js: { PKCS11: new () => PKCS11 };
-  /**
-   * The inline lane: this body runs on the main thread. It then never searches the token or logs
-   * in (either may take long): a key whose handles it was not given, or a session that is not
-   * logged in, answers `miss` and the operation goes to a worker.
-   */
-  inline?: boolean;
 }
 
 /**
@@ -38,7 +32,7 @@ export function tokenWorkerMain(env: WorkerEnv): void {
       super('token worker failure');
     }
   }
-  const fail = (kind: 'notfound' | 'purpose' | 'notoken' | 'module' | 'miss', detail: string): never => {
+  const fail = (kind: 'notfound' | 'purpose' | 'notoken' | 'module', detail: string): never => {
     throw new Failure({ ok: false, kind, detail });
   };
   const ckrOf = (e: unknown): number | undefined => {
@@ -103,9 +97,7 @@ export function tokenWorkerMain(env: WorkerEnv): void {
   // before any search, make sure nobody logged the application out behind our back.
   function ensureLoggedIn(s: Handle): void {
     const state = m.C_GetSessionInfo(s).state;
-    if (state === K.CKS_RW_USER_FUNCTIONS || state === K.CKS_RO_USER_FUNCTIONS) return;
-    if (env.inline) fail('miss', 'not logged in');
-    login(s);
+    if (state !== K.CKS_RW_USER_FUNCTIONS && state !== K.CKS_RO_USER_FUNCTIONS) login(s);
   }
   function ensureSession(): Handle {
     load();
@@ -182,7 +174,6 @@ export function tokenWorkerMain(env: WorkerEnv): void {
   function lookup(s: Handle, id: string): Cached {
     const hit = cache.get(id);
     if (hit) return hit;
-    if (env.inline) return fail('miss', 'the key handles are not known on this thread');
     ensureLoggedIn(s);
     const c: Cached = { kind: 'other' };
     for (const h of findHandles(s, [{ type: K.CKA_ID, value: Buffer.from(id, 'hex') }])) {
@@ -342,19 +333,8 @@ export function tokenWorkerMain(env: WorkerEnv): void {
     }
   }
 
-  const handle = (u: Uint8Array | undefined): Handle | undefined => (u === undefined ? undefined : Buffer.from(u));
-  function shared(id: string): SharedHandles | undefined {
-    const c = cache.get(id);
-    if (!c) return undefined;
-    const copy = (h: Handle | undefined): Uint8Array | undefined => (h === undefined ? undefined : new Uint8Array(h));
-    return { id, kind: c.kind, priv: copy(c.priv), pub: copy(c.pub), secret: copy(c.secret) };
-  }
-
   function control(o: WorkerOp): unknown {
     switch (o.op) {
-      case 'adopt':
-        cache.set(o.h.id, { kind: o.h.kind, priv: handle(o.h.priv), pub: handle(o.h.pub), secret: handle(o.h.secret) });
-        return true;
       case 'forget':
         cache.delete(o.id);
         return true;
@@ -440,12 +420,10 @@ export function tokenWorkerMain(env: WorkerEnv): void {
   // instead of the two threads taking turns (a batch of 64 ECDSA signatures is 2.4 ms here).
   env.parentPort.on('message', (msg) => {
     if (msg.t !== 'batch') return;
-    let out: Array<{ n: number; r: WorkerResult; h?: SharedHandles }> = [];
+    let out: Array<{ n: number; r: WorkerResult }> = [];
     let since = performance.now();
     for (const x of msg.ops) {
-      const r = run(x.o);
-      const h = r.ok && 'share' in x.o && x.o.share === true ? shared(x.o.id) : undefined;
-      out.push(h ? { n: x.n, r, h } : { n: x.n, r });
+      out.push({ n: x.n, r: run(x.o) });
       const now = performance.now();
       if (now - since >= RESULT_SLICE_MS) {
         env.parentPort.postMessage({ t: 'results', r: out });

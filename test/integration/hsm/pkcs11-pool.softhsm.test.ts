@@ -69,8 +69,7 @@ describe('PKCS#11 adapter: queue bounds, metrics, event loop, workers', () => {
   });
 
   it('fills the first worker; the second joins for a long operation and for a queue of RSA signatures', async () => {
-    // Every operation on the workers here: the test is about how they share them.
-    const store = await openPkcs11KeyStore({ module: hsm.module, tokenLabel: hsm.tokenLabel, pin: hsm.pin, workers: 2, inline: false });
+    const store = await openPkcs11KeyStore({ module: hsm.module, tokenLabel: hsm.tokenLabel, pin: hsm.pin, workers: 2 });
     try {
       const ec = await store.generateKeyPair({ id: randomBytes(16).toString('hex'), label: 'custos:lanes-ec:v1', type: 'ec-p256' });
       const rsa = await store.generateKeyPair({ id: randomBytes(16).toString('hex'), label: 'custos:lanes-rsa:v1', type: 'rsa-2048' });
@@ -99,102 +98,6 @@ describe('PKCS#11 adapter: queue bounds, metrics, event loop, workers', () => {
       await store.sign(ec.id, 'ecdsa', 'sha256', randomBytes(32));
       expect(generated).toBe(false);
       await gen;
-    } finally {
-      await store.close();
-    }
-  });
-
-  it('runs short operations on the calling thread, up to 16 a turn, and long ones on the workers', async () => {
-    const store = await openPkcs11KeyStore({ module: hsm.module, tokenLabel: hsm.tokenLabel, pin: hsm.pin, workers: 1 });
-    try {
-      const ec = await store.generateKeyPair({ id: randomBytes(16).toString('hex'), label: 'custos:inline-ec:v1', type: 'ec-p256' });
-      const rsa = await store.generateKeyPair({ id: randomBytes(16).toString('hex'), label: 'custos:inline-rsa:v1', type: 'rsa-2048' });
-      const aes = await store.generateSecretKey({ id: randomBytes(16).toString('hex'), label: 'custos:inline-aes:v1', type: 'aes-256' });
-      const pub = createPublicKey({ key: await store.getPublicKey(ec.id), format: 'der', type: 'spki' });
-      // The first use of a key on this thread finds its handles unknown there: a worker does the
-      // operation and hands the handles over.
-      const w0 = store.stats();
-      await store.sign(ec.id, 'ecdsa', 'sha256', randomBytes(32));
-      const small = await store.encrypt(aes.id, Buffer.from('short'), Buffer.from('aad'));
-      const s0 = store.stats();
-      expect(s0).toMatchObject({ workers: 1, inlineBackoffs: 0, inlineOps: w0.inlineOps });
-      expect(s0.perWorker[0]! - w0.perWorker[0]!).toBe(2);
-      // One at a time: every ECDSA signature on this thread, none on the worker.
-      for (let i = 0; i < 8; i++) {
-        const m = randomBytes(40);
-        const sig = await store.sign(ec.id, 'ecdsa', 'sha256', createHash('sha256').update(m).digest());
-        expect(verify('sha256', m, { key: pub, dsaEncoding: 'ieee-p1363' }, sig)).toBe(true);
-      }
-      const s1 = store.stats();
-      expect(s1.inlineOps - s0.inlineOps).toBe(8);
-      expect(s1.perWorker[0]).toBe(s0.perWorker[0]);
-      // 40 at once: 16 on this thread in that turn, the rest on the worker.
-      const messages = Array.from({ length: 40 }, () => randomBytes(40));
-      const sigs = await Promise.all(messages.map((m) => store.sign(ec.id, 'ecdsa', 'sha256', createHash('sha256').update(m).digest())));
-      sigs.forEach((sig, i) => expect(verify('sha256', messages[i]!, { key: pub, dsaEncoding: 'ieee-p1363' }, sig)).toBe(true));
-      const s2 = store.stats();
-      expect(s2.inlineOps - s1.inlineOps).toBe(16);
-      expect(s2.perWorker[0]! - s1.perWorker[0]!).toBe(24);
-      // RSA signatures and large encryptions go to the worker; verification, small encryptions
-      // and random bytes do not.
-      await store.sign(rsa.id, 'rsa-pkcs1', 'sha256', randomBytes(32));
-      const big = await store.encrypt(aes.id, randomBytes(8192), Buffer.alloc(0));
-      const s3 = store.stats();
-      expect(s3.perWorker[0]! - s2.perWorker[0]!).toBe(2);
-      expect(s3.inlineOps).toBe(s2.inlineOps);
-      expect((await store.decrypt(aes.id, small.iv, small.ciphertext, Buffer.from('aad'))).toString()).toBe('short');
-      const again = await store.encrypt(aes.id, Buffer.from('again'), Buffer.alloc(0));
-      expect((await store.decrypt(aes.id, again.iv, again.ciphertext, Buffer.alloc(0))).toString()).toBe('again');
-      expect((await store.decrypt(aes.id, big.iv, big.ciphertext, Buffer.alloc(0))).length).toBe(8192);
-      expect(await store.verify(ec.id, 'ecdsa', 'sha256', createHash('sha256').update(messages[0]!).digest(), sigs[0]!)).toBe(true);
-      expect(await store.verify(ec.id, 'ecdsa', 'sha256', createHash('sha256').update(messages[1]!).digest(), sigs[0]!)).toBe(false);
-      expect((await store.randomBytes(32)).length).toBe(32);
-      const s4 = store.stats();
-      expect(s4.inlineOps - s3.inlineOps).toBe(6);
-      expect(s4.perWorker[0]! - s3.perWorker[0]!).toBe(1);
-      expect(s4.inlineBackoffs).toBe(0);
-    } finally {
-      await store.close();
-    }
-  });
-
-  it('stops inline calls that are slow three batches in a row, and tries one again after the pause', async () => {
-    const warnings: object[] = [];
-    const logger = { info: () => undefined, warn: (o: object) => warnings.push(o) };
-    // A limit of 1 µs per operation: every inline batch counts as slow.
-    const store = await openPkcs11KeyStore({ module: hsm.module, tokenLabel: hsm.tokenLabel, pin: hsm.pin, workers: 1, inlineSlowMicros: 1, inlineBackoffMs: 150, logger });
-    try {
-      const ec = await store.generateKeyPair({ id: randomBytes(16).toString('hex'), label: 'custos:slow-ec:v1', type: 'ec-p256' });
-      const s0 = store.stats();
-      // The first signature finds the key unknown on this thread (a worker makes it and hands
-      // the handles over): under a 1 µs limit even that look is a slow batch, the first of three.
-      await store.sign(ec.id, 'ecdsa', 'sha256', randomBytes(32));
-      await store.sign(ec.id, 'ecdsa', 'sha256', randomBytes(32));
-      const s1 = store.stats();
-      expect(s1.inlineOps - s0.inlineOps).toBe(1);
-      expect(s1.perWorker[0]! - s0.perWorker[0]!).toBe(1);
-      expect(s1.inlineBackoffs).toBe(0);
-      await store.sign(ec.id, 'ecdsa', 'sha256', randomBytes(32));
-      const s2 = store.stats();
-      expect(s2.inlineOps - s1.inlineOps).toBe(1);
-      expect(s2.inlineBackoffs).toBe(1);
-      expect(warnings).toHaveLength(1);
-      expect(warnings[0]).toMatchObject({ ops: 1, pauseMs: 150 });
-      expect(JSON.stringify(warnings)).not.toContain(hsm.pin);
-      // During the pause every signature goes to the worker.
-      await Promise.all(Array.from({ length: 10 }, () => store.sign(ec.id, 'ecdsa', 'sha256', randomBytes(32))));
-      const s3 = store.stats();
-      expect(s3.inlineOps).toBe(s2.inlineOps);
-      expect(s3.perWorker[0]! - s2.perWorker[0]!).toBe(10);
-      // After it, one operation is tried inline (the others of that turn go to the worker); slow
-      // again, it starts the next pause at once, twice as long.
-      await new Promise((r) => setTimeout(r, 200));
-      await Promise.all(Array.from({ length: 10 }, () => store.sign(ec.id, 'ecdsa', 'sha256', randomBytes(32))));
-      const s4 = store.stats();
-      expect(s4.inlineOps - s3.inlineOps).toBe(1);
-      expect(s4.perWorker[0]! - s3.perWorker[0]!).toBe(9);
-      expect(s4.inlineBackoffs).toBe(2);
-      expect(warnings[1]).toMatchObject({ ops: 1, pauseMs: 300 });
     } finally {
       await store.close();
     }
