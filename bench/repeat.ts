@@ -1,7 +1,8 @@
 /**
  * `npm run bench:repeat -- N`: N whole benches (`bench/run.ts`) one after the other, each in its
- * own process with the flags `npm run bench` gives it, then one table of the targets the issues
- * set: each run's figure, the range, and in how many runs the target was met. One run says little
+ * own process with the flags `npm run bench` gives it, then one table of the targets (the issues',
+ * and custos's own for sign-batch): each run's figure, the range, and in how many runs the target
+ * was met. One run says little
  * about a p99 on two shared cores; this is how the README's "met in k of n runs" are counted.
  *
  * Each run's own output goes to `.custos/bench-repeat/run-<i>.txt` (its last line is its
@@ -27,8 +28,9 @@ interface Target {
 export const TARGETS: readonly Target[] = [
   { label: 'HTTP ec-p256 sign peak / raw C_Sign', path: ['httpSign', 'ecRatioToRaw'], goal: '≥ 0.5', met: (v) => v >= 0.5 },
   { label: 'sign p99 at half the peak (ms)', path: ['httpSign', 'ecOpenLoopP99Ms'], goal: '< 10', met: (v) => v < 10 },
-  { label: 'sign-batch peak / raw C_Sign', path: ['httpSignBatch', 'ratioToRaw'], goal: '≥ 0.5', met: (v) => v >= 0.5 },
-  { label: 'sign-batch p99 at half the peak (ms)', path: ['httpSignBatch', 'openLoopP99Ms'], goal: '< 10', met: (v) => v < 10 },
+  // The batch rows' targets are custos's own (the issues set none for sign-batch).
+  { label: 'sign-batch peak / raw C_Sign (own)', path: ['httpSignBatch', 'ratioToRaw'], goal: '≥ 0.5', met: (v) => v >= 0.5 },
+  { label: 'sign-batch p99 at half the peak (own, ms)', path: ['httpSignBatch', 'openLoopP99Ms'], goal: '< 10', met: (v) => v < 10 },
   { label: 'sessions peak, ECC AK (/s)', path: ['sessions', 'eccPeak'], goal: '≥ 2,000', met: (v) => v >= 2000 },
   { label: 'sessions p99 at 1,000/s, ECC AK (ms)', path: ['sessions', 'eccP99At1000Ms'], goal: '≤ 20', met: (v) => v <= 20 },
   { label: 'sessions p99 at 1,000/s, RSA AK (ms)', path: ['sessions', 'rsaP99At1000Ms'], goal: '≤ 20', met: (v) => v <= 20 },
