@@ -1,9 +1,8 @@
-import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SqliteStore } from '../../src/store/sqlite/sqlite-store.js';
-import { cliState, CUSTOS_BIN as BIN, runCustos } from '../helpers/cli.js';
+import { cliState, runCustos, spawnServe, type Served } from '../helpers/cli.js';
 import { startSoftHsm, type SoftHsm } from '../helpers/softhsm.js';
 
 /**
@@ -14,8 +13,7 @@ import { startSoftHsm, type SoftHsm } from '../helpers/softhsm.js';
 let hsm: SoftHsm;
 let dir: string;
 let env: NodeJS.ProcessEnv;
-let server: ChildProcess;
-let serverLog = '';
+let served: Served;
 let url = '';
 
 const custos = (args: string[], extra: NodeJS.ProcessEnv = {}) => runCustos(env, args, extra);
@@ -26,7 +24,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  if (server && server.exitCode === null) server.kill('SIGKILL');
+  if (served && served.child.exitCode === null) served.child.kill('SIGKILL');
   await hsm?.cleanup();
   rmSync(dir, { recursive: true, force: true });
 });
@@ -48,17 +46,8 @@ describe('custos CLI against a served instance', () => {
   });
 
   it('serve starts and prints where it listens', async () => {
-    server = spawn(process.execPath, [BIN, 'serve'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    server.stderr!.on('data', (d: Buffer) => (serverLog += d.toString()));
-    url = await new Promise<string>((resolve, reject) => {
-      let out = '';
-      server.stdout!.on('data', (d: Buffer) => {
-        out += d.toString();
-        const m = /\{"listening":"([^"]+)"\}/.exec(out);
-        if (m) resolve(m[1]!);
-      });
-      server.on('exit', (c) => reject(new Error(`serve exited ${c}: ${serverLog}`)));
-    });
+    served = spawnServe(env);
+    url = (await served.listening).listening;
     expect(url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
     env.CUSTOS_URL = url;
   });
@@ -153,11 +142,11 @@ describe('custos CLI against a served instance', () => {
   });
 
   it('stops cleanly on SIGTERM, and its log holds neither the PIN nor any token', async () => {
-    const exit = new Promise<number | null>((r) => server.on('exit', (c) => r(c)));
-    server.kill('SIGTERM');
+    const exit = new Promise<number | null>((r) => served.child.on('exit', (c) => r(c)));
+    served.child.kill('SIGTERM');
     expect(await exit).toBe(0);
-    expect(serverLog).toContain('custos listening');
-    expect(serverLog).not.toContain(hsm.pin);
-    expect(serverLog).not.toMatch(/custos_[A-Za-z0-9_-]{43}/);
+    expect(served.log()).toContain('custos listening');
+    expect(served.log()).not.toContain(hsm.pin);
+    expect(served.log()).not.toMatch(/custos_[A-Za-z0-9_-]{43}/);
   });
 });

@@ -1,10 +1,10 @@
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { createPublicKey, verify as nodeVerify } from 'node:crypto';
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cliState, CUSTOS_BIN as BIN, runCustos } from '../helpers/cli.js';
+import { cliState, runCustos, spawnServe, type Served } from '../helpers/cli.js';
 import { startSoftHsm, type SoftHsm } from '../helpers/softhsm.js';
 
 /**
@@ -16,8 +16,7 @@ import { startSoftHsm, type SoftHsm } from '../helpers/softhsm.js';
 let hsm: SoftHsm;
 let dir: string;
 let env: NodeJS.ProcessEnv;
-let server: ChildProcess;
-let serverLog = '';
+let served: Served;
 let url = '';
 let token = '';
 
@@ -43,23 +42,8 @@ function call(method: string, path: string, body?: unknown): Promise<{ status: n
 
 /** The server processes under the primary (their pids). */
 function members(): number[] {
-  const r = spawnSync('pgrep', ['-P', String(server.pid)], { encoding: 'utf8' });
+  const r = spawnSync('pgrep', ['-P', String(served.child.pid)], { encoding: 'utf8' });
   return r.stdout.split('\n').filter(Boolean).map(Number);
-}
-
-function serve(extra: NodeJS.ProcessEnv = {}): { child: ChildProcess; listening: Promise<{ listening: string; processes: number }> } {
-  const child = spawn(process.execPath, [BIN, 'serve'], { env: { ...env, ...extra }, stdio: ['ignore', 'pipe', 'pipe'] });
-  child.stderr!.on('data', (d: Buffer) => (serverLog += d.toString()));
-  const listening = new Promise<{ listening: string; processes: number }>((resolve, reject) => {
-    let out = '';
-    child.stdout!.on('data', (d: Buffer) => {
-      out += d.toString();
-      const line = out.split('\n').find((l) => l.startsWith('{"listening"'));
-      if (line) resolve(JSON.parse(line) as { listening: string; processes: number });
-    });
-    child.on('exit', (c) => reject(new Error(`serve exited ${c}: ${serverLog}`)));
-  });
-  return { child, listening };
 }
 
 const waitFor = async (what: string, ok: () => boolean, ms = 15_000): Promise<void> => {
@@ -79,9 +63,9 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  if (server && server.exitCode === null) {
+  if (served && served.child.exitCode === null) {
     for (const pid of members()) process.kill(pid, 'SIGKILL');
-    server.kill('SIGKILL');
+    served.child.kill('SIGKILL');
   }
   await hsm?.cleanup();
   rmSync(dir, { recursive: true, force: true });
@@ -100,8 +84,9 @@ describe('custos serve with several processes', () => {
     const policies = join(dir, 'bad-policies');
     mkdirSync(join(policies, 'rotation'), { recursive: true });
     writeFileSync(join(policies, 'rotation', 'broken.yaml'), 'id: [not, a, string]\n');
-    const { child, listening } = serve({ CUSTOS_POLICY_DIR: policies });
-    listening.catch(() => undefined);
+    const failing = spawnServe(env, { CUSTOS_POLICY_DIR: policies });
+    const child = failing.child;
+    failing.listening.catch(() => undefined);
     // A group that never exits would outlive the test: its processes are killed after 20 s.
     const timer = setTimeout(() => {
       spawnSync('pkill', ['-KILL', '-P', String(child.pid)]);
@@ -110,14 +95,12 @@ describe('custos serve with several processes', () => {
     const code = await new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
     clearTimeout(timer);
     expect(code).toBe(2);
-    expect(serverLog).toContain('exited before it listened');
-    serverLog = '';
+    expect(failing.log()).toContain('exited before it listened');
   });
 
   it('starts two server processes on one address', async () => {
-    const s = serve();
-    server = s.child;
-    const ready = await s.listening;
+    served = spawnServe(env);
+    const ready = await served.listening;
     expect(ready.processes).toBe(2);
     url = ready.listening;
     expect(url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
@@ -161,19 +144,19 @@ describe('custos serve with several processes', () => {
       const now = members();
       return now.length === 2 && !now.includes(victim!) && now.includes(other!);
     });
-    await waitFor('the log line of the replacement', () => (serverLog.match(/"msg":"server process listening"/g) ?? []).length >= 3);
-    expect(serverLog).toContain('server process exited; starting it again');
+    await waitFor('the log line of the replacement', () => (served.log().match(/"msg":"server process listening"/g) ?? []).length >= 3);
+    expect(served.log()).toContain('server process exited; starting it again');
     const after = await Promise.all(Array.from({ length: 8 }, () => call('POST', '/v1/keys/shared-key/sign', { digest: Buffer.alloc(32, 7).toString('base64') })));
     expect(after.map((r) => r.status)).toEqual(new Array(8).fill(200));
   });
 
   it('stops every process on SIGTERM, and the logs hold neither the PIN nor the token', async () => {
     const pids = members();
-    const exit = new Promise<number | null>((r) => server.on('exit', (c) => r(c)));
-    server.kill('SIGTERM');
+    const exit = new Promise<number | null>((r) => served.child.on('exit', (c) => r(c)));
+    served.child.kill('SIGTERM');
     expect(await exit).toBe(0);
     for (const pid of pids) expect(() => process.kill(pid, 0)).toThrow();
-    expect(serverLog).not.toContain(hsm.pin);
-    expect(serverLog).not.toContain(token);
+    expect(served.log()).not.toContain(hsm.pin);
+    expect(served.log()).not.toContain(token);
   });
 });

@@ -1,4 +1,4 @@
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -27,4 +27,28 @@ export function cliState(hsm: SoftHsm, prefix: string, extra: NodeJS.ProcessEnv 
 export function runCustos(env: NodeJS.ProcessEnv, args: string[], extra: NodeJS.ProcessEnv = {}): { code: number | null; stdout: string; stderr: string } {
   const r = spawnSync(process.execPath, [CUSTOS_BIN, ...args], { env: { ...env, ...extra }, encoding: 'utf8', timeout: 30_000 });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** A `custos serve` started by a test: the process, its first `{"listening": …}` line, and its stderr so far. */
+export interface Served {
+  readonly child: ChildProcess;
+  readonly listening: Promise<{ listening: string; processes?: number }>;
+  log(): string;
+}
+
+/** Starts `custos serve` with `env` (plus `extra`); `listening` rejects if it exits first. */
+export function spawnServe(env: NodeJS.ProcessEnv, extra: NodeJS.ProcessEnv = {}): Served {
+  const child = spawn(process.execPath, [CUSTOS_BIN, 'serve'], { env: { ...env, ...extra }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let log = '';
+  child.stderr!.on('data', (d: Buffer) => (log += d.toString()));
+  const listening = new Promise<{ listening: string; processes?: number }>((resolve, reject) => {
+    let out = '';
+    child.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      const line = out.split('\n').find((l) => l.startsWith('{"listening"'));
+      if (line) resolve(JSON.parse(line) as { listening: string; processes?: number });
+    });
+    child.on('exit', (c) => reject(new Error(`serve exited ${c}: ${log}`)));
+  });
+  return { child, listening, log: () => log };
 }
