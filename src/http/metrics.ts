@@ -36,11 +36,15 @@ export class Metrics {
     return this.#group ? this.#group() : this.registry.metrics();
   }
 
-  /** Reports the HSM worker pool (operations in flight and queued, recoveries) at each scrape. */
-  watchHsmPool(stats: () => { inFlight: number; queued: number; workers: number; recoveries: number }): void {
-    this.#watch('custos_hsm_pool', 'HSM worker pool: operations in flight, queued; workers; recoveries', () => {
+  /**
+   * Reports the HSM worker pool at each scrape: operations in flight and queued, workers,
+   * recoveries, and re-readings of the token for objects another process made (each pauses the
+   * pool's operations; see Pkcs11KeyStore's `seeing`).
+   */
+  watchHsmPool(stats: () => { inFlight: number; queued: number; workers: number; recoveries: number; viewRefreshes: number }): void {
+    this.#watch('custos_hsm_pool', 'HSM worker pool: operations in flight, queued; workers; recoveries; token re-readings', () => {
       const s = stats();
-      return { in_flight: s.inFlight, queued: s.queued, workers: s.workers, recoveries: s.recoveries };
+      return { in_flight: s.inFlight, queued: s.queued, workers: s.workers, recoveries: s.recoveries, view_refreshes: s.viewRefreshes };
     });
   }
 
