@@ -104,6 +104,8 @@ interface ServerHandle {
   child: ChildProcess;
   url: string;
   token: string;
+  /** The server's HSM adapter signs with session copies of the keys (hsm/README.md). */
+  sessionCopies: boolean;
   request(m: ToServer, answer: FromServer['type']): Promise<FromServer>;
 }
 
@@ -130,6 +132,7 @@ async function startServer(hsm: SoftHsm, dir: string, processes: number): Promis
       CUSTOS_EK_CA_DIR: ekCa, CUSTOS_ISSUER: 'https://custos.bench', CUSTOS_PKCS11_MODULE: hsm.module,
       CUSTOS_PKCS11_TOKEN_LABEL: hsm.tokenLabel, CUSTOS_PKCS11_PIN_FILE: pinFile, CUSTOS_ROTATION_ENABLED: 'false', CUSTOS_PROCESSES: String(processes),
       ...(process.env.CUSTOS_PKCS11_WORKERS ? { CUSTOS_PKCS11_WORKERS: process.env.CUSTOS_PKCS11_WORKERS } : {}),
+      ...(process.env.CUSTOS_PKCS11_SESSION_COPIES ? { CUSTOS_PKCS11_SESSION_COPIES: process.env.CUSTOS_PKCS11_SESSION_COPIES } : {}),
       ...(process.env.CUSTOS_HEAP_GROWING_PERCENT ? { CUSTOS_HEAP_GROWING_PERCENT: process.env.CUSTOS_HEAP_GROWING_PERCENT } : {}),
     },
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
@@ -175,7 +178,7 @@ async function startServer(hsm: SoftHsm, dir: string, processes: number): Promis
     });
   const ready = (await wait('ready')) as Extract<FromServer, { type: 'ready' }>;
   return {
-    child, url: ready.url, token: ready.token,
+    child, url: ready.url, token: ready.token, sessionCopies: ready.sessionCopies,
     request(m, answer) {
       const p = wait(answer);
       child.send(m);
@@ -370,7 +373,7 @@ async function main(): Promise<void> {
     console.log(`\n[server] starting ${processes === 1 ? 'one process' : `${processes} server processes`} (load ${load()})`);
     const startedAt = performance.now();
     const srv = await startServer(hsm, dir, processes);
-    console.log(`  ready in ${Math.round(performance.now() - startedAt)} ms on ${srv.url}`);
+    console.log(`  ready in ${Math.round(performance.now() - startedAt)} ms on ${srv.url}; signs with ${srv.sessionCopies ? 'session copies of the token keys' : 'the token keys themselves'} (CUSTOS_PKCS11_SESSION_COPIES)`);
     started = srv;
     let loopDelay = { p99: 0, max: 0 };
     let serverLatency = { p50: 0, p99: 0 };
@@ -388,6 +391,7 @@ async function main(): Promise<void> {
     await srv.request({ type: 'hosts', hosts: hostsMsg }, 'hosts-ok');
     const client: JsonClient = new JsonClient(srv.url, 256);
     out.processes = processes;
+    out.sessionCopies = srv.sessionCopies;
     const rows: Row[] = [];
     // The load generator's own event-loop delay: a stall here delays requests before they are
     // sent, and the client's latency (counted from when a request was due) shows it.

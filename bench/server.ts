@@ -7,7 +7,8 @@
  * their figures; process 0 registers the hosts and makes the token and keys.
  *
  * The parent talks to it over the IPC channel:
- * - child → parent `{type: 'ready', url, token, keys}` once it listens (token: an admin API token);
+ * - child → parent `{type: 'ready', url, token, keys, sessionCopies}` once it listens (token: an admin API
+ *   token; sessionCopies: whether the HSM adapter signs with session copies of the keys);
  * - parent → child `{type: 'hosts', hosts}`: registers software-AK hosts directly in the store
  *   (there is no swtpm behind them, so they skip enrollment), answered with `{type: 'hosts-ok'}`;
  * - parent → child `{type: 'usage'}` → `{type: 'usage', cpuUs, elu}` since the previous call;
@@ -35,7 +36,7 @@ export interface BenchHost {
 
 export type ToServer = { type: 'hosts'; hosts: BenchHost[] } | { type: 'usage' } | { type: 'stop' };
 export type FromServer =
-  | { type: 'ready'; url: string; token: string; keys: { ec: string; rsa: string } }
+  | { type: 'ready'; url: string; token: string; keys: { ec: string; rsa: string }; sessionCopies: boolean }
   | { type: 'hosts-ok' }
   | { type: 'usage'; cpuUs: number; mainCpuUs: number; elu: number; loopDelayP99Ms: number; loopDelayMaxMs: number; serverP50Ms: number; serverP99Ms: number }
   | { type: 'error'; message: string };
@@ -143,7 +144,10 @@ async function main(): Promise<void> {
     })();
   });
   if (process.env.BENCH_STALL_LOG) watchStalls();
-  if (first) send({ type: 'ready', url, token, keys: { ec: 'bench-ec', rsa: 'bench-rsa' } });
+  if (first) {
+    const sessionCopies = /custos_hsm_pool\{measure="session_copies"\} 1/.test(await service.deps.metrics.registry.metrics());
+    send({ type: 'ready', url, token, keys: { ec: 'bench-ec', rsa: 'bench-rsa' }, sessionCopies });
+  }
   member?.listening(url);
 }
 

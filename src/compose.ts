@@ -77,6 +77,7 @@ export async function composeService(config: Config, log: Logger, overrides: Ove
       pin: readPin(config.pkcs11.pinFile),
       workers: config.pkcs11.workers,
       poolSize: config.pkcs11.poolSize,
+      sessionCopies: config.pkcs11.sessionCopies,
       logger: log.child({ part: 'pkcs11' }),
       lazy: true,
     });

@@ -45,6 +45,7 @@ const fileSchema = z.strictObject({
       pinFile: z.string().min(1).optional(),
       workers: z.number().int().min(1).max(64).optional(),
       poolSize: z.number().int().min(1).max(4096).optional(),
+      sessionCopies: z.enum(['auto', 'on', 'off']).optional(),
     })
     .optional(),
   tls: z
@@ -97,7 +98,11 @@ export interface Config {
    * per process: with 1, that thread is the limit of every request path (src/cluster.ts).
    */
   processes: number;
-  pkcs11: { module: string; tokenLabel: string; pinFile: string; workers: number; poolSize: number };
+  /**
+   * `sessionCopies`: sign with session copies of the private keys made inside the token
+   * (`auto`: when the module is SoftHSM2); see hsm/README.md.
+   */
+  pkcs11: { module: string; tokenLabel: string; pinFile: string; workers: number; poolSize: number; sessionCopies: 'auto' | 'on' | 'off' };
   tls: { cert: string; key: string; clientCa?: string; clientRoles: ClientRoleRule[] } | null;
   audit: { checkpointEvery: number; checkpointSeconds: number; signingKey: string };
   rotation: { enabled: boolean; intervalSeconds: number; reconcileGraceSeconds: number };
@@ -122,6 +127,7 @@ const ENV_FIELDS: Record<string, string> = {
   CUSTOS_PKCS11_TOKEN_LABEL: 'pkcs11.tokenLabel',
   CUSTOS_PKCS11_PIN_FILE: 'pkcs11.pinFile',
   CUSTOS_PKCS11_WORKERS: 'pkcs11.workers',
+  CUSTOS_PKCS11_SESSION_COPIES: 'pkcs11.sessionCopies',
   CUSTOS_TLS_CERT: 'tls.cert',
   CUSTOS_TLS_KEY: 'tls.key',
   CUSTOS_TLS_CLIENT_CA: 'tls.clientCa',
@@ -236,6 +242,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd: string = p
       pinFile: abs(f.pkcs11?.pinFile ?? join(stateDir, 'hsm', 'pin')),
       workers: f.pkcs11?.workers ?? 2,
       poolSize: f.pkcs11?.poolSize ?? 128,
+      sessionCopies: f.pkcs11?.sessionCopies ?? 'auto',
     },
     tls:
       tls?.cert !== undefined && tls.key !== undefined

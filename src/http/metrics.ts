@@ -38,13 +38,14 @@ export class Metrics {
 
   /**
    * Reports the HSM worker pool at each scrape: operations in flight and queued, workers,
-   * recoveries, and re-readings of the token for objects another process made (each pauses the
-   * pool's operations; see Pkcs11KeyStore's `seeing`).
+   * recoveries, re-readings of the token for objects another process made (each pauses the
+   * pool's operations; see Pkcs11KeyStore's `seeing`), and whether signatures use session
+   * copies of the keys (1/0).
    */
-  watchHsmPool(stats: () => { inFlight: number; queued: number; workers: number; recoveries: number; viewRefreshes: number }): void {
-    this.#watch('custos_hsm_pool', 'HSM worker pool: operations in flight, queued; workers; recoveries; token re-readings', () => {
+  watchHsmPool(stats: () => { inFlight: number; queued: number; workers: number; recoveries: number; viewRefreshes: number; sessionCopies: boolean }): void {
+    this.#watch('custos_hsm_pool', 'HSM worker pool: operations in flight, queued; workers; recoveries; token re-readings; signing with session copies (1/0)', () => {
       const s = stats();
-      return { in_flight: s.inFlight, queued: s.queued, workers: s.workers, recoveries: s.recoveries, view_refreshes: s.viewRefreshes };
+      return { in_flight: s.inFlight, queued: s.queued, workers: s.workers, recoveries: s.recoveries, view_refreshes: s.viewRefreshes, session_copies: s.sessionCopies ? 1 : 0 };
     });
   }
 

@@ -45,6 +45,16 @@ export const AUTH_FAILED = codes(
 );
 /** C_Verify's "no" (PKCS#11 v2.40 §5.11): a result, not an error. */
 export const SIGNATURE_BAD = codes('CKR_SIGNATURE_INVALID', 'CKR_SIGNATURE_LEN_RANGE');
+/**
+ * Answers of C_CopyObject that mean "this module or this key does not allow a session copy"
+ * (CKA_COPYABLE false, copying not implemented, the template refused): the key is then used
+ * from its token object. Any other failure goes through the usual recovery.
+ */
+export const COPY_REFUSED: ReadonlySet<number> = new Set([
+  ...codes('CKR_FUNCTION_NOT_SUPPORTED', 'CKR_TEMPLATE_INCONSISTENT', 'CKR_ATTRIBUTE_READ_ONLY', 'CKR_ATTRIBUTE_VALUE_INVALID', 'CKR_ATTRIBUTE_TYPE_INVALID'),
+  // CKR_ACTION_PROHIBITED (PKCS#11 v2.40 §11.1; pkcs11js has no constant for it): CKA_COPYABLE false.
+  0x1b,
+]);
 /** C_Decrypt with CKM_AES_GCM reports a failed tag as one of these (SoftHSM2: ENCRYPTED_DATA_INVALID). */
 const DECRYPT_FAILED = codes(
   'CKR_ENCRYPTED_DATA_INVALID', 'CKR_ENCRYPTED_DATA_LEN_RANGE', 'CKR_DATA_INVALID', 'CKR_DATA_LEN_RANGE',

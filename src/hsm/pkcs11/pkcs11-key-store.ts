@@ -7,7 +7,7 @@ import { CustosError, isCustosError } from '../../lib/errors.js';
 import type { HsmHealth, KeyObjectInfo, KeySpec, KeyStore } from '../key-store.js';
 import { keyTypeInfo, type HashName, type KeyType, type SignScheme } from '../key-types.js';
 import { formatPkcs11Uri } from '../pkcs11-uri.js';
-import { AUTH_FAILED, HANDLE_STALE, NOT_LOGGED_IN, SESSION_GONE, SIGNATURE_BAD, TOKEN_GONE, ckrError, ckrName } from './ckr.js';
+import { AUTH_FAILED, COPY_REFUSED, HANDLE_STALE, NOT_LOGGED_IN, SESSION_GONE, SIGNATURE_BAD, TOKEN_GONE, ckrError, ckrName } from './ckr.js';
 import { WORKER_CONSTS, keyPairTemplates, keyTypeOf, secretKeyTemplate, signInput, signMechanisms, spkiFromToken } from './mechanisms.js';
 import type { FromWorker, ObjectAttrs, WorkerFailure, WorkerInit, WorkerOp } from './protocol.js';
 import { tokenWorkerMain } from './token-worker.js';
@@ -44,7 +44,17 @@ export interface Pkcs11KeyStoreOptions {
    * When true it resolves anyway; calls fail with ERR_HSM_UNAVAILABLE until the token is there.
    */
   lazy?: boolean;
+  /**
+   * Sign with session copies of the private keys, made inside the token with C_CopyObject
+   * (`on`), with the token objects (`off`), or `auto` (default): copies when the module is
+   * SoftHSM2, whose file store re-reads a token object's file on every use. See hsm/README.md.
+   */
+  sessionCopies?: SessionCopies;
+  /** How long one session copy is used before it is made again from the token object (default 100 ms). */
+  copyTtlMs?: number;
 }
+
+export type SessionCopies = 'auto' | 'on' | 'off';
 
 export type KeyStoreOp =
   | 'generateKeyPair' | 'generateSecretKey' | 'findKey' | 'listKeys' | 'getPublicKey' | 'sign' | 'verify'
@@ -64,6 +74,8 @@ export interface Pkcs11Stats {
   recoveries: number;
   /** Re-initializations to see objects the module had lost track of (see {@link Pkcs11KeyStore}'s `seeing`). */
   viewRefreshes: number;
+  /** Whether signatures use session copies of the private keys (`sessionCopies` resolved). */
+  sessionCopies: boolean;
 }
 
 interface Pending {
@@ -119,6 +131,15 @@ const ID_RE = /^[0-9a-f]{2,128}$/;
 const VIEW_REFRESH_MS = 1_000;
 
 /** A Buffer view of a pooled slab would make postMessage copy the whole slab: send only the bytes. */
+/** SoftHSM2 (any version): the module whose file store makes session copies worth it. */
+function isSoftHsm(m: pkcs11js.PKCS11): boolean {
+  try {
+    return /^SoftHSM/i.test(m.C_GetInfo().manufacturerID.trim());
+  } catch {
+    return false;
+  }
+}
+
 function compact(b: Buffer): Uint8Array {
   return b.byteOffset === 0 && b.byteLength === b.buffer.byteLength ? b : new Uint8Array(b);
 }
@@ -193,6 +214,8 @@ export class Pkcs11KeyStore implements KeyStore {
   private idleWaiters: Array<() => void> = [];
   private authFailures = 0;
   private authBlockedUntil = 0;
+  /** `sessionCopies` resolved against the module when it is first loaded. */
+  private copies = false;
 
   constructor(options: Pkcs11KeyStoreOptions) {
     const workers = Math.max(1, Math.floor(options.workers ?? Math.min(2, availableParallelism())));
@@ -207,6 +230,8 @@ export class Pkcs11KeyStore implements KeyStore {
       authBackoffMaxMs: options.authBackoffMaxMs ?? 60_000,
       recoveryIntervalMs: options.recoveryIntervalMs ?? 200,
       lazy: options.lazy ?? false,
+      sessionCopies: options.sessionCopies ?? 'auto',
+      copyTtlMs: Math.max(1, options.copyTtlMs ?? 100),
       logger: options.logger,
       onOp: options.onOp,
     };
@@ -378,6 +403,7 @@ export class Pkcs11KeyStore implements KeyStore {
       perWorker: this.lanes.map((l) => l.answered),
       recoveries: this.recoveries,
       viewRefreshes: this.viewRefreshes,
+      sessionCopies: this.copies,
     };
   }
 
@@ -689,6 +715,7 @@ export class Pkcs11KeyStore implements KeyStore {
           }
         }
         this.main = m;
+        this.copies = this.opts.sessionCopies === 'on' || (this.opts.sessionCopies === 'auto' && isSoftHsm(m));
         moduleUsers.set(this.opts.module, (moduleUsers.get(this.opts.module) ?? 0) + 1);
       }
       if (this.lanes.length === 0) {
@@ -701,7 +728,7 @@ export class Pkcs11KeyStore implements KeyStore {
       }
       await this.control(0, { op: 'connect' });
       this.broken = false;
-      this.opts.logger?.info({ tokenLabel: this.opts.tokenLabel, workers: this.lanes.length }, 'HSM token ready');
+      this.opts.logger?.info({ tokenLabel: this.opts.tokenLabel, workers: this.lanes.length, sessionCopies: this.copies }, 'HSM token ready');
     } catch (e) {
       // Remember what failed so the next attempt does only what is needed: a refused login or a
       // lost session needs a new login, not a re-initialized module.
@@ -728,7 +755,10 @@ export class Pkcs11KeyStore implements KeyStore {
         notLoggedIn: [...NOT_LOGGED_IN],
         tokenGone: [...TOKEN_GONE],
         signatureBad: [...SIGNATURE_BAD],
+        copyRefused: [...COPY_REFUSED],
       },
+      sessionCopies: this.copies,
+      copyTtlMs: this.opts.copyTtlMs,
     };
     // The worker body travels as source text so the same code runs from the TypeScript sources
     // (tests) and from the build output; see tokenWorkerMain.

@@ -13,6 +13,7 @@ export interface WorkerConsts {
   CKR_CRYPTOKI_ALREADY_INITIALIZED: number;
   CKR_USER_ALREADY_LOGGED_IN: number;
   CKA_CLASS: number;
+  CKA_TOKEN: number;
   CKA_ID: number;
   CKA_LABEL: number;
   CKA_KEY_TYPE: number;
@@ -52,7 +53,14 @@ export interface WorkerInit {
   consts: WorkerConsts;
   /** Sign/verify mechanisms by key `scheme` or `scheme:hash`. */
   mechs: Record<string, WireMechanism & { kind: 'ec' | 'rsa' }>;
-  codes: { sessionGone: number[]; handleStale: number[]; notLoggedIn: number[]; tokenGone: number[]; signatureBad: number[] };
+  codes: { sessionGone: number[]; handleStale: number[]; notLoggedIn: number[]; tokenGone: number[]; signatureBad: number[]; copyRefused: number[] };
+  /**
+   * Sign with a session copy of each private key (C_CopyObject, CKA_TOKEN false) rather than
+   * with the token object; see "Session copies" in hsm/README.md.
+   */
+  sessionCopies: boolean;
+  /** A copy is used for at most this long, then destroyed and made again from the token object. */
+  copyTtlMs: number;
 }
 
 export interface ObjectAttrs {

@@ -24,6 +24,7 @@ export function tokenWorkerMain(env: WorkerEnv): void {
   const notLoggedIn = new Set(init.codes.notLoggedIn);
   const tokenGone = new Set(init.codes.tokenGone);
   const signatureBad = new Set(init.codes.signatureBad);
+  const copyRefused = new Set(init.codes.copyRefused);
   /** See the message handler at the end. */
   const RESULT_SLICE_MS = 0.3;
 
@@ -44,7 +45,17 @@ export function tokenWorkerMain(env: WorkerEnv): void {
   let loaded = false;
   let slot: Handle | null = null;
   let session: Handle | null = null;
-  interface Cached { priv?: Handle; pub?: Handle; secret?: Handle; kind: 'ec' | 'rsa' | 'aes' | 'other' }
+  interface Cached {
+    priv?: Handle;
+    pub?: Handle;
+    secret?: Handle;
+    kind: 'ec' | 'rsa' | 'aes' | 'other';
+    /** Session copy of `priv` that signatures use, and when it was made (performance.now()). */
+    copy?: Handle;
+    copyAt?: number;
+    /** The module or the key refused a copy (CKA_COPYABLE false, say): sign with `priv`. */
+    noCopy?: boolean;
+  }
   const cache = new Map<string, Cached>();
 
   const buf = (u: Uint8Array): Buffer => Buffer.from(u.buffer, u.byteOffset, u.byteLength);
@@ -122,6 +133,7 @@ export function tokenWorkerMain(env: WorkerEnv): void {
   function dropSession(): void {
     if (session) {
       try {
+        // Closing the session also destroys the session objects it made: the copies.
         m.C_CloseSession(session);
       } catch {
         // Already closed behind our back.
@@ -131,6 +143,85 @@ export function tokenWorkerMain(env: WorkerEnv): void {
     cache.clear();
   }
 
+  // ---- session copies ----------------------------------------------------------------------
+  // SoftHSM2's file store opens, locks and reads a token object's file for every attribute it
+  // reads, several times per C_SignInit; a session object lives in memory. So signatures use a
+  // copy of the private key made inside the token (C_CopyObject with CKA_TOKEN false: the copy
+  // keeps CKA_SENSITIVE and CKA_EXTRACTABLE false, which no copy may change). A copy is used for
+  // at most copyTtlMs and then made again from the token object, which is how a key destroyed by
+  // another process stops signing here (the copy fails with CKR_OBJECT_HANDLE_INVALID); a copy
+  // unused for that long is destroyed by the sweep below. See hsm/README.md.
+  const copyTemplate: Template = [{ type: K.CKA_TOKEN, value: false }];
+  let sweepTimer: ReturnType<typeof setTimeout> | null = null;
+
+  function dropCopy(key: Cached): void {
+    const h = key.copy;
+    if (h === undefined) return;
+    key.copy = undefined;
+    if (!session) return;
+    try {
+      m.C_DestroyObject(session, h);
+    } catch {
+      // Gone already: a logout destroys private session objects, a closed session its own.
+    }
+  }
+  /** Forgets a key's handles, destroying its copy. */
+  function forgetKey(id: string): void {
+    const c = cache.get(id);
+    if (c) dropCopy(c);
+    cache.delete(id);
+  }
+  function sweepCopies(): void {
+    sweepTimer = null;
+    const now = performance.now();
+    let left = false;
+    for (const c of cache.values()) {
+      if (c.copy === undefined) continue;
+      if (now - (c.copyAt ?? 0) >= init.copyTtlMs) dropCopy(c);
+      else left = true;
+    }
+    if (left) scheduleSweep();
+  }
+  function scheduleSweep(): void {
+    if (sweepTimer) return;
+    sweepTimer = setTimeout(sweepCopies, init.copyTtlMs);
+    sweepTimer.unref?.();
+  }
+  function copyObject(s: Handle, h: Handle): Handle {
+    try {
+      return m.C_CopyObject(s, h, copyTemplate);
+    } catch (e) {
+      // pkcs11js (2.1) does not turn this function's native error into a Pkcs11Error: the CKR is
+      // only in the message ("CKR_OBJECT_HANDLE_INVALID:130"). Give it the usual shape.
+      const match = /^(CKR_[A-Z0-9_]+):(\d+)/.exec(String((e as Error | null)?.message));
+      if (match) throw Object.assign(new Error(match[1]), { code: Number(match[2]), method: 'C_CopyObject' });
+      throw e;
+    }
+  }
+  /** The handle a signature uses: a fresh enough session copy of the private key, or the key. */
+  function signingHandle(s: Handle, key: Cached): Handle {
+    const priv = need(key.priv, 'private');
+    if (!init.sessionCopies || key.noCopy) return priv;
+    const now = performance.now();
+    if (key.copy !== undefined && now - (key.copyAt ?? 0) < init.copyTtlMs) return key.copy;
+    dropCopy(key);
+    try {
+      key.copy = copyObject(s, priv);
+    } catch (e) {
+      const c = ckrOf(e);
+      if (c === undefined || !copyRefused.has(c)) throw e;
+      key.noCopy = true;
+      return priv;
+    }
+    key.copyAt = now;
+    scheduleSweep();
+    return key.copy;
+  }
+
+  /** Search template for the token objects of a key id (never the session copies). */
+  function tokenObjects(id: string, token = true): Template {
+    return [{ type: K.CKA_ID, value: Buffer.from(id, 'hex') }, { type: K.CKA_TOKEN, value: token }];
+  }
   function findHandles(s: Handle, template: Template): Handle[] {
     m.C_FindObjectsInit(s, template);
     try {
@@ -176,7 +267,7 @@ export function tokenWorkerMain(env: WorkerEnv): void {
     if (hit) return hit;
     ensureLoggedIn(s);
     const c: Cached = { kind: 'other' };
-    for (const h of findHandles(s, [{ type: K.CKA_ID, value: Buffer.from(id, 'hex') }])) {
+    for (const h of findHandles(s, tokenObjects(id))) {
       const a = m.C_GetAttributeValue(s, h, [{ type: K.CKA_CLASS }, { type: K.CKA_KEY_TYPE }]);
       const cls = (a[0]?.value as Buffer).readUInt32LE(0);
       const kt = (a[1]?.value as Buffer).readUInt32LE(0);
@@ -214,18 +305,18 @@ export function tokenWorkerMain(env: WorkerEnv): void {
         return m.C_GetSessionInfo(s).state;
       case 'genPair': {
         const kp = m.C_GenerateKeyPair(s, mech(o.mech), tpl(o.pub), tpl(o.priv));
-        cache.delete(o.id);
+        forgetKey(o.id);
         return kp.privateKey.length > 0;
       }
       case 'genSecret': {
         m.C_GenerateKey(s, mech(o.mech), tpl(o.tpl));
-        cache.delete(o.id);
+        forgetKey(o.id);
         return true;
       }
       case 'find': {
         ensureLoggedIn(s);
         const out: ObjectAttrs[] = [];
-        for (const h of findHandles(s, [{ type: K.CKA_ID, value: Buffer.from(o.id, 'hex') }])) {
+        for (const h of findHandles(s, tokenObjects(o.id))) {
           const a = readAttrs(s, h);
           if (a) out.push(a);
         }
@@ -236,7 +327,7 @@ export function tokenWorkerMain(env: WorkerEnv): void {
         ensureLoggedIn(s);
         const out: ObjectAttrs[] = [];
         for (const cls of [K.CKO_PRIVATE_KEY, K.CKO_SECRET_KEY, K.CKO_PUBLIC_KEY]) {
-          for (const h of findHandles(s, [{ type: K.CKA_CLASS, value: cls }])) {
+          for (const h of findHandles(s, [{ type: K.CKA_CLASS, value: cls }, { type: K.CKA_TOKEN, value: true }])) {
             const a = readAttrs(s, h);
             if (a) out.push(a);
           }
@@ -262,7 +353,7 @@ export function tokenWorkerMain(env: WorkerEnv): void {
       case 'sign': {
         const key = lookup(s, o.id);
         const mm = sigMech(key, o.mech);
-        m.C_SignInit(s, mm, need(key.priv, 'private'));
+        m.C_SignInit(s, mm, signingHandle(s, key));
         // A compact copy: posting a view of the 1 KiB output buffer would copy all of it.
         return new Uint8Array(m.C_Sign(s, buf(o.data), Buffer.alloc(1024)));
       }
@@ -306,18 +397,25 @@ export function tokenWorkerMain(env: WorkerEnv): void {
         return m.C_GenerateRandom(s, Buffer.alloc(o.length));
       case 'destroy': {
         ensureLoggedIn(s);
-        cache.delete(o.id);
-        let n = 0;
-        for (const h of findHandles(s, [{ type: K.CKA_ID, value: Buffer.from(o.id, 'hex') }])) {
-          try {
-            m.C_DestroyObject(s, h);
-            n++;
-          } catch (e) {
-            // Destroyed meanwhile by someone else: that is the state we want.
-            const c = ckrOf(e);
-            if (c === undefined || !handleStale.has(c)) throw e;
+        forgetKey(o.id);
+        const destroyAll = (template: Template): number => {
+          let n = 0;
+          for (const h of findHandles(s, template)) {
+            try {
+              m.C_DestroyObject(s, h);
+              n++;
+            } catch (e) {
+              // Destroyed meanwhile by someone else: that is the state we want.
+              const c = ckrOf(e);
+              if (c === undefined || !handleStale.has(c)) throw e;
+            }
           }
-        }
+          return n;
+        };
+        // This process's session copies first (any worker's: session objects belong to the
+        // application), then the token objects, which are what the count reports.
+        destroyAll(tokenObjects(o.id, false));
+        const n = destroyAll(tokenObjects(o.id));
         // Nothing to destroy is only "already destroyed" if the token still answers.
         if (n === 0) m.C_GetTokenInfo(slot as Handle);
         return n;
@@ -336,7 +434,7 @@ export function tokenWorkerMain(env: WorkerEnv): void {
   function control(o: WorkerOp): unknown {
     switch (o.op) {
       case 'forget':
-        cache.delete(o.id);
+        forgetKey(o.id);
         return true;
       case 'drop':
         dropSession();
@@ -383,7 +481,7 @@ export function tokenWorkerMain(env: WorkerEnv): void {
           } else if (notLoggedIn.has(code) && session) {
             login(session);
           } else if (handleStale.has(code) && 'id' in o) {
-            cache.delete(o.id);
+            forgetKey(o.id);
           } else throw e;
         }
       }

@@ -3,6 +3,7 @@ import { createHash, createPublicKey, randomBytes, verify as nodeVerify } from '
 import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { initToken } from '../../../src/hsm/pkcs11/init-token.js';
@@ -192,6 +193,9 @@ describe('PKCS#11 adapter on SoftHSM2: attributes, outages, other processes', ()
       },
     });
     expect(JSON.parse(stdout)).toEqual({ destroyed: 4 });
+    // This process signs with session copies (SoftHSM2), each used for at most copyTtlMs
+    // (100 ms) before it is made again from the token object: past that, the objects' fate shows.
+    await sleep(250);
 
     await expect(store.sign(doomed.id, 'ecdsa', 'sha256', digest)).rejects.toMatchObject({ code: 'ERR_HSM_OBJECT_NOT_FOUND' });
     // Stale handles are re-found by CKA_ID: the signature comes from the new key.
@@ -204,6 +208,30 @@ describe('PKCS#11 adapter on SoftHSM2: attributes, outages, other processes', ()
     expect((await store.findKey(fresh))?.label).toBe('custos:other-process:v1');
     expect((await store.sign(kept.id, 'ecdsa', 'sha256', digest)).length).toBe(64);
     expect((await store.health()).ok).toBe(true);
+  });
+
+  it("a key another process destroyed signs from this process's session copy for at most the copy's lifetime", async () => {
+    const ttl = 3000;
+    const copying = await openPkcs11KeyStore({ module: hsm.module, tokenLabel: hsm.tokenLabel, pin: hsm.pin, recoveryIntervalMs: 0, copyTtlMs: ttl });
+    try {
+      const k = await copying.generateKeyPair({ id: newId(), label: 'custos:window:v1', type: 'ec-p256' });
+      // One worker, one copy: a single signature, made just now.
+      await copying.sign(k.id, 'ecdsa', 'sha256', digest);
+      const copied = Date.now();
+      const script = join(hsm.dir, 'other-process.cjs');
+      await writeFile(script, CHILD);
+      const { stdout } = await run(process.execPath, [script], {
+        env: { ...hsm.env, PKCS11JS: createRequire(import.meta.url).resolve('pkcs11js'), MODULE: hsm.module, LABEL: hsm.tokenLabel, CHILD_PIN: hsm.pin, PLAN: JSON.stringify({ destroy: [k.id], create: [] }) },
+      });
+      expect(JSON.parse(stdout)).toEqual({ destroyed: 2 });
+      // Within the copy's lifetime the copy still signs (custos releases no signature of a
+      // version its store no longer allows: see the key service's commit check).
+      if (Date.now() - copied < ttl - 500) expect((await copying.sign(k.id, 'ecdsa', 'sha256', digest)).length).toBe(64);
+      await sleep(Math.max(0, copied + ttl + 100 - Date.now()));
+      await expect(copying.sign(k.id, 'ecdsa', 'sha256', digest)).rejects.toMatchObject({ code: 'ERR_HSM_OBJECT_NOT_FOUND' });
+    } finally {
+      await copying.close();
+    }
   });
 
   it("sees another process's keys after its own object creation hid them from SoftHSM2", async () => {

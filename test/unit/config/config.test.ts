@@ -42,12 +42,15 @@ describe('configuration', () => {
     expect(loadConfig({ CUSTOS_HEAP_GROWING_PERCENT: '0' }, cwd).heapGrowingPercent).toBe(0);
     expect(c.processes).toBe(1);
     expect(loadConfig({ CUSTOS_PROCESSES: '4' }, cwd).processes).toBe(4);
+    expect(c.pkcs11.sessionCopies).toBe('auto');
+    expect(loadConfig({ CUSTOS_PKCS11_SESSION_COPIES: 'off' }, cwd).pkcs11.sessionCopies).toBe('off');
   });
 
   it('names the field of an invalid value', () => {
     expect(fieldOf(() => loadConfig({ CUSTOS_LISTEN: 'nonsense' }, cwd))).toBe('listen');
     expect(fieldOf(() => loadConfig({ CUSTOS_DATABASE_URL: 'mysql://x' }, cwd))).toBe('databaseUrl');
     expect(fieldOf(() => loadConfig({ CUSTOS_PKCS11_WORKERS: 'many' }, cwd))).toBe('pkcs11.workers');
+    expect(fieldOf(() => loadConfig({ CUSTOS_PKCS11_SESSION_COPIES: 'yes' }, cwd))).toBe('pkcs11.sessionCopies');
     for (const n of ['0', '65', 'two']) expect(fieldOf(() => loadConfig({ CUSTOS_PROCESSES: n }, cwd))).toBe('processes');
     expect(fieldOf(() => loadConfig({ CUSTOS_HEAP_GROWING_PERCENT: '5000' }, cwd))).toBe('heapGrowingPercent');
     expect(fieldOf(() => loadConfig({ CUSTOS_HEAP_GROWING_PERCENT: '-1' }, cwd))).toBe('heapGrowingPercent');
