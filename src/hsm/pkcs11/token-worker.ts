@@ -218,7 +218,7 @@ export function tokenWorkerMain(env: WorkerEnv): void {
     return key.copy;
   }
 
-  /** Search template for the token objects of a key id (never the session copies). */
+  /** Search template for the token objects of a key id, or with `token` false for this process's session copies of them. */
   function tokenObjects(id: string, token = true): Template {
     return [{ type: K.CKA_ID, value: Buffer.from(id, 'hex') }, { type: K.CKA_TOKEN, value: token }];
   }
