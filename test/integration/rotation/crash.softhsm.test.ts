@@ -28,9 +28,9 @@ let env: NodeJS.ProcessEnv;
  * SoftHSM2 rewrites its token file (`token.object`: label, flags, the wrapped PIN keys) in place,
  * truncating it first, at every C_Login; a process killed in that window leaves it empty and the
  * token unusable by anyone (seen once in a run of the suite on a fresh clone: every later trial
- * found no token). That is
- * SoftHSM2's file store, not custos, and not what this test is about: the file as C_InitToken
- * wrote it is kept and put back when a kill has emptied it, and the count is reported.
+ * found no token). That is SoftHSM2's file store, not custos, and not what this test is about:
+ * the file as C_InitToken wrote it is kept and put back when a kill has emptied it, and the count
+ * is reported.
  */
 let tokenFile: string;
 let tokenFileRestored = 0;
