@@ -130,7 +130,6 @@ const ID_RE = /^[0-9a-f]{2,128}$/;
 /** The shortest time between two re-readings of the token caused by a missing object (see `seeing`). */
 const VIEW_REFRESH_MS = 1_000;
 
-/** A Buffer view of a pooled slab would make postMessage copy the whole slab: send only the bytes. */
 /** SoftHSM2 (any version): the module whose file store makes session copies worth it. */
 function isSoftHsm(m: pkcs11js.PKCS11): boolean {
   try {
@@ -140,6 +139,7 @@ function isSoftHsm(m: pkcs11js.PKCS11): boolean {
   }
 }
 
+/** A Buffer view of a pooled slab would make postMessage copy the whole slab: send only the bytes. */
 function compact(b: Buffer): Uint8Array {
   return b.byteOffset === 0 && b.byteLength === b.buffer.byteLength ? b : new Uint8Array(b);
 }
