@@ -50,8 +50,12 @@ export interface Pkcs11KeyStoreOptions {
    * SoftHSM2, whose file store re-reads a token object's file on every use. See hsm/README.md.
    */
   sessionCopies?: SessionCopies;
-  /** How long one session copy is used before it is made again from the token object (default 100 ms). */
-  copyTtlMs?: number;
+  /**
+   * How often each copy's token object is checked while the copy is in use (default 100 ms), and
+   * after how long unused a copy is destroyed (default 10 s).
+   */
+  copyCheckMs?: number;
+  copyIdleMs?: number;
 }
 
 export type SessionCopies = 'auto' | 'on' | 'off';
@@ -231,7 +235,8 @@ export class Pkcs11KeyStore implements KeyStore {
       recoveryIntervalMs: options.recoveryIntervalMs ?? 200,
       lazy: options.lazy ?? false,
       sessionCopies: options.sessionCopies ?? 'auto',
-      copyTtlMs: Math.max(1, options.copyTtlMs ?? 100),
+      copyCheckMs: Math.max(1, options.copyCheckMs ?? 100),
+      copyIdleMs: Math.max(1, options.copyIdleMs ?? 10_000),
       logger: options.logger,
       onOp: options.onOp,
     };
@@ -758,7 +763,8 @@ export class Pkcs11KeyStore implements KeyStore {
         copyRefused: [...COPY_REFUSED],
       },
       sessionCopies: this.copies,
-      copyTtlMs: this.opts.copyTtlMs,
+      copyCheckMs: this.opts.copyCheckMs,
+      copyIdleMs: this.opts.copyIdleMs,
     };
     // The worker body travels as source text so the same code runs from the TypeScript sources
     // (tests) and from the build output; see tokenWorkerMain.

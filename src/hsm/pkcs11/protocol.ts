@@ -59,8 +59,9 @@ export interface WorkerInit {
    * with the token object; see "Session copies" in hsm/README.md.
    */
   sessionCopies: boolean;
-  /** A copy is used for at most this long, then destroyed and made again from the token object. */
-  copyTtlMs: number;
+  /** How often a copy's token object is checked (one attribute read), and after how long unused a copy is destroyed. */
+  copyCheckMs: number;
+  copyIdleMs: number;
 }
 
 export interface ObjectAttrs {

@@ -50,9 +50,10 @@ export function tokenWorkerMain(env: WorkerEnv): void {
     pub?: Handle;
     secret?: Handle;
     kind: 'ec' | 'rsa' | 'aes' | 'other';
-    /** Session copy of `priv` that signatures use, and when it was made (performance.now()). */
+    /** Session copy of `priv` that signatures use; when `priv` was last checked and the copy last used (performance.now()). */
     copy?: Handle;
-    copyAt?: number;
+    checkedAt?: number;
+    usedAt?: number;
     /** The module or the key refused a copy (CKA_COPYABLE false, say): sign with `priv`. */
     noCopy?: boolean;
   }
@@ -147,10 +148,12 @@ export function tokenWorkerMain(env: WorkerEnv): void {
   // SoftHSM2's file store opens, locks and reads a token object's file for every attribute it
   // reads, several times per C_SignInit; a session object lives in memory. So signatures use a
   // copy of the private key made inside the token (C_CopyObject with CKA_TOKEN false: the copy
-  // keeps CKA_SENSITIVE and CKA_EXTRACTABLE false, which no copy may change). A copy is used for
-  // at most copyTtlMs and then made again from the token object, which is how a key destroyed by
-  // another process stops signing here (the copy fails with CKR_OBJECT_HANDLE_INVALID); a copy
-  // unused for that long is destroyed by the sweep below. See hsm/README.md.
+  // keeps CKA_SENSITIVE and CKA_EXTRACTABLE false, which no copy may change).
+  // Every copyCheckMs, while copies exist, the sweep below reads one attribute of each copy's
+  // token object: a key another process destroyed (CKR_OBJECT_HANDLE_INVALID) or a token that
+  // went away loses its copy then. A copy unused for copyIdleMs is destroyed too. Copies are
+  // otherwise kept, not remade: SoftHSM2 frees a destroyed session object's memory only at
+  // C_Finalize (about 250 bytes per copy made; see hsm/README.md).
   const copyTemplate: Template = [{ type: K.CKA_TOKEN, value: false }];
   let sweepTimer: ReturnType<typeof setTimeout> | null = null;
 
@@ -175,16 +178,27 @@ export function tokenWorkerMain(env: WorkerEnv): void {
     sweepTimer = null;
     const now = performance.now();
     let left = false;
-    for (const c of cache.values()) {
+    for (const [id, c] of cache) {
       if (c.copy === undefined) continue;
-      if (now - (c.copyAt ?? 0) >= init.copyTtlMs) dropCopy(c);
-      else left = true;
+      if (!session || now - (c.usedAt ?? 0) >= init.copyIdleMs) {
+        dropCopy(c);
+        continue;
+      }
+      try {
+        m.C_GetAttributeValue(session, c.priv as Handle, [{ type: K.CKA_CLASS }]);
+        c.checkedAt = now;
+        left = true;
+      } catch {
+        // The token object is gone (or the session or the token): forget the key, so that its
+        // next use looks it up again and meets the usual recovery.
+        forgetKey(id);
+      }
     }
     if (left) scheduleSweep();
   }
   function scheduleSweep(): void {
     if (sweepTimer) return;
-    sweepTimer = setTimeout(sweepCopies, init.copyTtlMs);
+    sweepTimer = setTimeout(sweepCopies, init.copyCheckMs);
     sweepTimer.unref?.();
   }
   function copyObject(s: Handle, h: Handle): Handle {
@@ -198,23 +212,28 @@ export function tokenWorkerMain(env: WorkerEnv): void {
       throw e;
     }
   }
-  /** The handle a signature uses: a fresh enough session copy of the private key, or the key. */
+  /** The handle a signature uses: the key's session copy (made on first use), or the key. */
   function signingHandle(s: Handle, key: Cached): Handle {
     const priv = need(key.priv, 'private');
     if (!init.sessionCopies || key.noCopy) return priv;
     const now = performance.now();
-    if (key.copy !== undefined && now - (key.copyAt ?? 0) < init.copyTtlMs) return key.copy;
-    dropCopy(key);
-    try {
-      key.copy = copyObject(s, priv);
-    } catch (e) {
-      const c = ckrOf(e);
-      if (c === undefined || !copyRefused.has(c)) throw e;
-      key.noCopy = true;
-      return priv;
+    if (key.copy === undefined) {
+      try {
+        key.copy = copyObject(s, priv);
+      } catch (e) {
+        const c = ckrOf(e);
+        if (c === undefined || !copyRefused.has(c)) throw e;
+        key.noCopy = true;
+        return priv;
+      }
+      key.checkedAt = now;
+      scheduleSweep();
+    } else if (now - (key.checkedAt ?? 0) >= 2 * init.copyCheckMs) {
+      // The sweep is late (this thread has been busy): check here, before the copy signs.
+      m.C_GetAttributeValue(s, priv, [{ type: K.CKA_CLASS }]);
+      key.checkedAt = now;
     }
-    key.copyAt = now;
-    scheduleSweep();
+    key.usedAt = now;
     return key.copy;
   }
 

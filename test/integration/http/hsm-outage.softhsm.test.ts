@@ -28,10 +28,10 @@ describe('HSM outage and recovery through the HTTP API', () => {
     const auditBefore = (await svc.store.lastAudit())!.seq;
     renameSync(hsm.tokenDir, `${hsm.tokenDir}.away`);
     try {
-      // Signatures use a session copy of the key, which lives in the module's memory and is made
-      // again from the token object after at most 100 ms (hsm/README.md, "Session copies"): past
-      // that, the token's absence shows.
-      await new Promise((r) => setTimeout(r, 250));
+      // Signatures use a session copy of the key, which lives in the module's memory; its token
+      // object is checked every 100 ms (hsm/README.md, "Session copies"): past that, the token's
+      // absence shows.
+      await new Promise((r) => setTimeout(r, 350));
       const r = await sign();
       expect(r.status).toBe(503);
       expect(r.body.error.code).toBe('ERR_HSM_UNAVAILABLE');
