@@ -21,6 +21,12 @@ custos() { node "$ROOT/bin/custos.js" "$@"; }
 agent() { node "$ROOT/bin/custos-agent.js" "$@"; }
 
 free_port() { node -e "const s=require('net').createServer();s.listen(0,'127.0.0.1',()=>{console.log(s.address().port);s.close()})"; }
+# A port whose next one is free too (swtpm takes PORT for commands and PORT+1 for control).
+free_port_pair() { node -e "
+const net = require('net');
+const free = (p) => new Promise((r) => { const s = net.createServer(); s.once('error', () => r(false)); s.listen(p, '127.0.0.1', () => s.close(() => r(true))); });
+const any = () => new Promise((r) => { const s = net.createServer(); s.listen(0, '127.0.0.1', () => { const p = s.address().port; s.close(() => r(p)); }); });
+(async () => { for (let i = 0; i < 50; i++) { const p = await any(); if (p < 65535 && (await free(p + 1))) { console.log(p); return; } } process.exit(1); })();"; }
 
 PIDS=()
 cleanup() { for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
@@ -40,11 +46,23 @@ ok "token 'custos' ready (PINs in $STATE/hsm, mode 0600, never on a command line
 TPM_DIR="$STATE/swtpm"
 rm -rf "$TPM_DIR" "$STATE/agent"
 sh attestation/swtpm/create-tpm.sh "$TPM_DIR" >/dev/null
-TPM_PORT=$(free_port)
-sh attestation/swtpm/start-tpm.sh "$TPM_DIR" "$TPM_PORT" >"$STATE/swtpm.log" 2>&1 &
-PIDS+=("$!")
-export TPM2TOOLS_TCTI="swtpm:host=127.0.0.1,port=$TPM_PORT"
-for _ in $(seq 1 50); do tpm2_getcap properties-fixed >/dev/null 2>&1 && break; sleep 0.1; done
+# A port found free can be taken before swtpm binds it (a busy machine's outgoing connections use
+# the same range): try again on another pair when swtpm does not answer.
+TPM_UP=0
+for _ in 1 2 3 4 5; do
+  TPM_PORT=$(free_port_pair)
+  sh attestation/swtpm/start-tpm.sh "$TPM_DIR" "$TPM_PORT" >"$STATE/swtpm.log" 2>&1 &
+  TPM_PID=$!
+  export TPM2TOOLS_TCTI="swtpm:host=127.0.0.1,port=$TPM_PORT"
+  for _ in $(seq 1 50); do
+    if tpm2_getcap properties-fixed >/dev/null 2>&1; then TPM_UP=1; break; fi
+    kill -0 "$TPM_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  if [ "$TPM_UP" = 1 ]; then PIDS+=("$TPM_PID"); break; fi
+  kill "$TPM_PID" 2>/dev/null || true
+done
+if [ "$TPM_UP" != 1 ]; then echo "swtpm did not start; see $STATE/swtpm.log" >&2; exit 1; fi
 mkdir -p "$STATE/ek-ca"
 cp attestation/ek-ca/*.pem "$TPM_DIR/localca/swtpm-localca-rootca-cert.pem" "$TPM_DIR/localca/issuercert.pem" "$STATE/ek-ca/"
 ok "swtpm on $TPM2TOOLS_TCTI with EK certificates from a local CA"
