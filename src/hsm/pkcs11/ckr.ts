@@ -47,7 +47,7 @@ export const AUTH_FAILED = codes(
 export const SIGNATURE_BAD = codes('CKR_SIGNATURE_INVALID', 'CKR_SIGNATURE_LEN_RANGE');
 /**
  * Answers of C_CopyObject that mean "this module or this key does not allow a session copy"
- * (CKA_COPYABLE false, copying not implemented, the template refused): the key is then used
+ * (CKA_COPYABLE false, a module without C_CopyObject, the template refused): the key is then used
  * from its token object. Any other failure goes through the usual recovery.
  */
 export const COPY_REFUSED: ReadonlySet<number> = new Set([

@@ -185,8 +185,7 @@ export function tokenWorkerMain(env: WorkerEnv): void {
         continue;
       }
       try {
-        m.C_GetAttributeValue(session, c.priv as Handle, [{ type: K.CKA_CLASS }]);
-        c.checkedAt = now;
+        checkTokenObject(session, c, now);
         left = true;
       } catch {
         // The token object is gone (or the session or the token): forget the key, so that its
@@ -195,6 +194,11 @@ export function tokenWorkerMain(env: WorkerEnv): void {
       }
     }
     if (left) scheduleSweep();
+  }
+  /** One attribute read of the copy's token object: throws once that object is gone. */
+  function checkTokenObject(s: Handle, key: Cached, now: number): void {
+    m.C_GetAttributeValue(s, key.priv as Handle, [{ type: K.CKA_CLASS }]);
+    key.checkedAt = now;
   }
   function scheduleSweep(): void {
     if (sweepTimer) return;
@@ -230,8 +234,7 @@ export function tokenWorkerMain(env: WorkerEnv): void {
       scheduleSweep();
     } else if (now - (key.checkedAt ?? 0) >= 2 * init.copyCheckMs) {
       // The sweep is late (this thread has been busy): check here, before the copy signs.
-      m.C_GetAttributeValue(s, priv, [{ type: K.CKA_CLASS }]);
-      key.checkedAt = now;
+      checkTokenObject(s, key, now);
     }
     key.usedAt = now;
     return key.copy;
