@@ -12,6 +12,7 @@ export interface WorkerConsts {
   CKS_RW_USER_FUNCTIONS: number;
   CKR_CRYPTOKI_ALREADY_INITIALIZED: number;
   CKR_USER_ALREADY_LOGGED_IN: number;
+  CKR_GENERAL_ERROR: number;
   CKA_CLASS: number;
   CKA_TOKEN: number;
   CKA_ID: number;

@@ -42,6 +42,35 @@ export function tokenWorkerMain(env: WorkerEnv): void {
   };
 
   const m = new env.pkcs11js.PKCS11();
+  /**
+   * SoftHSM2 rewrites the token's `token.object` in place at every C_Login, truncating it first.
+   * A C_GetTokenInfo or C_Login of another process that reads the file meanwhile answers
+   * CKR_GENERAL_ERROR, the answer it also gives when the token is gone. Measured with pkcs11js
+   * loops on one token (hsm/README.md): with one process logging in and out and another asking
+   * for the token info, 1 C_GetTokenInfo in 640 to 24,000 failed, and each of 36 failures timed
+   * answered at the first call 1.1–1.4 ms later; with two processes logging in and out, 39–44 %
+   * of the C_Logins failed. So both are asked again, the waits doubling from 1 ms, and a failure
+   * is believed after about 63 ms: on a loaded machine the writer can lose its core in the middle
+   * of the rewrite (a test with other test files running still failed after three waits of 2 ms).
+   * The waits block this worker thread only, never the event loop; a token that is really gone
+   * costs each such call that long before the store marks it broken. A refused PIN is never asked
+   * again here: that is CKR_PIN_INCORRECT, not CKR_GENERAL_ERROR.
+   */
+  const REWRITE_WAITS_MS = [1, 2, 4, 8, 16, 32];
+  const pause = new Int32Array(new SharedArrayBuffer(4));
+  function acrossRewrites<T>(call: () => T, again: (code: number) => boolean): T {
+    for (let i = 0; ; i++) {
+      try {
+        return call();
+      } catch (e) {
+        const code = ckrOf(e);
+        const wait = REWRITE_WAITS_MS[i];
+        if (wait === undefined || code === undefined || !again(code)) throw e;
+        Atomics.wait(pause, 0, 0, wait);
+      }
+    }
+  }
+  const tokenInfo = (s: Handle): ReturnType<PKCS11['C_GetTokenInfo']> => acrossRewrites(() => m.C_GetTokenInfo(s), () => true);
   let loaded = false;
   let slot: Handle | null = null;
   let session: Handle | null = null;
@@ -91,7 +120,7 @@ export function tokenWorkerMain(env: WorkerEnv): void {
   function findSlot(): Handle {
     for (const s of m.C_GetSlotList(true)) {
       try {
-        if (m.C_GetTokenInfo(s).label.trimEnd() === init.tokenLabel) return s;
+        if (tokenInfo(s).label.trimEnd() === init.tokenLabel) return s;
       } catch {
         // A token that stopped answering is simply not ours any more.
       }
@@ -100,7 +129,7 @@ export function tokenWorkerMain(env: WorkerEnv): void {
   }
   function login(s: Handle): void {
     try {
-      m.C_Login(s, K.CKU_USER, init.pin);
+      acrossRewrites(() => m.C_Login(s, K.CKU_USER, init.pin), (code) => code === K.CKR_GENERAL_ERROR);
     } catch (e) {
       if (ckrOf(e) !== K.CKR_USER_ALREADY_LOGGED_IN) throw e;
     }
@@ -302,7 +331,7 @@ export function tokenWorkerMain(env: WorkerEnv): void {
     if (!c.priv && !c.pub && !c.secret) {
       // An empty search is also what a vanished token gives (the object store went away under
       // SoftHSM2): ask the token before calling the key missing.
-      m.C_GetTokenInfo(slot as Handle);
+      tokenInfo(slot as Handle);
       return fail('notfound', 'no object with this CKA_ID');
     }
     cache.set(id, c);
@@ -323,7 +352,7 @@ export function tokenWorkerMain(env: WorkerEnv): void {
       case 'connect':
         return m.C_GetSessionInfo(s).state;
       case 'health':
-        m.C_GetTokenInfo(slot as Handle);
+        tokenInfo(slot as Handle);
         return m.C_GetSessionInfo(s).state;
       case 'genPair': {
         const kp = m.C_GenerateKeyPair(s, mech(o.mech), tpl(o.pub), tpl(o.priv));
@@ -342,7 +371,7 @@ export function tokenWorkerMain(env: WorkerEnv): void {
           const a = readAttrs(s, h);
           if (a) out.push(a);
         }
-        if (out.length === 0) m.C_GetTokenInfo(slot as Handle);
+        if (out.length === 0) tokenInfo(slot as Handle);
         return out;
       }
       case 'list': {
@@ -356,7 +385,7 @@ export function tokenWorkerMain(env: WorkerEnv): void {
         }
         // A vanished object store lists as empty: never let that pass for "no keys" during
         // reconciliation.
-        m.C_GetTokenInfo(slot as Handle);
+        tokenInfo(slot as Handle);
         return out;
       }
       case 'pub': {
@@ -439,7 +468,7 @@ export function tokenWorkerMain(env: WorkerEnv): void {
         destroyAll(tokenObjects(o.id, false));
         const n = destroyAll(tokenObjects(o.id));
         // Nothing to destroy is only "already destroyed" if the token still answers.
-        if (n === 0) m.C_GetTokenInfo(slot as Handle);
+        if (n === 0) tokenInfo(slot as Handle);
         return n;
       }
       case 'closeAllSessions':
@@ -516,7 +545,7 @@ export function tokenWorkerMain(env: WorkerEnv): void {
       let gone = slot ? false : tokenGone.has(code);
       if (slot) {
         try {
-          m.C_GetTokenInfo(slot);
+          tokenInfo(slot);
         } catch {
           gone = true;
         }
