@@ -50,13 +50,14 @@ export function tokenWorkerMain(env: WorkerEnv): void {
    * for the token info, 1 C_GetTokenInfo in 640 to 24,000 failed, and each of 36 failures timed
    * answered at the first call 1.1–1.4 ms later; with two processes logging in and out, 39–44 %
    * of the C_Logins failed. So both are asked again, the waits doubling from 1 ms, and a failure
-   * is believed after about 63 ms: on a loaded machine the writer can lose its core in the middle
-   * of the rewrite (a test with other test files running still failed after three waits of 2 ms).
+   * is believed after about 255 ms: on a loaded machine the writer can lose its core in the middle
+   * of the rewrite (with six busy loops on the two cores, failures lasted up to 128 ms; with the
+   * whole test suite running, a test still saw failures after waits adding up to 63 ms).
    * The waits block this worker thread only, never the event loop; a token that is really gone
    * costs each such call that long before the store marks it broken. A refused PIN is never asked
    * again here: that is CKR_PIN_INCORRECT, not CKR_GENERAL_ERROR.
    */
-  const REWRITE_WAITS_MS = [1, 2, 4, 8, 16, 32];
+  const REWRITE_WAITS_MS = [1, 2, 4, 8, 16, 32, 64, 128];
   const pause = new Int32Array(new SharedArrayBuffer(4));
   function acrossRewrites<T>(call: () => T, again: (code: number) => boolean): T {
     for (let i = 0; ; i++) {
