@@ -1,11 +1,28 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { initToken } from '../../src/hsm/pkcs11/init-token.js';
 
 export const SOFTHSM_MODULE = '/usr/lib/softhsm/libsofthsm2.so';
+
+/**
+ * Environment of a child process that talks to the token through pkcs11js directly: where
+ * pkcs11js is, the module, the token label and the PIN (through the environment, never argv),
+ * plus `extra`.
+ */
+export function pkcs11ChildEnv(hsm: SoftHsm, extra: Record<string, string>): NodeJS.ProcessEnv {
+  return {
+    ...hsm.env,
+    PKCS11JS: createRequire(import.meta.url).resolve('pkcs11js'),
+    MODULE: hsm.module,
+    LABEL: hsm.tokenLabel,
+    CHILD_PIN: hsm.pin,
+    ...extra,
+  };
+}
 
 export interface SoftHsm {
   module: string;

@@ -1,9 +1,8 @@
 import { spawn } from 'node:child_process';
-import { createRequire } from 'node:module';
 import pkcs11js from 'pkcs11js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openPkcs11KeyStore, type Pkcs11KeyStore } from '../../../src/hsm/pkcs11/pkcs11-key-store.js';
-import { startSoftHsm, type SoftHsm } from '../../helpers/softhsm.js';
+import { pkcs11ChildEnv, startSoftHsm, type SoftHsm } from '../../helpers/softhsm.js';
 
 // Another process logging in and out of the same token as fast as it can: SoftHSM2 rewrites the
 // token's token.object at every C_Login, and a C_GetTokenInfo that reads it meanwhile answers
@@ -62,14 +61,7 @@ describe('PKCS#11 adapter on SoftHSM2: another process logging in', () => {
   /** Starts the login loop for `ms`; `done` settles with its counts once it exits with 0. */
   function loginLoop(ms: number): { running: () => boolean; done: Promise<{ logins: number; refused: number }> } {
     const child = spawn(process.execPath, ['-e', LOGIN_LOOP], {
-      env: {
-        ...hsm.env,
-        PKCS11JS: createRequire(import.meta.url).resolve('pkcs11js'),
-        MODULE: hsm.module,
-        LABEL: hsm.tokenLabel,
-        CHILD_PIN: hsm.pin,
-        MS: String(ms),
-      },
+      env: pkcs11ChildEnv(hsm, { MS: String(ms) }),
       stdio: ['ignore', 'pipe', 'inherit'],
     });
     let out = '';

@@ -8,7 +8,7 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { initToken } from '../../../src/hsm/pkcs11/init-token.js';
 import { openPkcs11KeyStore, type Pkcs11KeyStore } from '../../../src/hsm/pkcs11/pkcs11-key-store.js';
-import { startSoftHsm, type SoftHsm } from '../../helpers/softhsm.js';
+import { pkcs11ChildEnv, startSoftHsm, type SoftHsm } from '../../helpers/softhsm.js';
 
 const run = promisify(execFile);
 const newId = (): string => randomBytes(16).toString('hex');
@@ -187,14 +187,7 @@ describe('PKCS#11 adapter on SoftHSM2: attributes, outages, other processes', ()
     const script = join(hsm.dir, 'other-process.cjs');
     await writeFile(script, CHILD);
     const { stdout } = await run(process.execPath, [script], {
-      env: {
-        ...hsm.env,
-        PKCS11JS: createRequire(import.meta.url).resolve('pkcs11js'),
-        MODULE: hsm.module,
-        LABEL: hsm.tokenLabel,
-        CHILD_PIN: hsm.pin,
-        PLAN: JSON.stringify({ destroy: [doomed.id, recreated.id], create: [recreated.id, fresh] }),
-      },
+      env: pkcs11ChildEnv(hsm, { PLAN: JSON.stringify({ destroy: [doomed.id, recreated.id], create: [recreated.id, fresh] }) }),
     });
     expect(JSON.parse(stdout)).toEqual({ destroyed: 4 });
 
@@ -225,7 +218,7 @@ describe('PKCS#11 adapter on SoftHSM2: attributes, outages, other processes', ()
       const script = join(hsm.dir, 'other-process.cjs');
       await writeFile(script, CHILD);
       const { stdout } = await run(process.execPath, [script], {
-        env: { ...hsm.env, PKCS11JS: createRequire(import.meta.url).resolve('pkcs11js'), MODULE: hsm.module, LABEL: hsm.tokenLabel, CHILD_PIN: hsm.pin, PLAN: JSON.stringify({ destroy: [k.id, r.id], create: [r.id] }) },
+        env: pkcs11ChildEnv(hsm, { PLAN: JSON.stringify({ destroy: [k.id, r.id], create: [r.id] }) }),
       });
       expect(JSON.parse(stdout)).toEqual({ destroyed: 4 });
       // Before the next check of its token object the copy still signs (custos releases no
@@ -249,7 +242,7 @@ describe('PKCS#11 adapter on SoftHSM2: attributes, outages, other processes', ()
     await writeFile(script, CHILD);
     const other = async (plan: { destroy: string[]; create: string[] }): Promise<{ destroyed: number }> => {
       const { stdout } = await run(process.execPath, [script], {
-        env: { ...hsm.env, PKCS11JS: createRequire(import.meta.url).resolve('pkcs11js'), MODULE: hsm.module, LABEL: hsm.tokenLabel, CHILD_PIN: hsm.pin, PLAN: JSON.stringify(plan) },
+        env: pkcs11ChildEnv(hsm, { PLAN: JSON.stringify(plan) }),
       });
       return JSON.parse(stdout) as { destroyed: number };
     };
