@@ -49,29 +49,37 @@ export function tokenWorkerMain(env: WorkerEnv): void {
    * loops on one token (hsm/README.md): with one process logging in and out and another asking
    * for the token info, 1 C_GetTokenInfo in 640 to 24,000 failed, and each of 36 failures timed
    * answered at the first call 1.1–1.4 ms later; with two processes logging in and out, 39–44 %
-   * of the C_Logins failed. So both are asked again, the waits doubling from 1 ms, and a failure
-   * is believed after about 255 ms: on a loaded machine the writer can lose its core in the middle
-   * of the rewrite (with six busy loops on the two cores, failures lasted up to 128 ms; with the
-   * whole test suite running, a test still saw failures after waits adding up to 63 ms).
-   * The waits block this worker thread only, never the event loop; a token that is really gone
-   * costs each such call that long before the store marks it broken. A refused PIN is never asked
-   * again here: that is CKR_PIN_INCORRECT, not CKR_GENERAL_ERROR.
+   * of the C_Logins failed. So both are asked again when they answer CKR_GENERAL_ERROR, the
+   * waits doubling from 1 ms, and the failure is believed after about 255 ms: on a loaded machine
+   * the writer can lose its core in the middle of the rewrite (with six busy loops on the two
+   * cores, failures lasted up to 128 ms; with the whole test suite running, a test still saw
+   * failures after waits adding up to 63 ms). The waits block this worker thread only, never the
+   * event loop; a SoftHSM2 token that is really gone costs each such call that long before the
+   * store marks it broken. A refused PIN is never asked again: that is CKR_PIN_INCORRECT.
    */
   const REWRITE_WAITS_MS = [1, 2, 4, 8, 16, 32, 64, 128];
   const pause = new Int32Array(new SharedArrayBuffer(4));
-  function acrossRewrites<T>(call: () => T, again: (code: number) => boolean): T {
+  function acrossRewrites<T>(call: () => T): T {
     for (let i = 0; ; i++) {
       try {
         return call();
       } catch (e) {
-        const code = ckrOf(e);
         const wait = REWRITE_WAITS_MS[i];
-        if (wait === undefined || code === undefined || !again(code)) throw e;
+        if (wait === undefined || ckrOf(e) !== K.CKR_GENERAL_ERROR) throw e;
         Atomics.wait(pause, 0, 0, wait);
       }
     }
   }
-  const tokenInfo = (s: Handle): ReturnType<PKCS11['C_GetTokenInfo']> => acrossRewrites(() => m.C_GetTokenInfo(s), () => true);
+  /** What the last C_GetTokenInfo threw after all its waits: a failure that needs no second probe. */
+  let unanswered: unknown = null;
+  function tokenInfo(s: Handle): ReturnType<PKCS11['C_GetTokenInfo']> {
+    try {
+      return acrossRewrites(() => m.C_GetTokenInfo(s));
+    } catch (e) {
+      unanswered = e;
+      throw e;
+    }
+  }
   let loaded = false;
   let slot: Handle | null = null;
   let session: Handle | null = null;
@@ -130,7 +138,7 @@ export function tokenWorkerMain(env: WorkerEnv): void {
   }
   function login(s: Handle): void {
     try {
-      acrossRewrites(() => m.C_Login(s, K.CKU_USER, init.pin), (code) => code === K.CKR_GENERAL_ERROR);
+      acrossRewrites(() => m.C_Login(s, K.CKU_USER, init.pin));
     } catch (e) {
       if (ckrOf(e) !== K.CKR_USER_ALREADY_LOGGED_IN) throw e;
     }
@@ -543,8 +551,10 @@ export function tokenWorkerMain(env: WorkerEnv): void {
       if (code === undefined) return { ok: false, kind: 'module', detail: String((e as Error)?.message ?? e).slice(0, 200) };
       // Ask the token itself: SoftHSM2 reports a failed GCM tag as CKR_GENERAL_ERROR, the same
       // value it returns once its object store has vanished.
-      let gone = slot ? false : tokenGone.has(code);
-      if (slot) {
+      // A failure that was itself that question (an empty search's probe, say) is not asked
+      // again: its waits across SoftHSM2's token-file rewrites are already behind it.
+      let gone = slot ? e === unanswered : tokenGone.has(code);
+      if (slot && !gone) {
         try {
           tokenInfo(slot);
         } catch {
