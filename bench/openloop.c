@@ -27,6 +27,18 @@
  *   OPENLOOP_JSON {"due":…,"ok":…,"errors":…,"status":…,"durationUs":…,"p50Us":…,"p99Us":…,"maxUs":…,"saturated":0|1}
  * and for sessions also the p50/p99 of the time to the challenge's answer (from when the
  * operation was due) and from there to the session's answer: challengeP50Us, … sessionP99Us.
+ *
+ * The generator shares the machine with the server, so part of each latency is its own: it may
+ * write a request after its tick because it had no core, read an answer well after the kernel
+ * received it, and (sessions) sign a quote between the two requests. Each answer's arrival is
+ * read from the kernel (SO_TIMESTAMPNS), and each operation's own time is the sum of
+ *   - the write's lateness: from the later of its tick and the arrival of the answer that freed
+ *     its connection, to the write;
+ *   - each answer's wait: from its arrival to the generator's read;
+ *   - sessions: from the challenge's arrival to the session request's write (the quote's signing).
+ * ownP50Us/ownP99Us/ownMaxUs are their percentiles, and wireP50Us/wireP99Us the percentiles of
+ * each operation's latency less its own time: what a client on another machine, with cores to
+ * spare, would have seen of the same server at the same moments (the loopback's own time aside).
  * Linux only (epoll, timerfd).
  */
 #define _GNU_SOURCE
@@ -43,6 +55,7 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/timerfd.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -55,6 +68,8 @@ struct conn {
   int step;          /* sessions: 0 while the challenge is in flight, 1 for the session */
   uint64_t due_ns;   /* when the operation in flight was due */
   uint64_t step_ns;  /* sessions: when the challenge was answered */
+  uint64_t free_ns;  /* when the kernel received the answer that last freed this connection */
+  uint64_t own_ns;   /* the generator's own time in the operation in flight (see above) */
   const char *req;   /* the request being written */
   size_t req_len;
   size_t sent;       /* bytes of it written so far */
@@ -83,6 +98,24 @@ static uint64_t now_ns(void) {
   return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
 }
 
+/* Kernel receive timestamps are CLOCK_REALTIME: this offset (taken at start) maps them to now_ns. */
+static int64_t realtime_offset_ns;
+
+static void take_realtime_offset(void) {
+  struct timespec r;
+  uint64_t m0 = now_ns();
+  clock_gettime(CLOCK_REALTIME, &r);
+  uint64_t m1 = now_ns();
+  realtime_offset_ns = (int64_t)((uint64_t)r.tv_sec * 1000000000u + (uint64_t)r.tv_nsec) - (int64_t)(m0 / 2 + m1 / 2);
+}
+
+/* The first request's tick (bench start and tick length; see main). */
+static uint64_t start_ns, tick_ns = 1000000;
+
+static uint64_t tick_of(uint64_t due) {
+  return due <= start_ns ? start_ns : start_ns + ((due - start_ns + tick_ns - 1) / tick_ns) * tick_ns;
+}
+
 static void die(const char *what) {
   perror(what);
   exit(2);
@@ -101,6 +134,7 @@ static int open_conn(void) {
   if (connect(fd, (struct sockaddr *)&a, sizeof a) < 0) die("connect");
   int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  if (setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof one) < 0) die("SO_TIMESTAMPNS");
   fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
   return fd;
 }
@@ -170,6 +204,10 @@ static void send_on(struct conn *c, uint64_t due) {
   c->busy = 1;
   c->due_ns = due;
   c->step = 0;
+  /* The write's lateness: from when it could have gone out (its tick, and its connection free). */
+  uint64_t ready = closed_loop ? due : tick_of(due), now = now_ns();
+  if (c->free_ns > ready) ready = c->free_ns;
+  c->own_ns = now > ready ? now - ready : 0;
   if (sessions) {
     begin_session(c);
   } else {
@@ -194,6 +232,8 @@ static void release(struct conn *c) {
 
 /* Sessions: each operation's time to the challenge's answer and from there to the session's. */
 static uint32_t *challenge_us, *session_us;
+/* Each operation's own time (the generator's) and its latency less that. */
+static uint32_t *own_us, *wire_us;
 
 static uint32_t us_since(uint64_t t_ns, uint64_t now) {
   uint64_t us = (now - t_ns) / 1000;
@@ -205,7 +245,9 @@ static void record(struct conn *c) {
   if (nlat == lat_cap) {
     lat_cap = lat_cap ? lat_cap * 2 : 4096;
     lat_us = realloc(lat_us, lat_cap * sizeof *lat_us);
-    if (!lat_us) die("realloc");
+    own_us = realloc(own_us, lat_cap * sizeof *own_us);
+    wire_us = realloc(wire_us, lat_cap * sizeof *wire_us);
+    if (!lat_us || !own_us || !wire_us) die("realloc");
     if (sessions) {
       challenge_us = realloc(challenge_us, lat_cap * sizeof *challenge_us);
       session_us = realloc(session_us, lat_cap * sizeof *session_us);
@@ -216,6 +258,9 @@ static void record(struct conn *c) {
     challenge_us[nlat] = us_since(c->due_ns, c->step_ns);
     session_us[nlat] = us_since(c->step_ns, now);
   }
+  uint64_t total = now - c->due_ns, own = c->own_ns < total ? c->own_ns : total;
+  own_us[nlat] = (uint32_t)(own / 1000 > UINT32_MAX ? UINT32_MAX : own / 1000);
+  wire_us[nlat] = (uint32_t)((total - own) / 1000 > UINT32_MAX ? UINT32_MAX : (total - own) / 1000);
   lat_us[nlat++] = us_since(c->due_ns, now);
   ok++;
 }
@@ -226,6 +271,7 @@ static void reconnect(struct conn *c) {
   epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
   close(c->fd);
   c->fd = open_conn();
+  c->free_ns = 0;
   watch(c, EPOLLIN, EPOLL_CTL_ADD);
   release(c);
 }
@@ -510,9 +556,29 @@ static int session_request(struct conn *c, const char *answer) {
 }
 #endif
 
+/* Reads into the connection's buffer; *rx_ns is when the kernel received the data (now_ns's
+ * clock), left alone when the kernel gave no timestamp. */
+static ssize_t read_stamped(struct conn *c, uint64_t *rx_ns) {
+  struct iovec iov = {.iov_base = c->buf + c->have, .iov_len = BUF - 1 - c->have};
+  char control[CMSG_SPACE(sizeof(struct timespec))];
+  struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control, .msg_controllen = sizeof control};
+  ssize_t n = recvmsg(c->fd, &m, 0);
+  if (n <= 0) return n;
+  for (struct cmsghdr *h = CMSG_FIRSTHDR(&m); h != NULL; h = CMSG_NXTHDR(&m, h)) {
+    if (h->cmsg_level == SOL_SOCKET && h->cmsg_type == SCM_TIMESTAMPNS) {
+      struct timespec t;
+      memcpy(&t, CMSG_DATA(h), sizeof t);
+      int64_t mono = (int64_t)((uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec) - realtime_offset_ns;
+      if (mono > 0) *rx_ns = (uint64_t)mono;
+    }
+  }
+  return n;
+}
+
 static void on_readable(struct conn *c) {
   for (;;) {
-    ssize_t n = read(c->fd, c->buf + c->have, BUF - 1 - c->have);
+    uint64_t read_ns = now_ns(), rx_ns = read_ns;
+    ssize_t n = read_stamped(c, &rx_ns);
     if (n < 0 && errno == EAGAIN) return;
     if (n <= 0 || !c->busy) {
       reconnect(c);
@@ -531,6 +597,10 @@ static void on_readable(struct conn *c) {
       reconnect(c);
       return;
     }
+    /* The answer's wait in the socket (from its last segment's arrival to this read). */
+    if (rx_ns > read_ns) rx_ns = read_ns;
+    c->own_ns += read_ns - rx_ns;
+    c->free_ns = rx_ns;
     if (status < 200 || status >= 300) {
       bad_status++;
     } else if (sessions && c->step == 0) {
@@ -538,6 +608,7 @@ static void on_readable(struct conn *c) {
       if (session_request(c, body) == 0) {
         c->step = 1;
         c->step_ns = now_ns();
+        c->own_ns += c->step_ns - read_ns; /* the quote's signing */
         send_request(c);
         return;
       }
@@ -613,10 +684,12 @@ int main(int argc, char **argv) {
   if (epoll_ctl(ep, EPOLL_CTL_ADD, tfd, &te) < 0) die("epoll_ctl");
 
   double interval_ns = closed_loop ? 0 : 1e9 / rate;
-  /* Arrivals are sent in ticks of 1 ms, as bench/load.ts's timers do: waking for each one would cost
-   * a wake-up per request on the cores the server needs. Each still counts from when it was due. */
-  const uint64_t tick_ns = 1000000;
+  /* Arrivals are sent in ticks of 1 ms (tick_ns), as bench/load.ts's timers do: waking for each one
+   * would cost a wake-up per request on the cores the server needs. Each still counts from when it
+   * was due. */
+  take_realtime_offset();
   uint64_t start = now_ns();
+  start_ns = start;
   size_t due_count = 0;
   int saturated = 0;
   struct epoll_event evs[256];
@@ -672,10 +745,14 @@ int main(int argc, char **argv) {
     split[3] = PCT(session_us, 0.99);
   }
   qsort(lat_us, nlat, sizeof *lat_us, cmp_u32);
+  qsort(own_us, nlat, sizeof *own_us, cmp_u32);
+  qsort(wire_us, nlat, sizeof *wire_us, cmp_u32);
   printf("OPENLOOP_JSON {\"due\":%zu,\"ok\":%zu,\"errors\":%zu,\"status\":%zu,\"unanswered\":%zu,\"durationUs\":%llu,"
          "\"p50Us\":%u,\"p99Us\":%u,\"maxUs\":%u,\"saturated\":%d",
          closed_loop ? started : due_count, ok, errors, bad_status, saturated ? 0 : unanswered, (unsigned long long)elapsed_us,
          PCT(lat_us, 0.5), PCT(lat_us, 0.99), nlat ? lat_us[nlat - 1] : 0, saturated);
+  printf(",\"ownP50Us\":%u,\"ownP99Us\":%u,\"ownMaxUs\":%u,\"wireP50Us\":%u,\"wireP99Us\":%u",
+         PCT(own_us, 0.5), PCT(own_us, 0.99), nlat ? own_us[nlat - 1] : 0, PCT(wire_us, 0.5), PCT(wire_us, 0.99));
   if (sessions)
     printf(",\"challengeP50Us\":%u,\"challengeP99Us\":%u,\"sessionP50Us\":%u,\"sessionP99Us\":%u", split[0], split[1], split[2], split[3]);
   printf("}\n");

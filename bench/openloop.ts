@@ -37,6 +37,11 @@ interface OpenLoopSummary {
   challengeP99Us?: number;
   sessionP50Us?: number;
   sessionP99Us?: number;
+  ownP50Us: number;
+  ownP99Us: number;
+  ownMaxUs: number;
+  wireP50Us: number;
+  wireP99Us: number;
 }
 
 export interface NativeOpenLoopRun extends RunResult {
@@ -48,6 +53,13 @@ export interface NativeOpenLoopRun extends RunResult {
   operations: number;
   /** Sessions: p50/p99 (ms) of the time to the challenge's answer (from when due) and from there to the session's. */
   split?: { challengeMs: [number, number]; sessionMs: [number, number] };
+  /**
+   * The generator's own time in each operation (late writes for want of a core, answers waiting
+   * in its sockets, quotes signed between the two requests of a session): p50/p99/max in ms; and
+   * p50/p99 of each operation's latency less its own time (see bench/openloop.c).
+   */
+  own: { p50Ms: number; p99Ms: number; maxMs: number };
+  lessOwn: { p50Ms: number; p99Ms: number };
 }
 
 /** µs → ms with two decimals. */
@@ -102,6 +114,8 @@ export async function nativeOpenLoop(binary: string, opts: { url: string; path: 
     generator: 'openloop.c',
     generatorCpuUsPerOp: Math.round(cpu / Math.max(1, s.due)),
     operations: s.due,
+    own: { p50Ms: ms(s.ownP50Us), p99Ms: ms(s.ownP99Us), maxMs: ms(s.ownMaxUs) },
+    lessOwn: { p50Ms: ms(s.wireP50Us), p99Ms: ms(s.wireP99Us) },
     ...(s.challengeP50Us !== undefined ? { split: { challengeMs: [ms(s.challengeP50Us), ms(s.challengeP99Us!)], sessionMs: [ms(s.sessionP50Us!), ms(s.sessionP99Us!)] } } : {}),
     ...(errors > 0 ? { firstError: `openloop: ${s.status} non-2xx, ${s.errors} socket errors, ${s.unanswered} unanswered` } : {}),
   };

@@ -283,6 +283,12 @@ function sessionOp(client: JsonClient, hosts: { id: string; ak: SoftAk }[]): (sl
 
 // ---------- main ----------
 
+/** The C generator's own time in a row's operations, and the row's latency less it (bench/openloop.c). */
+function ownTime(row: Pick<Row, 'own' | 'lessOwn'>): void {
+  if (row.own === undefined || row.lessOwn === undefined) return;
+  console.log(`    the generator's own time per operation p50/p99/max ${row.own.p50Ms}/${row.own.p99Ms}/${row.own.maxMs} ms; latency less it p50/p99 ${row.lessOwn.p50Ms}/${row.lessOwn.p99Ms} ms`);
+}
+
 /** Longest a row may take: every row runs for seconds; one that does not end fails the run. */
 const ROW_LIMIT_MS = 300_000;
 
@@ -322,6 +328,9 @@ interface Row extends RunResult {
   /** Event-loop delay of this process (the load generator) over the run. */
   generatorLoopDelayP99Ms?: number;
   generatorLoopDelayMaxMs?: number;
+  /** The C generator: its own time per operation and the latency less it (bench/openloop.c). */
+  own?: NativeOpenLoopRun['own'];
+  lessOwn?: NativeOpenLoopRun['lessOwn'];
   load: string;
 }
 
@@ -468,6 +477,7 @@ async function main(): Promise<void> {
     const ecOpenNative = 'path' in native
       ? await measure('ec-p256 sign (open loop, C)', () => nativeOpenLoop(native.path, { url: srv.url, path: '/v1/keys/bench-ec/sign', token: srv.token, body: { digest: randomBytes(32).toString('base64') }, ratePerSec: halfRate, durationMs: ms(3000), connections: 256 }))
       : undefined;
+    if (ecOpenNative !== undefined) ownTime(ecOpenNative);
     if (!('path' in native)) console.log(`  (no C open-loop row: ${native.reason}; the target uses the Node generator's)`);
     const ecOpen = ecOpenNative ?? ecOpenNode;
     const peakRow = signRows.ec!.find((r) => r.opsPerSec === ecPeak)!;
@@ -540,6 +550,7 @@ async function main(): Promise<void> {
         return run;
       }, ratePerSec === 0 ? hosts.length : undefined);
       if (split !== undefined) console.log(`    split: challenge answered p50/p99 ${split.challengeMs.join('/')} ms after it was due, session ${split.sessionMs.join('/')} ms after that`);
+      ownTime(row);
       return row;
     };
     const eccOpenC = cSessions !== undefined ? await cRow('sessions ECC AK (open, C)', eccHosts, 1000) : undefined;
