@@ -24,7 +24,8 @@
  * operation at a time, so each host's quote clock only goes up. <path> is then unused.
  *
  * Prints one line:
- *   OPENLOOP_JSON {"due":…,"ok":…,"errors":…,"status":…,"durationUs":…,"p50Us":…,"p99Us":…,"maxUs":…,"saturated":0|1}
+ *   OPENLOOP_JSON {"due":…,"ok":…,"errors":…,"status":…,"durationUs":…,"p50Us":…,"p99Us":…,"maxUs":…,"saturated":0|1,
+ *                  "p999Us":…,"over10Ms":… (operations over 10 ms), "ownP50Us":… (below)}
  * and for sessions also the p50/p99 of the time to the challenge's answer (from when the
  * operation was due) and from there to the session's answer: challengeP50Us, … sessionP99Us.
  *
@@ -265,14 +266,18 @@ static void record(struct conn *c) {
   ok++;
 }
 
-/* The connection failed: the request in flight is an error, and a new connection replaces it. */
+/* The connection failed or was closed: a new one replaces it. The request in flight, if any, is
+ * an error; an idle connection (one the server closed while it had nothing to answer) stays idle
+ * and is already on the idle stack. */
 static void reconnect(struct conn *c) {
-  errors++;
   epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
   close(c->fd);
   c->fd = open_conn();
   c->free_ns = 0;
+  c->events = 0;
   watch(c, EPOLLIN, EPOLL_CTL_ADD);
+  if (!c->busy) return;
+  errors++;
   release(c);
 }
 
@@ -751,6 +756,9 @@ int main(int argc, char **argv) {
          "\"p50Us\":%u,\"p99Us\":%u,\"maxUs\":%u,\"saturated\":%d",
          closed_loop ? started : due_count, ok, errors, bad_status, saturated ? 0 : unanswered, (unsigned long long)elapsed_us,
          PCT(lat_us, 0.5), PCT(lat_us, 0.99), nlat ? lat_us[nlat - 1] : 0, saturated);
+  size_t over10 = 0;
+  for (size_t i = 0; i < nlat; i++) over10 += lat_us[i] > 10000;
+  printf(",\"p999Us\":%u,\"over10Ms\":%zu", PCT(lat_us, 0.999), over10);
   printf(",\"ownP50Us\":%u,\"ownP99Us\":%u,\"ownMaxUs\":%u,\"wireP50Us\":%u,\"wireP99Us\":%u",
          PCT(own_us, 0.5), PCT(own_us, 0.99), nlat ? own_us[nlat - 1] : 0, PCT(wire_us, 0.5), PCT(wire_us, 0.99));
   if (sessions)

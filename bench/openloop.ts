@@ -42,6 +42,8 @@ interface OpenLoopSummary {
   ownMaxUs: number;
   wireP50Us: number;
   wireP99Us: number;
+  p999Us: number;
+  over10Ms: number;
 }
 
 export interface NativeOpenLoopRun extends RunResult {
@@ -60,6 +62,9 @@ export interface NativeOpenLoopRun extends RunResult {
    */
   own: { p50Ms: number; p99Ms: number; maxMs: number };
   lessOwn: { p50Ms: number; p99Ms: number };
+  p999Ms: number;
+  /** Operations that took more than 10 ms. */
+  over10Ms: number;
 }
 
 /** µs → ms with two decimals. */
@@ -116,6 +121,8 @@ export async function nativeOpenLoop(binary: string, opts: { url: string; path: 
     operations: s.due,
     own: { p50Ms: ms(s.ownP50Us), p99Ms: ms(s.ownP99Us), maxMs: ms(s.ownMaxUs) },
     lessOwn: { p50Ms: ms(s.wireP50Us), p99Ms: ms(s.wireP99Us) },
+    p999Ms: ms(s.p999Us),
+    over10Ms: s.over10Ms,
     ...(s.challengeP50Us !== undefined ? { split: { challengeMs: [ms(s.challengeP50Us), ms(s.challengeP99Us!)], sessionMs: [ms(s.sessionP50Us!), ms(s.sessionP99Us!)] } } : {}),
     ...(errors > 0 ? { firstError: `openloop: ${s.status} non-2xx, ${s.errors} socket errors, ${s.unanswered} unanswered` } : {}),
   };

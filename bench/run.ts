@@ -19,8 +19,10 @@
  * BENCH_NODE_FLAGS="--trace-gc …" passes more Node flags to the server (CUSTOS_HEAP_GROWING_PERCENT reaches it as it
  * would reach `custos serve`); BENCH_SESSION_RATES=300,1000 adds open-loop ECC session rows at those rates,
  * each followed by where its time went (challenge, quote, session request; and for the slowest 1%);
- * BENCH_STALL_LOG=1 makes the server print each event-loop stall over 15 ms, split into running,
- * waiting for a core and blocked (bench/server.ts). The sign row at half the peak comes twice: from
+ * BENCH_STALL_LOG=1 makes the server print each event-loop stall over 15 ms (BENCH_STALL_LOG=10: over
+ * 10 ms), split into running, waiting for a core and blocked (bench/server.ts); BENCH_ONLY=sign-open
+ * with BENCH_SIGN_OPEN_RATE=N runs only the open-loop sign rows, at N/s, and BENCH_OPEN_SECONDS sets
+ * how long each of those rows runs (default 3). The sign row at half the peak comes twice: from
  * the Node generator and from bench/openloop.c (the target's row when a C compiler is there). So do
  * the sessions rows at 1,000/s, from bench/openloop.c built with libcrypto, which plays the
  * enclaves (nativeSessions); the sessions peak is the higher of both generators' closed loops.
@@ -284,9 +286,9 @@ function sessionOp(client: JsonClient, hosts: { id: string; ak: SoftAk }[]): (sl
 // ---------- main ----------
 
 /** The C generator's own time in a row's operations, and the row's latency less it (bench/openloop.c). */
-function ownTime(row: Pick<Row, 'own' | 'lessOwn'>): void {
+function ownTime(row: Pick<Row, 'own' | 'lessOwn' | 'p999Ms' | 'over10Ms'>): void {
   if (row.own === undefined || row.lessOwn === undefined) return;
-  console.log(`    the generator's own time per operation p50/p99/max ${row.own.p50Ms}/${row.own.p99Ms}/${row.own.maxMs} ms; latency less it p50/p99 ${row.lessOwn.p50Ms}/${row.lessOwn.p99Ms} ms`);
+  console.log(`    the generator's own time per operation p50/p99/max ${row.own.p50Ms}/${row.own.p99Ms}/${row.own.maxMs} ms; latency less it p50/p99 ${row.lessOwn.p50Ms}/${row.lessOwn.p99Ms} ms; p99.9 ${row.p999Ms} ms, ${row.over10Ms} operations over 10 ms`);
 }
 
 /** Longest a row may take: every row runs for seconds; one that does not end fails the run. */
@@ -331,6 +333,8 @@ interface Row extends RunResult {
   /** The C generator: its own time per operation and the latency less it (bench/openloop.c). */
   own?: NativeOpenLoopRun['own'];
   lessOwn?: NativeOpenLoopRun['lessOwn'];
+  p999Ms?: number;
+  over10Ms?: number;
   load: string;
 }
 
@@ -440,6 +444,20 @@ async function main(): Promise<void> {
     // BENCH_ONLY: a comma-separated list of parts (sign, sign-wrk, sign-batch, sessions); all when unset.
     const only = new Set((process.env.BENCH_ONLY ?? '').split(',').filter((p) => p !== ''));
     const part = (p: string): boolean => only.size === 0 || only.has(p);
+    // sign-open: only the open-loop rows, at BENCH_SIGN_OPEN_RATE, each BENCH_OPEN_SECONDS long
+    // (default 3): to compare builds or settings on the tail at one rate, over rows long enough to
+    // count the rare stalls.
+    const openOnly = only.size > 0 && only.has('sign-open') && !part('sign') && !only.has('sign-wrk');
+    const openMs = ms(1000 * (Number(process.env.BENCH_OPEN_SECONDS) > 0 ? Number(process.env.BENCH_OPEN_SECONDS) : 3));
+    if (openOnly) {
+      const rate = Number(process.env.BENCH_SIGN_OPEN_RATE);
+      if (!(rate > 0)) throw new Error('BENCH_ONLY=sign-open needs BENCH_SIGN_OPEN_RATE');
+      console.log(`\n[HTTP sign, open loop only] ${fmt(rate)}/s for ${openMs / 1000} s: ${processes === 1 ? 'one process' : `${processes} server processes (CUSTOS_PROCESSES)`}`);
+      await closedLoop(signOp(client, srv.token, 'bench-ec'), 16, ms(800)); // warm-up
+      await measure('ec-p256 sign (open loop)', () => openLoop(signOp(client, srv.token, 'bench-ec'), rate, openMs));
+      const native = nativeGenerator();
+      if ('path' in native) ownTime(await measure('ec-p256 sign (open loop, C)', () => nativeOpenLoop(native.path, { url: srv.url, path: '/v1/keys/bench-ec/sign', token: srv.token, body: { digest: randomBytes(32).toString('base64') }, ratePerSec: rate, durationMs: openMs, connections: 256 })));
+    }
     if (part('sign') || only.has('sign-wrk')) {
     console.log(`\n[HTTP sign] POST /v1/keys/{name}/sign, keep-alive, server in a child process on ${srv.url}: ${processes === 1 ? 'one process' : `${processes} server processes (CUSTOS_PROCESSES)`}`);
     // The floor first: what any Node HTTP server costs here per request, before doing any work.
@@ -469,13 +487,13 @@ async function main(): Promise<void> {
     const rsaPeak = Math.max(...signRows.rsa!.map((r) => r.opsPerSec));
     // BENCH_SIGN_OPEN_RATE=N: the open-loop row at N/s instead of half the measured peak (to compare builds at one rate).
     const halfRate = Number(process.env.BENCH_SIGN_OPEN_RATE) > 0 ? Number(process.env.BENCH_SIGN_OPEN_RATE) : Math.max(10, Math.round(ecPeak / 2));
-    const ecOpenNode = await measure('ec-p256 sign (open loop)', () => openLoop(signOp(client, srv.token, 'bench-ec'), halfRate, ms(3000)));
+    const ecOpenNode = await measure('ec-p256 sign (open loop)', () => openLoop(signOp(client, srv.token, 'bench-ec'), halfRate, openMs));
     // The same arrivals from bench/openloop.c, which costs the shared cores a few µs per request
     // where the Node generator costs 35–45 µs, and has no stalls of its own: the target row when
     // it can be built (as wrk's rows are for the peak).
     const native = nativeGenerator();
     const ecOpenNative = 'path' in native
-      ? await measure('ec-p256 sign (open loop, C)', () => nativeOpenLoop(native.path, { url: srv.url, path: '/v1/keys/bench-ec/sign', token: srv.token, body: { digest: randomBytes(32).toString('base64') }, ratePerSec: halfRate, durationMs: ms(3000), connections: 256 }))
+      ? await measure('ec-p256 sign (open loop, C)', () => nativeOpenLoop(native.path, { url: srv.url, path: '/v1/keys/bench-ec/sign', token: srv.token, body: { digest: randomBytes(32).toString('base64') }, ratePerSec: halfRate, durationMs: openMs, connections: 256 }))
       : undefined;
     if (ecOpenNative !== undefined) ownTime(ecOpenNative);
     if (!('path' in native)) console.log(`  (no C open-loop row: ${native.reason}; the target uses the Node generator's)`);

@@ -194,12 +194,13 @@ const GC_KINDS: Record<number, string> = { 1: 'scavenge', 2: 'minor-mc', 4: 'mar
 
 /**
  * BENCH_STALL_LOG=1: every 5 ms a timer checks how long the event loop took to come back; a gap
- * over 15 ms goes to stderr (between the rows it falls in) with where the main thread's time
- * went, from /proc/thread-self/schedstat: ran (on a CPU: JavaScript, GC, a long synchronous
+ * over 15 ms (over BENCH_STALL_LOG ms when that is a number above 5) goes to stderr (between the
+ * rows it falls in) with where the main thread's time went, from /proc/thread-self/schedstat: ran (on a CPU: JavaScript, GC, a long synchronous
  * call), runqueue (ready but waiting for one of the shared cores) or blocked (neither: a system
  * call, a lock, the disk). GC pauses over 3 ms that overlap the gap are named with it.
  */
 function watchStalls(): void {
+  const over = Number(process.env.BENCH_STALL_LOG) > 5 ? Number(process.env.BENCH_STALL_LOG) : 15;
   const gcs: { t: number; d: number; kind: number }[] = [];
   new PerformanceObserver((list) => {
     for (const e of list.getEntries()) if (e.duration > 3) gcs.push({ t: e.startTime, d: e.duration, kind: (e as unknown as { detail: { kind: number } }).detail.kind });
@@ -216,7 +217,7 @@ function watchStalls(): void {
     last = now;
     lastSched = sc;
     while (gcs.length > 0 && gcs[0]!.t + gcs[0]!.d < now - 1000) gcs.shift();
-    if (gap <= 15) return;
+    if (gap <= over) return;
     const near = gcs.filter((g) => g.t + g.d > now - gap - 1 && g.t < now + 1).map((g) => `${GC_KINDS[g.kind] ?? g.kind} ${g.d.toFixed(1)} ms`);
     process.stderr.write(
       `  STALL ${gap.toFixed(1)} ms at ${(now / 1000).toFixed(2)} s: ran ${ran.toFixed(1)}, runqueue ${queued.toFixed(1)}, blocked ${Math.max(0, gap - ran - queued).toFixed(1)}${near.length > 0 ? `; GC: ${near.join(', ')}` : ''}\n`,
