@@ -13,6 +13,7 @@
  * fall back to doing the work on the event loop.
  */
 import { Worker } from 'node:worker_threads';
+import { CallTable } from '../lib/call-table.js';
 
 /** How many ready key pairs the event loop aims to hold. */
 export const POOL_TARGET = 256;
@@ -76,7 +77,8 @@ export class EcdhOffload {
   #worker: Worker | undefined;
   #broken = false;
   #nextId = 1;
-  readonly #pending = new Map<number, { resolve: (r: Reply) => void }>();
+  /** Requests waiting for the worker's reply, by id (see CallTable: not a Map). */
+  readonly #pending = new CallTable<{ resolve: (r: Reply) => void }>();
   readonly #pool: PooledKey[] = [];
   #refilling = false;
 
@@ -134,11 +136,7 @@ export class EcdhOffload {
       const w = new Worker(WORKER_SOURCE, { eval: true, name: 'custos-ecdh' });
       w.unref();
       const settle = (r: Reply): void => {
-        const p = this.#pending.get(r.id);
-        if (p) {
-          this.#pending.delete(r.id);
-          p.resolve(r);
-        }
+        this.#pending.take(r.id)?.resolve(r);
       };
       w.on('message', (m: Reply | { batch: Reply[] }) => {
         if ('batch' in m) {
@@ -163,8 +161,7 @@ export class EcdhOffload {
 
   /** Answers every request still waiting for a worker that is gone. */
   #failPending(message: string): void {
-    const pending = [...this.#pending];
-    this.#pending.clear();
+    const pending = this.#pending.drain();
     this.#dhQueue.length = 0;
     this.#dhOut = 0;
     this.#refilling = false;
@@ -194,7 +191,7 @@ export class EcdhOffload {
     // The worker is unref'd when idle; while a reply is awaited it keeps the process alive.
     if (this.#pending.size === 0) w.ref();
     return new Promise<Reply>((resolve) => {
-      this.#pending.set(id, {
+      this.#pending.add(id, {
         resolve: (r) => {
           if (this.#pending.size === 0) this.#worker?.unref();
           resolve(r);

@@ -11,6 +11,7 @@ import { AUTH_FAILED, COPY_REFUSED, HANDLE_STALE, NOT_LOGGED_IN, SESSION_GONE, S
 import { WORKER_CONSTS, keyPairTemplates, keyTypeOf, secretKeyTemplate, signInput, signMechanisms, spkiFromToken } from './mechanisms.js';
 import type { FromWorker, ObjectAttrs, WorkerFailure, WorkerInit, WorkerOp } from './protocol.js';
 import { tokenWorkerMain } from './token-worker.js';
+import { CallTable } from '../../lib/call-table.js';
 
 /** Minimal logger shape (pino fits). Messages never carry the PIN. */
 export interface HsmLogger {
@@ -94,7 +95,8 @@ interface Pending {
 
 interface Lane {
   worker: Worker;
-  inflight: Map<number, Pending>;
+  /** Operations sent to this worker and not answered yet, by call number (see CallTable: not a Map). */
+  inflight: CallTable<Pending>;
   load: number;
   out: Array<{ n: number; o: WorkerOp }>;
   /** The worker's event-loop utilization at the last sample, and its smoothed share of busy time. */
@@ -578,7 +580,7 @@ export class Pkcs11KeyStore implements KeyStore {
       }
       if (lane === undefined) break;
       const p = this.queue.shift() as Pending;
-      lane.inflight.set(p.n, p);
+      lane.inflight.add(p.n, p);
       lane.load += p.cost;
       lane.out.push({ n: p.n, o: p.o });
       inflight++;
@@ -615,9 +617,8 @@ export class Pkcs11KeyStore implements KeyStore {
   private onResults(lane: Lane, msg: FromWorker): void {
     if (msg.t !== 'results') return;
     for (const { n, r } of msg.r) {
-      const p = lane.inflight.get(n);
+      const p = lane.inflight.take(n);
       if (!p) continue;
-      lane.inflight.delete(n);
       lane.load -= p.cost;
       lane.answered++;
       if (r.ok) {
@@ -674,7 +675,7 @@ export class Pkcs11KeyStore implements KeyStore {
     if (!lane) return Promise.reject(new CustosError('ERR_HSM_UNAVAILABLE', 'no worker', { details: { part: 'module' } }));
     return new Promise((resolve, reject) => {
       const n = ++this.seq;
-      lane.inflight.set(n, { n, o, op: 'health', cost: 0, start: performance.now(), resolve, reject });
+      lane.inflight.add(n, { n, o, op: 'health', cost: 0, start: performance.now(), resolve, reject });
       lane.worker.postMessage({ t: 'batch', ops: [{ n, o }] });
     });
   }
@@ -773,7 +774,7 @@ export class Pkcs11KeyStore implements KeyStore {
       `const pkcs11js = require(workerData.pkcs11Path);\n` +
       `(${tokenWorkerMain.toString()})({ parentPort, workerData, pkcs11js });\n`;
     const worker = new Worker(source, { eval: true, workerData: init, name: 'custos-pkcs11' });
-    const lane: Lane = { worker, inflight: new Map(), load: 0, out: [], elu: worker.performance.eventLoopUtilization(), util: 0, answered: 0 };
+    const lane: Lane = { worker, inflight: new CallTable<Pending>(), load: 0, out: [], elu: worker.performance.eventLoopUtilization(), util: 0, answered: 0 };
     return new Promise((resolve, reject) => {
       const onError = (e: unknown): void => reject(new CustosError('ERR_HSM_UNAVAILABLE', 'the PKCS#11 worker failed to start', { details: { part: 'module' }, cause: e }));
       worker.once('error', onError);
@@ -792,8 +793,7 @@ export class Pkcs11KeyStore implements KeyStore {
     const i = this.lanes.indexOf(lane);
     if (i === -1) return;
     this.lanes.splice(i, 1);
-    for (const p of lane.inflight.values()) p.reject(new CustosError('ERR_HSM_UNAVAILABLE', 'the PKCS#11 worker stopped', { details: { part: 'module' }, cause }));
-    lane.inflight.clear();
+    for (const [, p] of lane.inflight.drain()) p.reject(new CustosError('ERR_HSM_UNAVAILABLE', 'the PKCS#11 worker stopped', { details: { part: 'module' }, cause }));
     if (!this.closed) {
       this.opts.logger?.warn({ workers: this.lanes.length }, 'PKCS#11 worker stopped');
       if (this.lanes.length === 0) this.markBroken('module');
