@@ -7,8 +7,10 @@
  * Model: request i is due at start + i/rate. At each due time it goes out on an idle keep-alive
  * connection, or waits in FIFO order for one; its latency counts from when it was DUE, not from
  * when it was sent, so a stalled server (or a late generator) shows in full in the tail
- * (no coordinated omission). One request in flight per connection, no pipelining. If more than
- * rate/2 requests are waiting, the server cannot keep up: the run stops and says "saturated".
+ * (no coordinated omission). The connections are opened, and each has carried one GET /healthz,
+ * before the first request is due (see warm_up). One request in flight per connection, no
+ * pipelining. If more than rate/2 requests are waiting, the server cannot keep up: the run stops
+ * and says "saturated".
  *
  * Usage: openloop <host> <port> <path> <rate/s> <duration ms> <connections>
  * The request's bearer token and JSON body come from the environment (CUSTOS_BENCH_TOKEN,
@@ -122,7 +124,39 @@ static void die(const char *what) {
   exit(2);
 }
 
-static int open_conn(void) {
+static long complete_answer(struct conn *c, int *status, const char **body);
+
+/* A connection opened before the clock starts carries one GET /healthz, answered, first (`warm`):
+ * the server has then accepted it, handed it to one of its processes and served on it once,
+ * as any connection of a steady load has been. Opened all at once at the start of a row, 256
+ * connections otherwise met a server still accepting them (and growing its file tables), and the
+ * first requests of the row waited for that. */
+static void warm_up(int fd) {
+  static struct conn scratch;
+  char req[256];
+  int n = snprintf(req, sizeof req, "GET /healthz HTTP/1.1\r\nHost: %s:%d\r\n\r\n", host, port);
+  for (int sent = 0; sent < n;) {
+    ssize_t w = write(fd, req + sent, (size_t)(n - sent));
+    if (w <= 0) die("warm-up write");
+    sent += (int)w;
+  }
+  scratch.have = 0;
+  for (;;) {
+    ssize_t r = read(fd, scratch.buf + scratch.have, BUF - 1 - scratch.have);
+    if (r <= 0) die("warm-up read");
+    scratch.have += (size_t)r;
+    int status = 0;
+    const char *body = NULL;
+    long total = complete_answer(&scratch, &status, &body);
+    if (total < 0) {
+      fprintf(stderr, "openloop: unreadable answer to the warm-up request\n");
+      exit(2);
+    }
+    if (total > 0) return;
+  }
+}
+
+static int open_conn(int warm) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
   if (fd < 0) die("socket");
   struct sockaddr_in a = {0};
@@ -135,6 +169,7 @@ static int open_conn(void) {
   if (connect(fd, (struct sockaddr *)&a, sizeof a) < 0) die("connect");
   int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  if (warm) warm_up(fd);
   if (setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof one) < 0) die("SO_TIMESTAMPNS");
   fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
   return fd;
@@ -272,7 +307,7 @@ static void record(struct conn *c) {
 static void reconnect(struct conn *c) {
   epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
   close(c->fd);
-  c->fd = open_conn();
+  c->fd = open_conn(0);
   c->free_ns = 0;
   c->events = 0;
   watch(c, EPOLLIN, EPOLL_CTL_ADD);
@@ -679,7 +714,7 @@ int main(int argc, char **argv) {
   ep = epoll_create1(0);
   if (ep < 0) die("epoll_create1");
   for (int i = 0; i < nconns; i++) {
-    conns[i].fd = open_conn();
+    conns[i].fd = open_conn(1);
     watch(&conns[i], EPOLLIN, EPOLL_CTL_ADD);
     idle[nidle++] = nconns - 1 - i;
   }
