@@ -4,11 +4,12 @@
  * every call.
  *
  * Why not a Map: V8 replaces a Map's hash table whenever deleted entries fill it, and leaves in
- * the old table a link to the new one and every entry it held. Once one of those tables has been
- * promoted to the old generation, the scavenger takes what it points to as alive (an old object
- * is not checked for liveness by a young collection): the next table, and through the stale
- * entries each call's promise, the request awaiting it and everything that request holds. All of
- * it is promoted in turn, and only a full collection frees it. Measured on the signing path
+ * the old table a link to the new one (and, as the measurements below suggest, the entries it
+ * held). Once one of those tables has been promoted to the old generation, the scavenger takes
+ * what it points to as alive (an old object is not checked for liveness by a young collection):
+ * the next table, and through the stale entries each call's promise, the request awaiting it and
+ * everything that request holds. All of it is promoted in turn, and only a full collection frees
+ * it. Measured on the signing path
  * (bench/run.ts, `BENCH_ONLY=sign-open`, 10,500 signatures/s on two processes, `--trace-gc`): the
  * old generation of a server process grew 6.2 MB/s with a Map of calls in flight, and 3.2 and
  * 3.5 MB/s (two runs) without it, so that a full collection, whose marking and final pause make
