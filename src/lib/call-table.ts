@@ -9,11 +9,11 @@
  * what it points to as alive (an old object is not checked for liveness by a young collection):
  * the next table, and through the stale entries each call's promise, the request awaiting it and
  * everything that request holds. All of it is promoted in turn, and only a full collection frees
- * it. Measured on the signing path
- * (bench/run.ts, `BENCH_ONLY=sign-open`, 10,500 signatures/s on two processes, `--trace-gc`): the
- * old generation of a server process grew 6.2 MB/s with a Map of calls in flight, and 3.2 and
- * 3.5 MB/s (two runs) without it, so that a full collection, whose marking and final pause make
- * the worst event-loop stalls there, came about every 10 s instead of every 20 s.
+ * it. Measured on the signing path (bench/run.ts, `BENCH_ONLY=sign-open`, 10,500 signatures/s on
+ * two processes, `--trace-gc`): the old generation of a server process grew 6.2 MB/s with a Map
+ * of calls in flight, and 3.2 and 3.5 MB/s (two runs) without it, so that a full collection,
+ * whose marking and final pause make the worst event-loop stalls there, came about every 20 s
+ * instead of every 10 s.
  *
  * This table is open addressing with linear probing over two arrays that are allocated once (and
  * again only when it must grow): a slot is emptied when its call is taken, so nothing is left
