@@ -447,7 +447,7 @@ async function main(): Promise<void> {
     // sign-open: only the open-loop rows, at BENCH_SIGN_OPEN_RATE, each BENCH_OPEN_SECONDS long
     // (default 3): to compare builds or settings on the tail at one rate, over rows long enough to
     // count the rare stalls.
-    const openOnly = only.size > 0 && only.has('sign-open') && !part('sign') && !only.has('sign-wrk');
+    const openOnly = only.has('sign-open') && !only.has('sign') && !only.has('sign-wrk');
     const openMs = ms(1000 * (Number(process.env.BENCH_OPEN_SECONDS) > 0 ? Number(process.env.BENCH_OPEN_SECONDS) : 3));
     if (openOnly) {
       const rate = Number(process.env.BENCH_SIGN_OPEN_RATE);
