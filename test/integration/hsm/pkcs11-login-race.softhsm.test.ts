@@ -136,6 +136,9 @@ describe('PKCS#11 adapter on SoftHSM2: another process logging in', () => {
           () => signed++,
           (e: Error) => failures.push(e.message),
         );
+        // Paced like the child: back to back, the store's own re-logins rewrote the token file so
+        // often that in one loaded CI run every login of the child's failed for the 4 s.
+        await new Promise((r) => setTimeout(r, 1));
       }
     } finally {
       m.C_CloseSession(s);
